@@ -1,0 +1,113 @@
+/* core/call.h: the handler API every service is written against.
+ *
+ * A call is one gRPC stream. Everything about it runs on the worker thread that owns its
+ * connection; no callback is ever invoked from another thread, and none re-enters: callbacks
+ * run after the worker has finished parsing input, never from inside nghttp2.
+ *
+ * Receive: on_message hands over one whole message (the 5-byte prefix removed). The view stays
+ * valid until the handler calls rs_call_consume(); no further message is delivered until then,
+ * and the bytes withheld keep the client's flow-control window closed. A handler that finishes
+ * with a message during the callback calls rs_call_consume() before returning; one that waits
+ * for I/O (a file write) calls it from the I/O completion.
+ *
+ * Send: rs_call_send() queues one message into the stream's bounded send queue. When the queue
+ * is full it answers -EAGAIN and on_writable follows once there is room again.
+ *
+ * End: rs_call_finish() ends the call with a status; queued messages go out first, then the
+ * trailers. on_done is called exactly once, when the stream is gone (finished, reset by the
+ * client, failed, or its connection closed); after it the handler must not use the call except
+ * from completions of I/O it started, which still arrive (with rs_call_is_done() true), so the
+ * handler can release what the I/O held. The call's memory lives until on_done has returned and
+ * every such completion has arrived. */
+#ifndef RS_CORE_CALL_H
+#define RS_CORE_CALL_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+#include "proto/grpc.h"
+
+struct rs_call;
+
+struct rs_method {
+    const char *path;  /* "/package.Service/Method" */
+    size_t state_size; /* bytes of zeroed per-call state, see rs_call_state() */
+    /* Request headers arrived and the call was routed. May send, finish, or do nothing. */
+    void (*on_start)(struct rs_call *call);
+    /* One whole request message, a view valid until rs_call_consume(call). */
+    void (*on_message)(struct rs_call *call, const uint8_t *msg, size_t len);
+    /* The client half-closed: no more messages will come. NULL: ignored. */
+    void (*on_half_close)(struct rs_call *call);
+    /* The send queue has room again after rs_call_send() answered -EAGAIN. NULL: ignored. */
+    void (*on_writable)(struct rs_call *call);
+    /* The call is over; |status| is what the client was told, or RS_GRPC_CANCELLED when the
+     * stream was reset or the connection lost. Release per-call resources here. NULL: ignored. */
+    void (*on_done)(struct rs_call *call, enum rs_grpc_status status);
+};
+
+struct rs_service {
+    const char *name;                /* "package.Service" */
+    const struct rs_method *methods; /* borrowed; must outlive the server */
+    size_t nmethods;
+    void *ctx; /* borrowed; shared read-only by every worker, see rs_call_service_ctx() */
+};
+
+/* Per-call state of |state_size| bytes, zeroed at start; lives as long as the call. */
+void *rs_call_state(struct rs_call *call);
+/* The |ctx| of the service the call was routed to. */
+void *rs_call_service_ctx(const struct rs_call *call);
+/* The :path of the call; view valid for the call's life. */
+const char *rs_call_path(const struct rs_call *call);
+/* Largest message the call accepts and sends (the server's --max-msg). */
+size_t rs_call_max_msg(const struct rs_call *call);
+
+/* Request metadata (custom headers; pseudo-headers and the transport's own ones excluded).
+ * Names are lower-case; values of -bin headers are the raw base64 text as sent. Views valid
+ * for the call's life. rs_call_metadata() returns the first value of |name| or NULL. */
+size_t rs_call_metadata_count(const struct rs_call *call);
+void rs_call_metadata_at(const struct rs_call *call, size_t i, const char **name,
+                         const char **value, size_t *value_len);
+const char *rs_call_metadata(const struct rs_call *call, const char *name, size_t *value_len);
+
+/* Adds a response header (before the first message) or, once messages are flowing, a trailer
+ * sent with the status. Copies both. Returns 0, -EINVAL for a name that is not lower-case
+ * token characters or is reserved, -ENOMEM, -EALREADY when the call finished. */
+int rs_call_add_metadata(struct rs_call *call, const char *name, const char *value, size_t len);
+
+/* Releases the message last handed to on_message. Allowed during on_message or later. */
+void rs_call_consume(struct rs_call *call);
+
+/* Queues one message: the concatenation of |iov| with the gRPC prefix in front (copied). The
+ * first message also sends the response headers. Returns 0 or
+ *   -EAGAIN     the send queue is full; nothing queued; on_writable follows;
+ *   -EMSGSIZE   longer than rs_call_max_msg();
+ *   -ENOMEM     the worker's block pool is exhausted (the caller should finish the call with
+ *               RESOURCE_EXHAUSTED);
+ *   -ECANCELED  the call is done or already finished. */
+int rs_call_send(struct rs_call *call, const struct iovec *iov, int iovcnt);
+/* Bytes the send queue takes before it answers -EAGAIN. */
+size_t rs_call_send_room(const struct rs_call *call);
+
+/* Ends the call: queued messages, then trailers with grpc-status and a percent-encoded
+ * grpc-message (|msg| may be NULL). With nothing sent yet this is a trailers-only response.
+ * Later calls are ignored. */
+void rs_call_finish(struct rs_call *call, enum rs_grpc_status status, const char *msg);
+/* printf-style convenience over rs_call_finish(). */
+void rs_call_finishf(struct rs_call *call, enum rs_grpc_status status, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+/* True once on_done has been called (or is running). */
+bool rs_call_is_done(const struct rs_call *call);
+
+/* Asynchronous file I/O on the worker's ring, on behalf of a call. |cb| runs on the worker
+ * with |res| = bytes transferred or -errno, exactly once, even if the call ends meanwhile
+ * (then rs_call_is_done() is true). |buf| is borrowed until |cb|. Returns 0 when submitted,
+ * or -ENOMEM (no op slot; |cb| will not run). */
+typedef void (*rs_call_io_cb)(struct rs_call *call, void *arg, int res);
+int rs_call_pread(struct rs_call *call, int fd, void *buf, size_t len, uint64_t off,
+                  rs_call_io_cb cb, void *arg);
+int rs_call_pwrite(struct rs_call *call, int fd, const void *buf, size_t len, uint64_t off,
+                   rs_call_io_cb cb, void *arg);
+int rs_call_fsync(struct rs_call *call, int fd, rs_call_io_cb cb, void *arg);
+
+#endif /* RS_CORE_CALL_H */

@@ -1,0 +1,163 @@
+/* core/chunkq.c: bounded FIFO of pool blocks (see core/chunkq.h). */
+#include "core/chunkq.h"
+#include "core/pool.h"
+#include <assert.h>
+#include <errno.h>
+#include <string.h>
+
+void rs_chunkq_init(struct rs_chunkq *q, size_t cap, struct rs_pool *pool)
+{
+    rs_list_init(&q->blocks);
+    q->used = 0;
+    q->cap = cap;
+    q->pool = pool;
+}
+
+static struct rs_block *last_block(const struct rs_chunkq *q)
+{
+    if (rs_list_empty(&q->blocks))
+        return NULL;
+    return rs_container_of(q->blocks.prev, struct rs_block, link);
+}
+
+/* Copies into the free space of |b| (never before its tail, so views do not move). */
+static size_t fill_block(struct rs_block *b, size_t block_size, const unsigned char *src,
+                         size_t len)
+{
+    size_t n = block_size - b->tail;
+
+    if (n > len)
+        n = len;
+    memcpy(b->data + b->tail, src, n);
+    b->tail += n;
+    return n;
+}
+
+ssize_t rs_chunkq_push(struct rs_chunkq *q, const void *data, size_t len)
+{
+    const unsigned char *src = data;
+    size_t bs = q->pool->block_size;
+    size_t want = rs_chunkq_room(q);
+    size_t done = 0;
+    struct rs_block *b;
+
+    if (want > len)
+        want = len;
+    b = last_block(q);
+    if (b != NULL)
+        done = fill_block(b, bs, src, want);
+    while (done < want) {
+        b = rs_pool_get(q->pool);
+        if (b == NULL) {
+            if (done == 0)
+                return -ENOMEM;
+            break;
+        }
+        rs_list_insert_tail(&q->blocks, &b->link);
+        done += fill_block(b, bs, src + done, want - done);
+    }
+    q->used += done;
+    return (ssize_t)done;
+}
+
+int rs_chunkq_append(struct rs_chunkq *q, const void *data, size_t len)
+{
+    const unsigned char *src = data;
+    size_t bs = q->pool->block_size;
+    struct rs_block *tail = last_block(q);
+    size_t in_tail = tail != NULL ? bs - tail->tail : 0;
+    struct rs_list fresh;
+    struct rs_list *e, *next;
+    struct rs_block *b;
+    size_t done = 0;
+    size_t need;
+
+    if (in_tail > len)
+        in_tail = len;
+    /* Take every block first, so a failure leaves |q| untouched. */
+    rs_list_init(&fresh);
+    for (need = len - in_tail; need > 0; need -= need < bs ? need : bs) {
+        b = rs_pool_get(q->pool);
+        if (b == NULL)
+            goto err_put_fresh;
+        rs_list_insert_tail(&fresh, &b->link);
+    }
+    if (tail != NULL)
+        done = fill_block(tail, bs, src, in_tail);
+    for (e = fresh.next; e != &fresh; e = next) {
+        next = e->next;
+        b = rs_container_of(e, struct rs_block, link);
+        rs_list_unlink(e);
+        rs_list_insert_tail(&q->blocks, e);
+        done += fill_block(b, bs, src + done, len - done);
+    }
+    assert(done == len);
+    q->used += len;
+    return 0;
+err_put_fresh:
+    for (e = fresh.next; e != &fresh; e = next) {
+        next = e->next;
+        rs_list_unlink(e);
+        rs_pool_put(q->pool, rs_container_of(e, struct rs_block, link));
+    }
+    return -ENOMEM;
+}
+
+size_t rs_chunkq_peek(const struct rs_chunkq *q, size_t off, size_t max, struct iovec *iov,
+                      size_t n)
+{
+    const struct rs_list *e;
+    size_t filled = 0;
+
+    for (e = q->blocks.next; e != &q->blocks && filled < n && max > 0; e = e->next) {
+        struct rs_block *b = rs_container_of(e, struct rs_block, link);
+        size_t avail = b->tail - b->head;
+
+        if (off >= avail) {
+            off -= avail;
+            continue;
+        }
+        avail -= off;
+        if (avail > max)
+            avail = max;
+        iov[filled].iov_base = b->data + b->head + off;
+        iov[filled].iov_len = avail;
+        filled++;
+        max -= avail;
+        off = 0;
+    }
+    return filled;
+}
+
+void rs_chunkq_consume(struct rs_chunkq *q, size_t len)
+{
+    struct rs_list *e, *next;
+
+    assert(len <= q->used);
+    q->used -= len;
+    for (e = q->blocks.next; e != &q->blocks && len > 0; e = next) {
+        struct rs_block *b = rs_container_of(e, struct rs_block, link);
+        size_t avail = b->tail - b->head;
+
+        next = e->next;
+        if (len < avail) {
+            b->head += len;
+            return;
+        }
+        len -= avail;
+        rs_list_unlink(e);
+        rs_pool_put(q->pool, b);
+    }
+}
+
+void rs_chunkq_free(struct rs_chunkq *q)
+{
+    struct rs_list *e, *next;
+
+    for (e = q->blocks.next; e != &q->blocks; e = next) {
+        next = e->next;
+        rs_list_unlink(e);
+        rs_pool_put(q->pool, rs_container_of(e, struct rs_block, link));
+    }
+    q->used = 0;
+}

@@ -1,0 +1,97 @@
+/* uring/ring.h: the io_uring layer. One ring per worker thread, used by that thread only.
+ *
+ * Callers never see liburing types: they queue operations tagged with a 64-bit user_data and
+ * receive completions through rs_ring_wait(). user_data packs an op code, a generation and a
+ * slot (see rs_ud_make()), never a bare pointer, so a completion for a connection or request
+ * slot that has since been reused is detected instead of becoming a use-after-free. */
+#ifndef RS_URING_RING_H
+#define RS_URING_RING_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <linux/time_types.h>
+
+struct io_uring;
+struct io_uring_buf_ring;
+
+struct rs_ring {
+    struct io_uring *ring;        /* owned */
+    struct io_uring_buf_ring *br; /* owned mmap of the provided-buffer ring, or NULL */
+    uint8_t *bufs;                /* owned: nbufs * bufsize bytes of receive buffers */
+    unsigned nbufs;               /* power of two */
+    size_t bufsize;
+    uint16_t bgid; /* buffer group id of |br| */
+};
+
+/* Completion flags forwarded from the CQE. */
+enum {
+    RS_RING_F_MORE = 1u << 0,   /* a multishot op stays armed */
+    RS_RING_F_BUFFER = 1u << 1, /* |bid| names a provided buffer the caller must recycle */
+    RS_RING_F_NOTIF = 1u << 2,  /* zero-copy send notification */
+};
+
+struct rs_ring_cqe {
+    uint64_t user_data;
+    int32_t res; /* bytes, fd, or -errno */
+    unsigned flags;
+    unsigned bid;
+};
+
+/* user_data = op << 56 | (gen & 0xffffff) << 32 | slot. */
+static inline uint64_t rs_ud_make(unsigned op, uint32_t gen, uint32_t slot)
+{
+    return (uint64_t)op << 56 | (uint64_t)(gen & 0xffffffu) << 32 | slot;
+}
+static inline unsigned rs_ud_op(uint64_t ud)
+{
+    return (unsigned)(ud >> 56);
+}
+static inline uint32_t rs_ud_gen(uint64_t ud)
+{
+    return (uint32_t)(ud >> 32) & 0xffffffu;
+}
+static inline uint32_t rs_ud_slot(uint64_t ud)
+{
+    return (uint32_t)ud;
+}
+
+/* Checks that io_uring works here and has every opcode ringstream uses. Returns 0, or -errno
+ * with one line in |err| naming the cause and the fix (io_uring_disabled sysctl, seccomp). */
+int rs_ring_probe(char *err, size_t errlen);
+
+/* Sets up a ring with SINGLE_ISSUER | DEFER_TASKRUN, to be used only by the calling thread.
+ * Returns 0 or -errno (with a reason in |err|). */
+int rs_ring_init(struct rs_ring *r, unsigned entries, char *err, size_t errlen);
+/* Registers |nbufs| (a power of two) receive buffers of |bufsize| bytes as buffer group
+ * |bgid|. Returns 0 or -errno. */
+int rs_ring_bufs_init(struct rs_ring *r, uint16_t bgid, unsigned nbufs, size_t bufsize);
+/* Tears everything down; accepts a zeroed ring. */
+void rs_ring_fini(struct rs_ring *r);
+
+/* View of provided buffer |bid|, valid until rs_ring_buf_recycle(r, bid). */
+void *rs_ring_buf(struct rs_ring *r, unsigned bid);
+void rs_ring_buf_recycle(struct rs_ring *r, unsigned bid);
+
+/* Queue operations. Each returns 0, or -EBUSY when no SQE could be had even after submitting.
+ * Pointers passed in are borrowed until the completion arrives. */
+int rs_ring_accept_multishot(struct rs_ring *r, int fd, uint64_t ud);
+int rs_ring_recv_multishot(struct rs_ring *r, int fd, uint64_t ud);
+int rs_ring_sendmsg(struct rs_ring *r, int fd, const struct msghdr *msg, uint64_t ud);
+int rs_ring_read(struct rs_ring *r, int fd, void *buf, size_t len, uint64_t off, uint64_t ud);
+int rs_ring_write(struct rs_ring *r, int fd, const void *buf, size_t len, uint64_t off,
+                  uint64_t ud);
+int rs_ring_fsync(struct rs_ring *r, int fd, uint64_t ud);
+/* A relative timeout; |ts| borrowed until the completion (-ETIME when it fires). */
+int rs_ring_timeout(struct rs_ring *r, const struct __kernel_timespec *ts, uint64_t ud);
+/* Cancels every op whose user_data equals |target|; its own completion comes as |ud|. */
+int rs_ring_cancel(struct rs_ring *r, uint64_t target, uint64_t ud);
+
+/* Submits queued SQEs, waits for at least one completion (or |timeout_ms| when >= 0), and calls
+ * |fn| for every completion available, then marks them all seen. Returns the number handled,
+ * or -errno (-EINTR is retried internally). */
+typedef void (*rs_ring_cqe_fn)(void *ctx, const struct rs_ring_cqe *cqe);
+int rs_ring_wait(struct rs_ring *r, rs_ring_cqe_fn fn, void *ctx);
+
+#endif /* RS_URING_RING_H */

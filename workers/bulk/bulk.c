@@ -1,0 +1,1203 @@
+/* workers/bulk/bulk.c: the six methods of ringstream.v1.Bulk (proto/bulk.proto).
+ *
+ * Requests are decoded with nanopb from the message view on_message hands over. Every string
+ * and bytes field of a request is a callback (proto/bulk.options) that records a view into
+ * that message, so names keep their exact length and bulk data is never copied into a struct.
+ * PutRequest (a oneof holding bytes) and Chunk are read field by field with nanopb's wire
+ * primitives; responses carrying data (Chunk) are encoded by hand: field headers plus an
+ * iovec pointing at the data.
+ *
+ * Every method runs on its call's worker. A method that starts ring I/O counts it and frees
+ * what the I/O uses only once on_done has run and the last completion has arrived. |finished|
+ * in a state means we called rs_call_finish(): later events only release resources. */
+#include "workers/bulk/bulk.h"
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <pb_decode.h>
+#include <pb_encode.h>
+#include "bulk.pb.h"
+#include "core/log.h"
+#include "core/sha256.h"
+#include "workers/bulk/name.h"
+#include "workers/bulk/store.h"
+
+#define CHUNK_DEFAULT  (64u * 1024)
+#define CHUNK_MAX      (1024u * 1024)
+#define CHUNK_OVERHEAD 22 /* Chunk field headers: tag + 10-byte varint, twice */
+#define VARINT_MAX     10
+
+struct rs_bulk {
+    struct rs_store store;
+    struct rs_service svc;
+};
+
+static struct rs_store *call_store(struct rs_call *call)
+{
+    struct rs_bulk *b = rs_call_service_ctx(call);
+
+    return &b->store;
+}
+
+/* --- finishing ------------------------------------------------------------------------- */
+
+/* rs_call_finishf() that also records that the call is finished. */
+__attribute__((format(printf, 4, 5))) static void
+fail(struct rs_call *call, bool *finished, enum rs_grpc_status status, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    *finished = true;
+    rs_call_finish(call, status, msg);
+}
+
+static void finish_ok(struct rs_call *call, bool *finished)
+{
+    *finished = true;
+    rs_call_finish(call, RS_GRPC_OK, NULL);
+}
+
+/* A failed rs_call_send(); -EAGAIN is the caller's business. */
+static void fail_send(struct rs_call *call, bool *finished, int err)
+{
+    if (err == -ECANCELED) { /* the call is over already */
+        *finished = true;
+        return;
+    }
+    if (err == -EMSGSIZE)
+        fail(call, finished, RS_GRPC_RESOURCE_EXHAUSTED,
+             "response message exceeds the maximum message size (%zu bytes)",
+             rs_call_max_msg(call));
+    else if (err == -ENOMEM)
+        fail(call, finished, RS_GRPC_RESOURCE_EXHAUSTED, "server out of buffer memory");
+    else
+        fail(call, finished, rs_grpc_status_from_errno(err), "sending: %s", strerror(-err));
+}
+
+/* An error from store.c about object |name| (valid, so safe to print). */
+static void fail_store(struct rs_call *call, bool *finished, int err, const char *doing,
+                       const char *name, size_t len)
+{
+    if (err == -ENOENT)
+        fail(call, finished, RS_GRPC_NOT_FOUND, "object \"%.*s\" not found", (int)len, name);
+    else if (err == -EBADMSG)
+        fail(call, finished, RS_GRPC_DATA_LOSS, "object \"%.*s\": stored metadata is corrupt",
+             (int)len, name);
+    else
+        fail(call, finished, rs_grpc_status_from_errno(err), "%s \"%.*s\": %s", doing, (int)len,
+             name, strerror(-err));
+}
+
+/* --- decoding -------------------------------------------------------------------------- */
+
+struct view {
+    const uint8_t *p; /* into the message handed to on_message */
+    size_t len;
+    bool set;
+};
+
+/* nanopb decode callback for a string/bytes field: records a view and skips the bytes. For a
+ * stream from pb_istream_from_buffer(), stream->state is the read position (buf_read() in
+ * pb_decode.c, unchanged since 0.4.0); view_inside() checks that this still holds. */
+static bool view_cb(pb_istream_t *stream, const pb_field_t *field, void **arg)
+{
+    struct view *v = *arg;
+
+    v->p = stream->state;
+    v->len = stream->bytes_left;
+    v->set = true;
+    return pb_read(stream, NULL, stream->bytes_left);
+}
+
+static void view_bind(pb_callback_t *cb, struct view *v)
+{
+    cb->funcs.decode = view_cb;
+    cb->arg = v;
+}
+
+static bool view_inside(const struct view *v, const uint8_t *msg, size_t len)
+{
+    return !v->set || (v->p >= msg && v->len <= len && (size_t)(v->p - msg) <= len - v->len);
+}
+
+/* Reads a length-delimited field's payload as a view of |msg| (|s| reads |msg|). */
+static bool take_bytes(pb_istream_t *s, const uint8_t *msg, size_t len, struct view *v)
+{
+    uint32_t n;
+
+    if (!pb_decode_varint32(s, &n))
+        return false;
+    if (n > s->bytes_left)
+        PB_RETURN_ERROR(s, "length runs past the end of the message");
+    v->p = msg + (len - s->bytes_left);
+    v->len = n;
+    v->set = true;
+    return pb_read(s, NULL, n);
+}
+
+/* Next field of a hand-parsed message. Returns NULL, or why the message is malformed. */
+static const char *next_field(pb_istream_t *s, pb_wire_type_t *wt, uint32_t *tag)
+{
+    bool eof;
+
+    if (!pb_decode_tag(s, wt, tag, &eof))
+        return eof ? "truncated field" : PB_GET_ERROR(s);
+    if (*tag == 0)
+        return "field number 0";
+    return NULL;
+}
+
+/* Decodes a whole request with nanopb; its views must already be bound. On failure the call
+ * is finished with INVALID_ARGUMENT. */
+static bool decode(struct rs_call *call, bool *finished, const uint8_t *msg, size_t len,
+                   const pb_msgdesc_t *fields, void *dst, const char *what)
+{
+    pb_istream_t s = pb_istream_from_buffer(msg, len);
+
+    if (!pb_decode(&s, fields, dst)) {
+        fail(call, finished, RS_GRPC_INVALID_ARGUMENT, "malformed %s: %s", what, PB_GET_ERROR(&s));
+        return false;
+    }
+    return true;
+}
+
+static const char name_rules[] =
+        "1..255 bytes of [A-Za-z0-9._/-], no empty, \".\" or \"..\" segment, no leading \"/\"";
+
+/* Checks a request's name; on failure finishes the call with INVALID_ARGUMENT. */
+static bool name_ok(struct rs_call *call, bool *finished, const struct view *v, const char *field)
+{
+    if (!v->set || v->len == 0) {
+        fail(call, finished, RS_GRPC_INVALID_ARGUMENT, "%s is required (%s)", field, name_rules);
+        return false;
+    }
+    if (!rs_bulk_name_valid((const char *)v->p, v->len)) {
+        fail(call, finished, RS_GRPC_INVALID_ARGUMENT,
+             "%s is not a valid object name (%zu bytes): %s", field, v->len, name_rules);
+        return false;
+    }
+    return true;
+}
+
+/* --- encoding -------------------------------------------------------------------------- */
+
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+/* Sends one Chunk { data = 1; offset = 2 }, data by reference (rs_call_send copies it into
+ * the send queue). Returns what rs_call_send() returns. */
+static int send_chunk(struct rs_call *call, const uint8_t *data, size_t len, uint64_t offset)
+{
+    uint8_t head[1 + VARINT_MAX], tail[1 + VARINT_MAX];
+    struct iovec iov[3] = { { .iov_base = head, .iov_len = 0 } };
+    int n = 1;
+
+    if (len > 0) {
+        head[0] = (1u << 3) | PB_WT_STRING;
+        iov[0].iov_len = 1 + put_varint(head + 1, len);
+        iov[n].iov_base = (void *)data;
+        iov[n++].iov_len = len;
+    }
+    if (offset > 0) {
+        tail[0] = (2u << 3) | PB_WT_VARINT;
+        iov[n].iov_base = tail;
+        iov[n++].iov_len = 1 + put_varint(tail + 1, offset);
+    }
+    return rs_call_send(call, iov, n);
+}
+
+static size_t encode_info(uint8_t *buf, size_t cap, const struct rs_store_meta *m)
+{
+    ringstream_v1_ObjectInfo info = ringstream_v1_ObjectInfo_init_zero;
+    pb_ostream_t s = pb_ostream_from_buffer(buf, cap);
+
+    memcpy(info.name, m->name, m->name_len);
+    info.name[m->name_len] = '\0';
+    info.size = m->size;
+    memcpy(info.sha256, m->sha256, sizeof(info.sha256));
+    info.modified_unix_ms = m->modified_unix_ms;
+    if (!pb_encode(&s, ringstream_v1_ObjectInfo_fields, &info)) {
+        rs_log_bug("bulk: encoding ObjectInfo: %s", PB_GET_ERROR(&s));
+        return 0;
+    }
+    return s.bytes_written;
+}
+
+/* The one ObjectInfo a unary call answers with; held while the send queue is full. */
+struct reply {
+    uint8_t buf[ringstream_v1_ObjectInfo_size];
+    size_t len;
+    bool pending;
+};
+
+static void reply_flush(struct rs_call *call, struct reply *r, bool *finished)
+{
+    struct iovec iov = { .iov_base = r->buf, .iov_len = r->len };
+    int ret;
+
+    if (!r->pending)
+        return;
+    ret = rs_call_send(call, &iov, 1);
+    if (ret == -EAGAIN)
+        return; /* on_writable calls again */
+    r->pending = false;
+    if (ret < 0)
+        fail_send(call, finished, ret);
+    else
+        finish_ok(call, finished);
+}
+
+/* Answers |m| and finishes OK (now, or from on_writable). */
+static void reply_info(struct rs_call *call, struct reply *r, bool *finished,
+                       const struct rs_store_meta *m)
+{
+    r->len = encode_info(r->buf, sizeof(r->buf), m);
+    if (r->len == 0) {
+        fail(call, finished, RS_GRPC_INTERNAL, "cannot encode ObjectInfo");
+        return;
+    }
+    r->pending = true;
+    reply_flush(call, r, finished);
+}
+
+static void hexify(char *out, const uint8_t *in, size_t n)
+{
+    static const char d[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = d[in[i] >> 4];
+        out[2 * i + 1] = d[in[i] & 0xf];
+    }
+    out[2 * n] = '\0';
+}
+
+static int64_t now_unix_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_start_nothing(struct rs_call *call)
+{
+}
+
+/* --- Put ------------------------------------------------------------------------------- */
+
+struct put {
+    struct reply reply;
+    struct rs_store_meta meta; /* name from the header; the rest filled when publishing */
+    char key[RS_STORE_KEY_LEN + 1];
+    struct rs_sha256 sha; /* of every byte received so far */
+    uint64_t want_size;   /* from the header; 0: unchecked */
+    uint8_t want_sha[RS_SHA256_LEN];
+    uint64_t received; /* bytes received and hashed; the offset of the next write */
+    const uint8_t *wp; /* the rest of the data being written: a view of the message */
+    size_t wlen;       /*   held unconsumed until its write completes */
+    uint64_t woff;
+    int fd;            /* the unnamed file, when has_fd */
+    unsigned inflight; /* ring ops whose completion has not arrived */
+    bool has_fd;
+    bool has_header;
+    bool check_sha;
+    bool overwrite;
+    bool half_closed;
+    bool finished;
+    bool released;
+};
+
+enum put_part {
+    PUT_NONE,
+    PUT_HEADER,
+    PUT_DATA,
+};
+
+/* One PutRequest: which part of the oneof came last (protobuf's rule), the header fields, the
+ * data as a view. */
+struct put_req {
+    enum put_part part;
+    ringstream_v1_PutHeader hdr;
+    struct view name, sha, data;
+};
+
+static const char *put_parse(const uint8_t *msg, size_t len, struct put_req *r)
+{
+    pb_istream_t s = pb_istream_from_buffer(msg, len);
+    pb_wire_type_t wt;
+    uint32_t tag;
+
+    while (s.bytes_left > 0) {
+        const char *why = next_field(&s, &wt, &tag);
+
+        if (why != NULL)
+            return why;
+        if ((tag == 1 || tag == 2) && wt != PB_WT_STRING)
+            return "wrong wire type for header or data";
+        if (tag == 1) {
+            struct view sub = { 0 };
+            pb_istream_t hs;
+            /* A header repeated right after a header merges into it, as protobuf does. */
+            unsigned flags = r->part == PUT_HEADER ? PB_DECODE_NOINIT : 0;
+
+            if (!take_bytes(&s, msg, len, &sub))
+                return PB_GET_ERROR(&s);
+            hs = pb_istream_from_buffer(sub.p, sub.len);
+            if (flags == 0) {
+                r->name = (struct view){ 0 };
+                r->sha = (struct view){ 0 };
+            }
+            view_bind(&r->hdr.name, &r->name);
+            view_bind(&r->hdr.sha256, &r->sha);
+            if (!pb_decode_ex(&hs, ringstream_v1_PutHeader_fields, &r->hdr, flags))
+                return PB_GET_ERROR(&hs);
+            r->part = PUT_HEADER;
+        } else if (tag == 2) {
+            if (!take_bytes(&s, msg, len, &r->data))
+                return PB_GET_ERROR(&s);
+            r->part = PUT_DATA;
+        } else if (!pb_skip_field(&s, wt)) {
+            return PB_GET_ERROR(&s);
+        }
+    }
+    if (!view_inside(&r->name, msg, len) || !view_inside(&r->sha, msg, len))
+        return "internal: nanopb no longer reads buffers in place";
+    return NULL;
+}
+
+static void put_release(struct put *p)
+{
+    if (p->released || p->inflight > 0)
+        return;
+    p->released = true;
+    if (p->has_fd)
+        close(p->fd); /* an unpublished O_TMPFILE file disappears here */
+    p->has_fd = false;
+    rs_sha256_free(&p->sha);
+}
+
+/* The header arrived: check it, then create the unnamed file. */
+static void put_start(struct rs_call *call, struct put *p, const struct put_req *r)
+{
+    struct rs_store *st = call_store(call);
+    int ret;
+
+    if (!name_ok(call, &p->finished, &r->name, "PutHeader.name"))
+        return;
+    if (r->sha.set && r->sha.len != 0 && r->sha.len != RS_SHA256_LEN) {
+        fail(call, &p->finished, RS_GRPC_INVALID_ARGUMENT,
+             "PutHeader.sha256 must be empty or 32 raw bytes, got %zu bytes", r->sha.len);
+        return;
+    }
+    memcpy(p->meta.name, r->name.p, r->name.len);
+    p->meta.name[r->name.len] = '\0';
+    p->meta.name_len = r->name.len;
+    p->check_sha = r->sha.set && r->sha.len == RS_SHA256_LEN;
+    if (p->check_sha)
+        memcpy(p->want_sha, r->sha.p, RS_SHA256_LEN);
+    p->want_size = r->hdr.size;
+    p->overwrite = r->hdr.overwrite;
+    ret = rs_store_key(p->meta.name, p->meta.name_len, p->key);
+    if (ret < 0) {
+        fail(call, &p->finished, RS_GRPC_INTERNAL, "hashing the name: %s", strerror(-ret));
+        return;
+    }
+    if (!p->overwrite) {
+        ret = rs_store_exists(st, p->key);
+        if (ret > 0) {
+            fail(call, &p->finished, RS_GRPC_ALREADY_EXISTS,
+                 "object \"%s\" already exists (set overwrite to replace it)", p->meta.name);
+            return;
+        }
+        if (ret < 0) {
+            fail_store(call, &p->finished, ret, "checking", p->meta.name, p->meta.name_len);
+            return;
+        }
+    }
+    ret = rs_sha256_init(&p->sha);
+    if (ret < 0) {
+        fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED, "no memory for hashing");
+        return;
+    }
+    ret = rs_store_create(st);
+    if (ret < 0) {
+        fail_store(call, &p->finished, ret, "creating", p->meta.name, p->meta.name_len);
+        return;
+    }
+    p->fd = ret;
+    p->has_fd = true;
+    p->has_header = true;
+}
+
+static void put_on_write(struct rs_call *call, void *arg, int res);
+static void put_on_fsync(struct rs_call *call, void *arg, int res);
+static void put_on_dirsync(struct rs_call *call, void *arg, int res);
+
+static void put_write(struct rs_call *call, struct put *p)
+{
+    int ret = rs_call_pwrite(call, p->fd, p->wp, p->wlen, p->woff, put_on_write, p);
+
+    if (ret < 0) {
+        fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED, "no free I/O slot on this worker");
+        rs_call_consume(call);
+        return;
+    }
+    p->inflight++;
+}
+
+/* The client half-closed and every byte is written: check, sync, then publish. */
+static void put_finalize(struct rs_call *call, struct put *p)
+{
+    int ret;
+
+    if (p->want_size != 0 && p->received != p->want_size) {
+        fail(call, &p->finished, RS_GRPC_DATA_LOSS,
+             "received %" PRIu64 " bytes but PutHeader.size says %" PRIu64, p->received,
+             p->want_size);
+        return;
+    }
+    ret = rs_sha256_final(&p->sha, p->meta.sha256);
+    if (ret < 0) {
+        fail(call, &p->finished, RS_GRPC_INTERNAL, "hashing: %s", strerror(-ret));
+        return;
+    }
+    if (p->check_sha && memcmp(p->meta.sha256, p->want_sha, RS_SHA256_LEN) != 0) {
+        char got[2 * RS_SHA256_LEN + 1], want[2 * RS_SHA256_LEN + 1];
+
+        hexify(got, p->meta.sha256, RS_SHA256_LEN);
+        hexify(want, p->want_sha, RS_SHA256_LEN);
+        fail(call, &p->finished, RS_GRPC_DATA_LOSS,
+             "SHA-256 mismatch: the data received hashes to %s, PutHeader.sha256 is %s", got, want);
+        return;
+    }
+    p->meta.size = p->received;
+    p->meta.modified_unix_ms = now_unix_ms();
+    ret = rs_store_set_meta(p->fd, &p->meta);
+    if (ret < 0) {
+        fail_store(call, &p->finished, ret, "storing metadata of", p->meta.name, p->meta.name_len);
+        return;
+    }
+    if (rs_call_fsync(call, p->fd, put_on_fsync, p) < 0) {
+        fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED, "no free I/O slot on this worker");
+        return;
+    }
+    p->inflight++;
+}
+
+static void put_on_message(struct rs_call *call, const uint8_t *msg, size_t len)
+{
+    struct put *p = rs_call_state(call);
+    struct put_req r = { .part = PUT_NONE };
+    const char *why;
+
+    if (p->finished) {
+        rs_call_consume(call);
+        return;
+    }
+    why = put_parse(msg, len, &r);
+    if (why != NULL) {
+        fail(call, &p->finished, RS_GRPC_INVALID_ARGUMENT, "malformed PutRequest: %s", why);
+    } else if (r.part == PUT_NONE) {
+        fail(call, &p->finished, RS_GRPC_INVALID_ARGUMENT,
+             "PutRequest carries neither header nor data");
+    } else if (!p->has_header) {
+        if (r.part != PUT_HEADER)
+            fail(call, &p->finished, RS_GRPC_INVALID_ARGUMENT,
+                 "the first PutRequest must carry the header");
+        else
+            put_start(call, p, &r);
+    } else if (r.part == PUT_HEADER) {
+        fail(call, &p->finished, RS_GRPC_INVALID_ARGUMENT,
+             "a second PutRequest header; only the first message carries one");
+    } else if (p->want_size != 0 && r.data.len > p->want_size - p->received) {
+        fail(call, &p->finished, RS_GRPC_DATA_LOSS,
+             "more data than PutHeader.size (%" PRIu64 " bytes)", p->want_size);
+    } else if (r.data.len > 0) {
+        int ret = rs_sha256_update(&p->sha, r.data.p, r.data.len);
+
+        if (ret < 0) {
+            fail(call, &p->finished, RS_GRPC_INTERNAL, "hashing: %s", strerror(-ret));
+        } else {
+            p->wp = r.data.p;
+            p->wlen = r.data.len;
+            p->woff = p->received;
+            p->received += r.data.len;
+            put_write(call, p); /* consumes from put_on_write */
+            return;
+        }
+    }
+    rs_call_consume(call);
+}
+
+static void put_on_write(struct rs_call *call, void *arg, int res)
+{
+    struct put *p = arg;
+
+    p->inflight--;
+    if (rs_call_is_done(call)) {
+        put_release(p);
+        return;
+    }
+    if (p->finished) {
+        rs_call_consume(call);
+        return;
+    }
+    if (res <= 0) {
+        int err = res < 0 ? res : -EIO;
+
+        fail(call, &p->finished, rs_grpc_status_from_errno(err), "writing \"%s\": %s", p->meta.name,
+             strerror(-err));
+        rs_call_consume(call);
+        return;
+    }
+    p->wp += res;
+    p->wlen -= (size_t)res;
+    p->woff += (uint64_t)res;
+    if (p->wlen > 0) { /* short write: the rest */
+        put_write(call, p);
+        return;
+    }
+    rs_call_consume(call);
+    if (p->half_closed)
+        put_finalize(call, p);
+}
+
+static void put_on_fsync(struct rs_call *call, void *arg, int res)
+{
+    struct put *p = arg;
+    int ret;
+
+    p->inflight--;
+    if (rs_call_is_done(call)) {
+        put_release(p);
+        return;
+    }
+    if (p->finished)
+        return;
+    if (res < 0) {
+        fail(call, &p->finished, rs_grpc_status_from_errno(res), "syncing \"%s\": %s", p->meta.name,
+             strerror(-res));
+        return;
+    }
+    ret = rs_store_publish(call_store(call), p->fd, p->key, p->overwrite);
+    if (ret == -EEXIST) {
+        fail(call, &p->finished, RS_GRPC_ALREADY_EXISTS,
+             "object \"%s\" was created by another upload meanwhile (set overwrite to replace it)",
+             p->meta.name);
+        return;
+    }
+    if (ret < 0) {
+        fail_store(call, &p->finished, ret, "publishing", p->meta.name, p->meta.name_len);
+        return;
+    }
+    /* The new name is durable once objects/ itself is synced. */
+    if (rs_call_fsync(call, rs_store_dirfd(call_store(call)), put_on_dirsync, p) < 0) {
+        fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED,
+             "object \"%s\" published but not synced: no free I/O slot", p->meta.name);
+        return;
+    }
+    p->inflight++;
+}
+
+static void put_on_dirsync(struct rs_call *call, void *arg, int res)
+{
+    struct put *p = arg;
+
+    p->inflight--;
+    if (rs_call_is_done(call)) {
+        put_release(p);
+        return;
+    }
+    if (p->finished)
+        return;
+    if (res < 0) {
+        rs_log_error("bulk: object \"%s\" published but syncing objects/ failed: %s", p->meta.name,
+                     strerror(-res));
+        fail(call, &p->finished, RS_GRPC_INTERNAL,
+             "object \"%s\" published but syncing its directory failed: %s", p->meta.name,
+             strerror(-res));
+        return;
+    }
+    reply_info(call, &p->reply, &p->finished, &p->meta);
+}
+
+static void put_on_half_close(struct rs_call *call)
+{
+    struct put *p = rs_call_state(call);
+
+    p->half_closed = true;
+    if (p->finished)
+        return;
+    if (!p->has_header) {
+        fail(call, &p->finished, RS_GRPC_INVALID_ARGUMENT,
+             "empty Put: the stream ended before the header");
+        return;
+    }
+    if (p->inflight == 0)
+        put_finalize(call, p); /* else put_on_write does it */
+}
+
+static void put_on_writable(struct rs_call *call)
+{
+    struct put *p = rs_call_state(call);
+
+    reply_flush(call, &p->reply, &p->finished);
+}
+
+static void put_on_done(struct rs_call *call, enum rs_grpc_status status)
+{
+    put_release(rs_call_state(call)); /* or the last completion does */
+}
+
+/* --- Get ------------------------------------------------------------------------------- */
+
+struct get {
+    uint8_t *buf;  /* owned; |chunk| bytes */
+    size_t chunk;  /* effective chunk size */
+    size_t want;   /* bytes of the chunk being read */
+    size_t filled; /* of them, bytes read so far */
+    uint64_t pos;  /* object offset of the chunk being read */
+    uint64_t end;  /* one past the last byte to send */
+    int fd;        /* the object, when has_fd; held so one version is sent */
+    bool has_fd;
+    bool got;     /* the request arrived */
+    bool reading; /* a pread is in flight */
+    bool holding; /* buf holds a whole chunk waiting for room in the send queue */
+    bool finished;
+};
+
+static void get_on_read(struct rs_call *call, void *arg, int res);
+
+static void get_release(struct get *g)
+{
+    if (g->reading)
+        return;
+    if (g->has_fd)
+        close(g->fd);
+    g->has_fd = false;
+    free(g->buf);
+    g->buf = NULL;
+}
+
+static void get_read(struct rs_call *call, struct get *g)
+{
+    int ret = rs_call_pread(call, g->fd, g->buf + g->filled, g->want - g->filled,
+                            g->pos + g->filled, get_on_read, g);
+
+    if (ret < 0) {
+        fail(call, &g->finished, RS_GRPC_RESOURCE_EXHAUSTED, "no free I/O slot on this worker");
+        return;
+    }
+    g->reading = true;
+}
+
+static void get_next(struct rs_call *call, struct get *g)
+{
+    if (g->pos == g->end) {
+        finish_ok(call, &g->finished);
+        return;
+    }
+    g->want = g->end - g->pos < g->chunk ? (size_t)(g->end - g->pos) : g->chunk;
+    g->filled = 0;
+    get_read(call, g);
+}
+
+/* Sends the chunk in buf, or holds it until on_writable. */
+static void get_flush(struct rs_call *call, struct get *g)
+{
+    int ret = send_chunk(call, g->buf, g->want, g->pos);
+
+    if (ret == -EAGAIN) {
+        g->holding = true;
+        return;
+    }
+    g->holding = false;
+    if (ret < 0) {
+        fail_send(call, &g->finished, ret);
+        return;
+    }
+    g->pos += g->want;
+    get_next(call, g);
+}
+
+static void get_on_read(struct rs_call *call, void *arg, int res)
+{
+    struct get *g = arg;
+
+    g->reading = false;
+    if (rs_call_is_done(call)) {
+        get_release(g);
+        return;
+    }
+    if (g->finished)
+        return;
+    if (res < 0) {
+        fail(call, &g->finished, rs_grpc_status_from_errno(res), "reading the object: %s",
+             strerror(-res));
+        return;
+    }
+    if (res == 0) {
+        fail(call, &g->finished, RS_GRPC_DATA_LOSS, "the object is shorter than its recorded size");
+        return;
+    }
+    g->filled += (size_t)res;
+    if (g->filled < g->want)
+        get_read(call, g); /* short read: the rest */
+    else
+        get_flush(call, g);
+}
+
+static void get_on_message(struct rs_call *call, const uint8_t *msg, size_t len)
+{
+    struct get *g = rs_call_state(call);
+    ringstream_v1_GetRequest req = ringstream_v1_GetRequest_init_zero;
+    struct view name = { 0 };
+    struct rs_store_meta m;
+    uint64_t chunk;
+    int fd;
+
+    if (g->got || g->finished) {
+        if (!g->finished)
+            fail(call, &g->finished, RS_GRPC_INVALID_ARGUMENT, "Get takes one GetRequest");
+        rs_call_consume(call);
+        return;
+    }
+    g->got = true;
+    view_bind(&req.name, &name);
+    if (!decode(call, &g->finished, msg, len, ringstream_v1_GetRequest_fields, &req,
+                "GetRequest") ||
+        !name_ok(call, &g->finished, &name, "GetRequest.name"))
+        goto out;
+    fd = rs_store_open_object(call_store(call), (const char *)name.p, name.len, &m);
+    if (fd < 0) {
+        fail_store(call, &g->finished, fd, "opening", (const char *)name.p, name.len);
+        goto out;
+    }
+    g->fd = fd;
+    g->has_fd = true;
+    if (req.offset > m.size) {
+        fail(call, &g->finished, RS_GRPC_OUT_OF_RANGE,
+             "offset %" PRIu64 " is past the end of \"%s\" (%" PRIu64 " bytes)", req.offset, m.name,
+             m.size);
+        goto out;
+    }
+    g->pos = req.offset;
+    g->end = req.length == 0 || req.length > m.size - req.offset ? m.size : req.offset + req.length;
+    chunk = req.chunk_size == 0 ? CHUNK_DEFAULT : req.chunk_size;
+    if (chunk > CHUNK_MAX)
+        chunk = CHUNK_MAX;
+    if (chunk + CHUNK_OVERHEAD > rs_call_max_msg(call)) /* a tiny --max-msg */
+        chunk = rs_call_max_msg(call) > CHUNK_OVERHEAD + 1 ? rs_call_max_msg(call) - CHUNK_OVERHEAD
+                                                           : 1;
+    g->chunk = (size_t)chunk;
+    if (g->pos < g->end) {
+        g->buf = malloc(g->chunk);
+        if (g->buf == NULL) {
+            fail(call, &g->finished, RS_GRPC_RESOURCE_EXHAUSTED, "no memory for a %zu-byte chunk",
+                 g->chunk);
+            goto out;
+        }
+    }
+    get_next(call, g);
+out:
+    rs_call_consume(call);
+}
+
+static void get_on_half_close(struct rs_call *call)
+{
+    struct get *g = rs_call_state(call);
+
+    if (!g->got && !g->finished)
+        fail(call, &g->finished, RS_GRPC_INVALID_ARGUMENT, "Get needs a GetRequest");
+}
+
+static void get_on_writable(struct rs_call *call)
+{
+    struct get *g = rs_call_state(call);
+
+    if (g->holding && !g->finished)
+        get_flush(call, g);
+}
+
+static void get_on_done(struct rs_call *call, enum rs_grpc_status status)
+{
+    get_release(rs_call_state(call)); /* or get_on_read does */
+}
+
+/* --- Echo ------------------------------------------------------------------------------ */
+
+struct echo {
+    uint64_t offset;     /* bytes echoed so far: the offset of the next chunk */
+    const uint8_t *data; /* the held message's data, a view until rs_call_consume() */
+    size_t len;
+    bool holding; /* a message waits for room in the send queue, unconsumed */
+    bool half_closed;
+    bool finished;
+};
+
+static const char *chunk_parse(const uint8_t *msg, size_t len, struct view *data)
+{
+    pb_istream_t s = pb_istream_from_buffer(msg, len);
+    pb_wire_type_t wt;
+    uint32_t tag;
+
+    while (s.bytes_left > 0) {
+        const char *why = next_field(&s, &wt, &tag);
+
+        if (why != NULL)
+            return why;
+        if (tag == 1) {
+            if (wt != PB_WT_STRING)
+                return "wrong wire type for data";
+            if (!take_bytes(&s, msg, len, data))
+                return PB_GET_ERROR(&s);
+        } else if (tag == 2) {
+            uint64_t ignored; /* the server sets offset */
+
+            if (wt != PB_WT_VARINT)
+                return "wrong wire type for offset";
+            if (!pb_decode_varint(&s, &ignored))
+                return PB_GET_ERROR(&s);
+        } else if (!pb_skip_field(&s, wt)) {
+            return PB_GET_ERROR(&s);
+        }
+    }
+    return NULL;
+}
+
+/* Sends the held message, consumes it, or keeps holding it until on_writable: the client's
+ * upload then stalls at its flow-control window until it reads. */
+static void echo_flush(struct rs_call *call, struct echo *e)
+{
+    int ret = send_chunk(call, e->data, e->len, e->offset);
+
+    if (ret == -EAGAIN) {
+        e->holding = true;
+        return;
+    }
+    e->holding = false;
+    rs_call_consume(call);
+    if (ret < 0) {
+        fail_send(call, &e->finished, ret);
+        return;
+    }
+    e->offset += e->len;
+    if (e->half_closed)
+        finish_ok(call, &e->finished);
+}
+
+static void echo_on_message(struct rs_call *call, const uint8_t *msg, size_t len)
+{
+    struct echo *e = rs_call_state(call);
+    struct view data = { 0 };
+    const char *why;
+
+    if (e->finished) {
+        rs_call_consume(call);
+        return;
+    }
+    why = chunk_parse(msg, len, &data);
+    if (why != NULL) {
+        fail(call, &e->finished, RS_GRPC_INVALID_ARGUMENT, "malformed Chunk: %s", why);
+        rs_call_consume(call);
+        return;
+    }
+    e->data = data.p;
+    e->len = data.len;
+    echo_flush(call, e);
+}
+
+static void echo_on_half_close(struct rs_call *call)
+{
+    struct echo *e = rs_call_state(call);
+
+    e->half_closed = true;
+    if (!e->holding && !e->finished)
+        finish_ok(call, &e->finished);
+}
+
+static void echo_on_writable(struct rs_call *call)
+{
+    struct echo *e = rs_call_state(call);
+
+    if (e->holding && !e->finished)
+        echo_flush(call, e);
+}
+
+/* --- Stat and Delete ------------------------------------------------------------------- */
+
+struct unary {
+    struct reply reply;
+    bool got;
+    bool finished;
+};
+
+/* Decodes a request whose only field is the name (StatRequest, DeleteRequest have the same
+ * shape) and checks it. */
+static bool unary_name(struct rs_call *call, struct unary *u, const uint8_t *msg, size_t len,
+                       const pb_msgdesc_t *fields, pb_callback_t *cb, void *req, struct view *name,
+                       const char *what, const char *field)
+{
+    if (u->got) {
+        fail(call, &u->finished, RS_GRPC_INVALID_ARGUMENT, "%s: one request message only", what);
+        return false;
+    }
+    u->got = true;
+    view_bind(cb, name);
+    return decode(call, &u->finished, msg, len, fields, req, what) &&
+           name_ok(call, &u->finished, name, field);
+}
+
+static void stat_on_message(struct rs_call *call, const uint8_t *msg, size_t len)
+{
+    struct unary *u = rs_call_state(call);
+    ringstream_v1_StatRequest req = ringstream_v1_StatRequest_init_zero;
+    struct view name = { 0 };
+    struct rs_store_meta m;
+
+    if (!u->finished && unary_name(call, u, msg, len, ringstream_v1_StatRequest_fields, &req.name,
+                                   &req, &name, "StatRequest", "StatRequest.name")) {
+        int ret = rs_store_stat(call_store(call), (const char *)name.p, name.len, &m);
+        if (ret < 0)
+            fail_store(call, &u->finished, ret, "reading", (const char *)name.p, name.len);
+        else
+            reply_info(call, &u->reply, &u->finished, &m);
+    }
+    rs_call_consume(call);
+}
+
+static void delete_on_message(struct rs_call *call, const uint8_t *msg, size_t len)
+{
+    struct unary *u = rs_call_state(call);
+    ringstream_v1_DeleteRequest req = ringstream_v1_DeleteRequest_init_zero;
+    struct view name = { 0 };
+    struct rs_store_meta m;
+
+    if (!u->finished && unary_name(call, u, msg, len, ringstream_v1_DeleteRequest_fields, &req.name,
+                                   &req, &name, "DeleteRequest", "DeleteRequest.name")) {
+        int ret = rs_store_delete(call_store(call), (const char *)name.p, name.len, &m);
+        if (ret == -EBADMSG)
+            fail(call, &u->finished, RS_GRPC_DATA_LOSS,
+                 "object \"%.*s\" deleted, but its stored metadata was corrupt", (int)name.len,
+                 (const char *)name.p);
+        else if (ret < 0)
+            fail_store(call, &u->finished, ret, "deleting", (const char *)name.p, name.len);
+        else
+            reply_info(call, &u->reply, &u->finished, &m);
+    }
+    rs_call_consume(call);
+}
+
+static void unary_on_half_close(struct rs_call *call)
+{
+    struct unary *u = rs_call_state(call);
+
+    if (!u->got && !u->finished)
+        fail(call, &u->finished, RS_GRPC_INVALID_ARGUMENT, "missing request message");
+}
+
+static void unary_on_writable(struct rs_call *call)
+{
+    struct unary *u = rs_call_state(call);
+
+    reply_flush(call, &u->reply, &u->finished);
+}
+
+/* --- List ------------------------------------------------------------------------------ */
+
+struct list {
+    struct rs_store_meta *v; /* owned; sorted matches */
+    size_t n;
+    size_t next; /* first entry not yet sent */
+    bool got;
+    bool finished;
+};
+
+static void list_release(struct list *l)
+{
+    free(l->v);
+    l->v = NULL;
+}
+
+static void list_pump(struct rs_call *call, struct list *l)
+{
+    uint8_t buf[ringstream_v1_ObjectInfo_size];
+    struct iovec iov = { .iov_base = buf };
+
+    while (l->next < l->n) {
+        int ret;
+
+        iov.iov_len = encode_info(buf, sizeof(buf), &l->v[l->next]);
+        if (iov.iov_len == 0) {
+            fail(call, &l->finished, RS_GRPC_INTERNAL, "cannot encode ObjectInfo");
+            return;
+        }
+        ret = rs_call_send(call, &iov, 1);
+        if (ret == -EAGAIN)
+            return; /* on_writable resumes */
+        if (ret < 0) {
+            fail_send(call, &l->finished, ret);
+            return;
+        }
+        l->next++;
+    }
+    list_release(l);
+    finish_ok(call, &l->finished);
+}
+
+static void list_on_message(struct rs_call *call, const uint8_t *msg, size_t len)
+{
+    struct list *l = rs_call_state(call);
+    ringstream_v1_ListRequest req = ringstream_v1_ListRequest_init_zero;
+    struct view prefix = { 0 };
+
+    if (l->got || l->finished) {
+        if (!l->finished)
+            fail(call, &l->finished, RS_GRPC_INVALID_ARGUMENT, "List takes one ListRequest");
+        rs_call_consume(call);
+        return;
+    }
+    l->got = true;
+    view_bind(&req.prefix, &prefix);
+    if (decode(call, &l->finished, msg, len, ringstream_v1_ListRequest_fields, &req,
+               "ListRequest")) {
+        int ret = rs_store_list(call_store(call), (const char *)prefix.p, prefix.len, &l->v, &l->n);
+        if (ret < 0)
+            fail(call, &l->finished, rs_grpc_status_from_errno(ret), "listing objects: %s",
+                 strerror(-ret));
+    }
+    rs_call_consume(call);
+    if (!l->finished)
+        list_pump(call, l);
+}
+
+static void list_on_half_close(struct rs_call *call)
+{
+    struct list *l = rs_call_state(call);
+
+    if (!l->got && !l->finished)
+        fail(call, &l->finished, RS_GRPC_INVALID_ARGUMENT, "List needs a ListRequest");
+}
+
+static void list_on_writable(struct rs_call *call)
+{
+    struct list *l = rs_call_state(call);
+
+    if (!l->finished)
+        list_pump(call, l);
+}
+
+static void list_on_done(struct rs_call *call, enum rs_grpc_status status)
+{
+    list_release(rs_call_state(call));
+}
+
+/* --- the service ----------------------------------------------------------------------- */
+
+static const struct rs_method bulk_methods[] = {
+    {
+            .path = "/ringstream.v1.Bulk/Put",
+            .state_size = sizeof(struct put),
+            .on_start = on_start_nothing,
+            .on_message = put_on_message,
+            .on_half_close = put_on_half_close,
+            .on_writable = put_on_writable,
+            .on_done = put_on_done,
+    },
+    {
+            .path = "/ringstream.v1.Bulk/Get",
+            .state_size = sizeof(struct get),
+            .on_start = on_start_nothing,
+            .on_message = get_on_message,
+            .on_half_close = get_on_half_close,
+            .on_writable = get_on_writable,
+            .on_done = get_on_done,
+    },
+    {
+            .path = "/ringstream.v1.Bulk/Echo",
+            .state_size = sizeof(struct echo),
+            .on_start = on_start_nothing,
+            .on_message = echo_on_message,
+            .on_half_close = echo_on_half_close,
+            .on_writable = echo_on_writable,
+    },
+    {
+            .path = "/ringstream.v1.Bulk/Stat",
+            .state_size = sizeof(struct unary),
+            .on_start = on_start_nothing,
+            .on_message = stat_on_message,
+            .on_half_close = unary_on_half_close,
+            .on_writable = unary_on_writable,
+    },
+    {
+            .path = "/ringstream.v1.Bulk/List",
+            .state_size = sizeof(struct list),
+            .on_start = on_start_nothing,
+            .on_message = list_on_message,
+            .on_half_close = list_on_half_close,
+            .on_writable = list_on_writable,
+            .on_done = list_on_done,
+    },
+    {
+            .path = "/ringstream.v1.Bulk/Delete",
+            .state_size = sizeof(struct unary),
+            .on_start = on_start_nothing,
+            .on_message = delete_on_message,
+            .on_half_close = unary_on_half_close,
+            .on_writable = unary_on_writable,
+    },
+};
+
+int rs_bulk_open(struct rs_bulk **out, const char *data_dir, char *err, size_t errlen)
+{
+    struct rs_bulk *b = calloc(1, sizeof(*b));
+    int ret;
+
+    *out = NULL;
+    if (b == NULL) {
+        snprintf(err, errlen, "bulk store: out of memory");
+        return -ENOMEM;
+    }
+    ret = rs_store_open(&b->store, data_dir, err, errlen);
+    if (ret < 0) {
+        free(b);
+        return ret;
+    }
+    b->svc.name = "ringstream.v1.Bulk";
+    b->svc.methods = bulk_methods;
+    b->svc.nmethods = sizeof(bulk_methods) / sizeof(bulk_methods[0]);
+    b->svc.ctx = b;
+    *out = b;
+    return 0;
+}
+
+const struct rs_service *rs_bulk_service(struct rs_bulk *b)
+{
+    return &b->svc;
+}
+
+void rs_bulk_close(struct rs_bulk *b)
+{
+    if (b == NULL)
+        return;
+    rs_store_close(&b->store);
+    free(b);
+}

@@ -1,0 +1,639 @@
+/* workers/call.c: one stream as a gRPC call: routing, the message pump between the receive
+ * deframer and the handler, the send queue behind the nghttp2 data provider, and the
+ * implementation of core/call.h. Handlers run only from rs_call_run(), outside nghttp2. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "core/log.h"
+#include "workers/internal.h"
+
+#define MAKE_NV(n, v, vl)                                                                 \
+    {                                                                                     \
+        (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NO_COPY_NAME \
+    }
+
+struct rs_call *rs_call_new(struct rs_conn *c, int32_t stream_id)
+{
+    const struct rs_config *cfg = &c->w->srv->cfg;
+    struct rs_call *call = calloc(1, sizeof(*call));
+
+    if (call == NULL)
+        return NULL;
+    call->conn = c;
+    call->stream_id = stream_id;
+    rs_deframer_init(&call->rx, cfg->max_msg);
+    rs_chunkq_init(&call->txq, cfg->stream_buffer, &c->w->pool);
+    rs_list_init(&call->ready_link);
+    rs_list_insert_tail(&c->calls, &call->link);
+    return call;
+}
+
+static void free_meta(struct rs_meta *m, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        free(m[i].name);
+        free(m[i].value);
+    }
+    free(m);
+}
+
+void rs_call_free(struct rs_call *call)
+{
+    struct rs_conn *c = call->conn;
+
+    rs_list_unlink(&call->link);
+    rs_list_unlink(&call->ready_link);
+    rs_deframer_free(&call->rx);
+    rs_chunkq_free(&call->txq);
+    free_meta(call->meta, call->nmeta);
+    free_meta(call->resp_meta, call->nresp_meta);
+    free(call->path);
+    free(call->method_name);
+    free(call->content_type);
+    free(call->grpc_encoding);
+    free(call->status_msg);
+    free(call->state);
+    free(call);
+    if (c->flags & RS_CONN_F_CLOSING)
+        rs_worker_mark_pending(c->w, c);
+}
+
+bool rs_call_maybe_free(struct rs_call *call)
+{
+    if (!(call->flags & RS_CALL_F_CLOSED) || !(call->flags & RS_CALL_F_DONE) || call->refs > 0 ||
+        call->tx_framed > 0)
+        return false;
+    rs_call_free(call);
+    return true;
+}
+
+void rs_call_mark_ready(struct rs_call *call)
+{
+    if (!rs_list_linked(&call->ready_link))
+        rs_list_insert_tail(&call->conn->ready, &call->ready_link);
+    rs_worker_mark_pending(call->conn->w, call->conn);
+}
+
+static nghttp2_session *h2_of(const struct rs_call *call)
+{
+    return call->conn->h2;
+}
+
+/* ---- plain HTTP answers (GET /, /healthz, protocol refusals) ---------------------------- */
+
+static ssize_t http_body_read(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t length,
+                              uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
+{
+    struct rs_call *call = source->ptr;
+    size_t n = call->http_len - call->http_off;
+
+    if (n > length)
+        n = length;
+    memcpy(buf, call->http_body + call->http_off, n);
+    call->http_off += n;
+    if (call->http_off == call->http_len)
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+static void http_answer(struct rs_call *call, const char *status, const char *body,
+                        const char *allow)
+{
+    nghttp2_nv nva[4];
+    size_t n = 0;
+    nghttp2_data_provider prd;
+    bool head = call->method_name != NULL && strcmp(call->method_name, "HEAD") == 0;
+
+    call->route = RS_ROUTE_HTTP;
+    call->http_body = body;
+    call->http_len = strlen(body);
+    nva[n++] = (nghttp2_nv)MAKE_NV(":status", status, strlen(status));
+    nva[n++] = (nghttp2_nv)MAKE_NV("content-type", "text/plain; charset=utf-8", 25);
+    if (allow != NULL)
+        nva[n++] = (nghttp2_nv)MAKE_NV("allow", allow, strlen(allow));
+    prd.source.ptr = call;
+    prd.read_callback = http_body_read;
+    nghttp2_submit_response(h2_of(call), call->stream_id, nva, n,
+                            head || call->http_len == 0 ? NULL : &prd);
+}
+
+/* ---- routing -------------------------------------------------------------------------- */
+
+static const struct rs_method *find_method(const struct rs_server *srv, const char *path,
+                                           const struct rs_service **svc_out)
+{
+    size_t i, j;
+
+    for (i = 0; i < srv->nservices; i++) {
+        const struct rs_service *svc = srv->services[i];
+
+        for (j = 0; j < svc->nmethods; j++) {
+            if (strcmp(svc->methods[j].path, path) == 0) {
+                *svc_out = svc;
+                return &svc->methods[j];
+            }
+        }
+    }
+    return NULL;
+}
+
+/* gRPC paths look like /package.Service/Method. */
+static bool grpc_shaped(const char *path)
+{
+    const char *slash = strchr(path + 1, '/');
+
+    return path[0] == '/' && slash != NULL && slash > path + 1 && slash[1] != '\0' &&
+           strchr(slash + 1, '/') == NULL;
+}
+
+static bool grpc_content_type(const char *ct)
+{
+    size_t n = strlen("application/grpc");
+
+    return ct != NULL && strncmp(ct, "application/grpc", n) == 0 &&
+           (ct[n] == '\0' || ct[n] == '+' || ct[n] == ';');
+}
+
+void rs_call_route(struct rs_call *call)
+{
+    const struct rs_server *srv = call->conn->w->srv;
+    const char *path = call->path != NULL ? call->path : "";
+    const char *method = call->method_name != NULL ? call->method_name : "";
+    bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    const struct rs_service *svc = NULL;
+    const struct rs_method *m;
+
+    if (call->flags & RS_CALL_F_FAILED) {
+        http_answer(call, "431", "request header fields too large\n", NULL);
+        return;
+    }
+    if (strcmp(path, "/") == 0 || strcmp(path, "/healthz") == 0) {
+        if (!get)
+            http_answer(call, "405", "method not allowed\n", "GET, HEAD");
+        else if (path[1] == '\0')
+            http_answer(call, "200",
+                        "ringstream: a streaming gRPC server (HTTP/2, io_uring). "
+                        "Services speak gRPC over POST; /healthz answers ok.\n",
+                        NULL);
+        else
+            http_answer(call, "200", "ok\n", NULL);
+        return;
+    }
+    m = find_method(srv, path, &svc);
+    if (strcmp(method, "POST") != 0) {
+        if (m != NULL || grpc_shaped(path))
+            http_answer(call, "405", "gRPC methods are called with POST\n", "POST");
+        else
+            http_answer(call, "404", "not found\n", NULL);
+        return;
+    }
+    if (!grpc_content_type(call->content_type)) {
+        /* gRPC's HTTP/2 protocol: a server SHOULD answer 415 to a foreign content-type. */
+        http_answer(call, "415", "content-type must be application/grpc\n", NULL);
+        return;
+    }
+    call->route = RS_ROUTE_GRPC;
+    if (m == NULL) {
+        call->flags |= RS_CALL_F_MSG_DRAIN;
+        rs_call_finishf(call, RS_GRPC_UNIMPLEMENTED, "unknown %s: %s",
+                        grpc_shaped(path) ? "method" : "path", path);
+        return;
+    }
+    call->method = m;
+    call->service = svc;
+    if (call->grpc_encoding != NULL && strcmp(call->grpc_encoding, "identity") != 0) {
+        call->method = NULL;
+        rs_call_add_metadata(call, "grpc-accept-encoding", "identity", 8);
+        rs_call_finishf(call, RS_GRPC_UNIMPLEMENTED, "grpc-encoding %s is not supported",
+                        call->grpc_encoding);
+        return;
+    }
+    if (m->state_size > 0) {
+        call->state = calloc(1, m->state_size);
+        if (call->state == NULL) {
+            call->method = NULL;
+            rs_call_finish(call, RS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
+            return;
+        }
+    }
+}
+
+/* ---- the send path -------------------------------------------------------------------- */
+
+static int submit_trailers(struct rs_call *call)
+{
+    nghttp2_nv nva[2 + 16];
+    char code[4];
+    size_t n = 0, i;
+
+    snprintf(code, sizeof(code), "%d", (int)call->status);
+    nva[n++] = (nghttp2_nv)MAKE_NV("grpc-status", code, strlen(code));
+    if (call->status_msg != NULL)
+        nva[n++] = (nghttp2_nv)MAKE_NV("grpc-message", call->status_msg, strlen(call->status_msg));
+    for (i = 0; i < call->nresp_meta && n < sizeof(nva) / sizeof(nva[0]); i++)
+        nva[n++] =
+                (nghttp2_nv){ (uint8_t *)call->resp_meta[i].name,
+                              (uint8_t *)call->resp_meta[i].value, strlen(call->resp_meta[i].name),
+                              call->resp_meta[i].value_len, NGHTTP2_NV_FLAG_NONE };
+    call->flags |= RS_CALL_F_TRAILERS;
+    return nghttp2_submit_trailer(h2_of(call), call->stream_id, nva, n);
+}
+
+static ssize_t data_read(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t length,
+                         uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
+{
+    struct rs_call *call = source->ptr;
+    size_t avail = rs_chunkq_used(&call->txq) - call->tx_framed;
+    size_t n = avail < length ? avail : length;
+
+    if (n > 0)
+        *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (n == avail && (call->flags & RS_CALL_F_FINISHED)) {
+        /* Everything queued fits in this frame: end the body, trailers close the stream. */
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        if (submit_trailers(call) != 0)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        return (ssize_t)n;
+    }
+    if (n == 0) {
+        call->flags |= RS_CALL_F_DEFERRED;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+const nghttp2_data_provider rs_call_data_provider = { { 0 }, data_read };
+
+int rs_call_frame_data(struct rs_call *call, const uint8_t *framehd, size_t length)
+{
+    struct rs_conn *c = call->conn;
+    size_t free_iov, got = 0, k, i;
+
+    if (c->ntxrefs == RS_CONN_TXREFS || RS_CONN_OUTBUF - c->outlen < 9 ||
+        c->iovcnt + 2 > RS_CONN_IOV)
+        return NGHTTP2_ERR_WOULDBLOCK;
+    free_iov = (size_t)(RS_CONN_IOV - c->iovcnt - 1);
+    k = length == 0 ? 0
+                    : rs_chunkq_peek(&call->txq, call->tx_framed, length, &c->iov[c->iovcnt + 1],
+                                     free_iov);
+    for (i = 0; i < k; i++)
+        got += c->iov[c->iovcnt + 1 + i].iov_len;
+    if (got < length)
+        return NGHTTP2_ERR_WOULDBLOCK; /* out of iovecs: the next sendmsg takes it */
+    memcpy(c->out + c->outlen, framehd, 9);
+    c->iov[c->iovcnt].iov_base = c->out + c->outlen;
+    c->iov[c->iovcnt].iov_len = 9;
+    c->outlen += 9;
+    c->iovcnt += 1 + (int)k;
+    if (length > 0) {
+        c->txrefs[c->ntxrefs].call = call;
+        c->txrefs[c->ntxrefs].len = length;
+        c->ntxrefs++;
+        call->tx_framed += length;
+    }
+    return 0;
+}
+
+static int submit_response_headers(struct rs_call *call)
+{
+    nghttp2_nv nva[2 + 16];
+    nghttp2_data_provider prd = rs_call_data_provider;
+    size_t n = 0, i;
+    int rv;
+
+    nva[n++] = (nghttp2_nv)MAKE_NV(":status", "200", 3);
+    nva[n++] = (nghttp2_nv)MAKE_NV("content-type", "application/grpc", 16);
+    for (i = 0; i < call->nresp_meta && n < sizeof(nva) / sizeof(nva[0]); i++)
+        nva[n++] =
+                (nghttp2_nv){ (uint8_t *)call->resp_meta[i].name,
+                              (uint8_t *)call->resp_meta[i].value, strlen(call->resp_meta[i].name),
+                              call->resp_meta[i].value_len, NGHTTP2_NV_FLAG_NONE };
+    prd.source.ptr = call;
+    rv = nghttp2_submit_response(h2_of(call), call->stream_id, nva, n, &prd);
+    /* nghttp2 copied the headers; what is added from now on goes into the trailers */
+    free_meta(call->resp_meta, call->nresp_meta);
+    call->resp_meta = NULL;
+    call->nresp_meta = 0;
+    if (rv == 0)
+        call->flags |= RS_CALL_F_RESP_SUBMITTED;
+    return rv;
+}
+
+static void submit_trailers_only(struct rs_call *call)
+{
+    nghttp2_nv nva[4 + 16];
+    char code[4];
+    size_t n = 0, i;
+
+    snprintf(code, sizeof(code), "%d", (int)call->status);
+    nva[n++] = (nghttp2_nv)MAKE_NV(":status", "200", 3);
+    nva[n++] = (nghttp2_nv)MAKE_NV("content-type", "application/grpc", 16);
+    nva[n++] = (nghttp2_nv)MAKE_NV("grpc-status", code, strlen(code));
+    if (call->status_msg != NULL)
+        nva[n++] = (nghttp2_nv)MAKE_NV("grpc-message", call->status_msg, strlen(call->status_msg));
+    for (i = 0; i < call->nresp_meta && n < sizeof(nva) / sizeof(nva[0]); i++)
+        nva[n++] =
+                (nghttp2_nv){ (uint8_t *)call->resp_meta[i].name,
+                              (uint8_t *)call->resp_meta[i].value, strlen(call->resp_meta[i].name),
+                              call->resp_meta[i].value_len, NGHTTP2_NV_FLAG_NONE };
+    call->flags |= RS_CALL_F_RESP_SUBMITTED | RS_CALL_F_TRAILERS;
+    nghttp2_submit_response(h2_of(call), call->stream_id, nva, n, NULL);
+}
+
+static void kick(struct rs_call *call)
+{
+    if ((call->flags & RS_CALL_F_DEFERRED) && !(call->flags & RS_CALL_F_CLOSED)) {
+        call->flags &= ~RS_CALL_F_DEFERRED;
+        nghttp2_session_resume_data(h2_of(call), call->stream_id);
+    }
+    rs_worker_mark_pending(call->conn->w, call->conn);
+}
+
+/* Gives the stream window back for bytes nobody will hold any more. */
+static void credit(struct rs_call *call)
+{
+    if (call->uncredited > 0 && !(call->flags & RS_CALL_F_CLOSED)) {
+        nghttp2_session_consume_stream(h2_of(call), call->stream_id, call->uncredited);
+        rs_worker_mark_pending(call->conn->w, call->conn);
+    }
+    call->uncredited = 0;
+}
+
+int rs_call_send(struct rs_call *call, const struct iovec *iov, int iovcnt)
+{
+    uint8_t prefix[RS_GRPC_PREFIX_LEN];
+    size_t total = 0;
+    int i, ret;
+
+    if (call->flags & (RS_CALL_F_FINISHED | RS_CALL_F_CLOSED | RS_CALL_F_DONE))
+        return -ECANCELED;
+    for (i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    if (total > call->conn->w->srv->cfg.max_msg)
+        return -EMSGSIZE;
+    if (rs_chunkq_room(&call->txq) == 0) {
+        call->flags |= RS_CALL_F_WANT_WRITABLE;
+        return -EAGAIN;
+    }
+    rs_grpc_prefix_write(prefix, false, (uint32_t)total);
+    ret = rs_chunkq_append(&call->txq, prefix, sizeof(prefix));
+    if (ret < 0)
+        return ret;
+    for (i = 0; i < iovcnt; i++) {
+        ret = rs_chunkq_append(&call->txq, iov[i].iov_base, iov[i].iov_len);
+        if (ret < 0) {
+            /* Half a message is queued: the stream can only be reset. */
+            call->flags |= RS_CALL_F_FAILED | RS_CALL_F_FINISHED;
+            nghttp2_submit_rst_stream(h2_of(call), NGHTTP2_FLAG_NONE, call->stream_id,
+                                      NGHTTP2_INTERNAL_ERROR);
+            rs_worker_mark_pending(call->conn->w, call->conn);
+            return ret;
+        }
+    }
+    if (!(call->flags & RS_CALL_F_RESP_SUBMITTED)) {
+        if (submit_response_headers(call) != 0)
+            return -ENOMEM;
+    }
+    kick(call);
+    return 0;
+}
+
+size_t rs_call_send_room(const struct rs_call *call)
+{
+    return rs_chunkq_room(&call->txq);
+}
+
+void rs_call_finish(struct rs_call *call, enum rs_grpc_status status, const char *msg)
+{
+    char enc[1024];
+    ssize_t n;
+
+    if (call->flags & (RS_CALL_F_FINISHED | RS_CALL_F_CLOSED | RS_CALL_F_DONE))
+        return;
+    call->flags |= RS_CALL_F_FINISHED | RS_CALL_F_MSG_DRAIN;
+    call->status = status;
+    if (msg != NULL && msg[0] != '\0') {
+        n = rs_grpc_pct_encode(msg, strlen(msg), enc, sizeof(enc));
+        if (n < 0) /* too long for a header we want to send: cut the message, keep the code */
+            n = rs_grpc_pct_encode(msg, 200, enc, sizeof(enc));
+        if (n >= 0)
+            call->status_msg = strdup(enc);
+    }
+    /* Input from now on is discarded; what is buffered and not held goes now. */
+    if (!(call->flags & RS_CALL_F_HELD))
+        rs_deframer_free(&call->rx);
+    credit(call);
+    if (!(call->flags & RS_CALL_F_RESP_SUBMITTED))
+        submit_trailers_only(call);
+    kick(call);
+}
+
+void rs_call_finishf(struct rs_call *call, enum rs_grpc_status status, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    rs_call_finish(call, status, msg);
+}
+
+void rs_call_fail(struct rs_call *call, enum rs_grpc_status status, const char *msg)
+{
+    call->flags |= RS_CALL_F_FAILED;
+    rs_call_finish(call, status, msg);
+    rs_call_mark_ready(call);
+}
+
+/* ---- the message pump ------------------------------------------------------------------ */
+
+static void pump_messages(struct rs_call *call)
+{
+    const struct rs_config *cfg = &call->conn->w->srv->cfg;
+    struct rs_grpc_msg m;
+    int r;
+
+    while (!(call->flags & (RS_CALL_F_HELD | RS_CALL_F_FINISHED | RS_CALL_F_CLOSED))) {
+        r = rs_deframer_next(&call->rx, cfg->stream_buffer, &m);
+        if (r == 0)
+            break;
+        if (r == -EMSGSIZE) {
+            rs_call_finishf(call, RS_GRPC_RESOURCE_EXHAUSTED,
+                            "received message larger than max (%zu vs. %zu)", m.len, cfg->max_msg);
+            return;
+        }
+        if (r < 0) {
+            rs_call_finish(call, r == -ENOMEM ? RS_GRPC_RESOURCE_EXHAUSTED : RS_GRPC_INTERNAL,
+                           r == -ENOMEM ? "server out of memory" : "bad message prefix flag");
+            return;
+        }
+        if (m.compressed) {
+            rs_deframer_pop(&call->rx);
+            rs_call_finish(call, RS_GRPC_INTERNAL,
+                           "compressed message without a supported grpc-encoding");
+            return;
+        }
+        call->flags |= RS_CALL_F_HELD | RS_CALL_F_IN_CALLBACK;
+        call->method->on_message(call, m.data, m.len);
+        call->flags &= ~RS_CALL_F_IN_CALLBACK;
+    }
+}
+
+void rs_call_run(struct rs_call *call)
+{
+    if (call->method != NULL && !(call->flags & (RS_CALL_F_CLOSED | RS_CALL_F_DONE))) {
+        if (!(call->flags & RS_CALL_F_STARTED) && (call->flags & RS_CALL_F_HEADERS_DONE)) {
+            call->flags |= RS_CALL_F_STARTED;
+            if (call->method->on_start != NULL)
+                call->method->on_start(call);
+        }
+        if (call->flags & RS_CALL_F_STARTED) {
+            pump_messages(call);
+            if (!(call->flags & RS_CALL_F_HELD))
+                credit(call);
+            if ((call->flags & RS_CALL_F_REMOTE_END) &&
+                !(call->flags & (RS_CALL_F_HELD | RS_CALL_F_HALF_CLOSED | RS_CALL_F_FINISHED))) {
+                if (rs_deframer_buffered(&call->rx) > 0) {
+                    rs_call_finish(call, RS_GRPC_INTERNAL,
+                                   "stream ended inside a message (truncated)");
+                } else {
+                    call->flags |= RS_CALL_F_HALF_CLOSED;
+                    if (call->method->on_half_close != NULL)
+                        call->method->on_half_close(call);
+                }
+            }
+            if ((call->flags & RS_CALL_F_WANT_WRITABLE) && rs_chunkq_room(&call->txq) > 0 &&
+                !(call->flags & RS_CALL_F_FINISHED)) {
+                call->flags &= ~RS_CALL_F_WANT_WRITABLE;
+                if (call->method->on_writable != NULL)
+                    call->method->on_writable(call);
+            }
+        }
+    }
+    if ((call->flags & RS_CALL_F_CLOSED) && !(call->flags & RS_CALL_F_DONE)) {
+        enum rs_grpc_status st =
+                (call->flags & RS_CALL_F_TRAILERS) ? call->status : RS_GRPC_CANCELLED;
+
+        call->flags |= RS_CALL_F_DONE;
+        if (call->flags & RS_CALL_F_HELD) {
+            call->flags &= ~RS_CALL_F_HELD;
+            rs_deframer_pop(&call->rx);
+        }
+        if (call->method != NULL && call->method->on_done != NULL &&
+            (call->flags & RS_CALL_F_STARTED))
+            call->method->on_done(call, st);
+    }
+    rs_call_maybe_free(call);
+}
+
+/* ---- the rest of core/call.h ---------------------------------------------------------- */
+
+void rs_call_consume(struct rs_call *call)
+{
+    if (!(call->flags & RS_CALL_F_HELD))
+        return;
+    call->flags &= ~RS_CALL_F_HELD;
+    rs_deframer_pop(&call->rx);
+    if (call->flags & RS_CALL_F_FINISHED)
+        rs_deframer_free(&call->rx);
+    if (!(call->flags & RS_CALL_F_IN_CALLBACK))
+        rs_call_mark_ready(call);
+}
+
+bool rs_call_is_done(const struct rs_call *call)
+{
+    return (call->flags & RS_CALL_F_DONE) != 0;
+}
+
+void *rs_call_state(struct rs_call *call)
+{
+    return call->state;
+}
+
+void *rs_call_service_ctx(const struct rs_call *call)
+{
+    return call->service != NULL ? call->service->ctx : NULL;
+}
+
+const char *rs_call_path(const struct rs_call *call)
+{
+    return call->path;
+}
+
+size_t rs_call_max_msg(const struct rs_call *call)
+{
+    return call->conn->w->srv->cfg.max_msg;
+}
+
+size_t rs_call_metadata_count(const struct rs_call *call)
+{
+    return call->nmeta;
+}
+
+void rs_call_metadata_at(const struct rs_call *call, size_t i, const char **name,
+                         const char **value, size_t *value_len)
+{
+    *name = call->meta[i].name;
+    *value = call->meta[i].value;
+    *value_len = call->meta[i].value_len;
+}
+
+const char *rs_call_metadata(const struct rs_call *call, const char *name, size_t *value_len)
+{
+    size_t i;
+
+    for (i = 0; i < call->nmeta; i++) {
+        if (strcmp(call->meta[i].name, name) == 0) {
+            if (value_len != NULL)
+                *value_len = call->meta[i].value_len;
+            return call->meta[i].value;
+        }
+    }
+    return NULL;
+}
+
+static bool token_name(const char *name)
+{
+    const char *p;
+
+    if (name[0] == '\0' || name[0] == ':')
+        return false;
+    for (p = name; *p != '\0'; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' ||
+              *p == '.'))
+            return false;
+    return true;
+}
+
+int rs_call_add_metadata(struct rs_call *call, const char *name, const char *value, size_t len)
+{
+    struct rs_meta *m;
+
+    if (call->flags & (RS_CALL_F_TRAILERS | RS_CALL_F_CLOSED))
+        return -EALREADY;
+    if (!token_name(name) || strcmp(name, "content-type") == 0 || strcmp(name, "te") == 0 ||
+        strcmp(name, "grpc-status") == 0 || strcmp(name, "grpc-message") == 0)
+        return -EINVAL;
+    m = realloc(call->resp_meta, (call->nresp_meta + 1) * sizeof(*m));
+    if (m == NULL)
+        return -ENOMEM;
+    call->resp_meta = m;
+    m = &m[call->nresp_meta];
+    m->name = strdup(name);
+    m->value = malloc(len + 1);
+    if (m->name == NULL || m->value == NULL) {
+        free(m->name);
+        free(m->value);
+        return -ENOMEM;
+    }
+    memcpy(m->value, value, len);
+    m->value[len] = '\0';
+    m->value_len = len;
+    call->nresp_meta++;
+    return 0;
+}

@@ -1,0 +1,481 @@
+/* workers/conn.c: one HTTP/2 connection: its nghttp2 server session, the receive path
+ * (multishot recv into provided buffers, parsed where it landed) and the send path (frames
+ * gathered into one sendmsg, DATA payloads by reference into the streams' send queues). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "core/log.h"
+#include "workers/internal.h"
+
+#define RS_CONN_WINDOW (16 << 20) /* connection receive window; credited as bytes land */
+
+static struct rs_call *stream_call(nghttp2_session *h2, int32_t id)
+{
+    return nghttp2_session_get_stream_user_data(h2, id);
+}
+
+/* ---- nghttp2 callbacks: record the event, never run handlers ---------------------------- */
+
+static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *frame, void *user_data)
+{
+    struct rs_conn *c = user_data;
+    struct rs_call *call;
+
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    if (c->w->flags & RS_WORKER_F_DRAINING) {
+        nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                  NGHTTP2_REFUSED_STREAM);
+        return 0;
+    }
+    call = rs_call_new(c, frame->hd.stream_id);
+    if (call == NULL) {
+        nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                  NGHTTP2_REFUSED_STREAM);
+        return 0;
+    }
+    nghttp2_session_set_stream_user_data(h2, frame->hd.stream_id, call);
+    return 0;
+}
+
+static char *dup_n(const uint8_t *p, size_t n)
+{
+    char *s = malloc(n + 1);
+
+    if (s != NULL) {
+        memcpy(s, p, n);
+        s[n] = '\0';
+    }
+    return s;
+}
+
+static bool name_is(const uint8_t *name, size_t len, const char *lit)
+{
+    size_t n = strlen(lit);
+
+    return len == n && memcmp(name, lit, n) == 0;
+}
+
+static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user_data)
+{
+    struct rs_conn *c = user_data;
+    struct rs_call *call = stream_call(h2, frame->hd.stream_id);
+    char **slot = NULL;
+    struct rs_meta *m;
+
+    if (call == NULL || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0; /* refused stream, or request trailers: nothing we use */
+    /* RFC 9113 counts 32 bytes of overhead per field, as SETTINGS_MAX_HEADER_LIST_SIZE does. */
+    call->header_bytes += namelen + valuelen + 32;
+    if (call->header_bytes > c->w->srv->cfg.max_header_list) {
+        /* The client ignored our SETTINGS: an HTTP-level refusal, 431 in spirit. */
+        call->flags |= RS_CALL_F_FAILED;
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    if (name_is(name, namelen, ":path"))
+        slot = &call->path;
+    else if (name_is(name, namelen, ":method"))
+        slot = &call->method_name;
+    else if (name_is(name, namelen, "content-type"))
+        slot = &call->content_type;
+    else if (name_is(name, namelen, "grpc-encoding"))
+        slot = &call->grpc_encoding;
+    if (slot != NULL) {
+        free(*slot);
+        *slot = dup_n(value, valuelen);
+        return *slot == NULL ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
+    }
+    if (namelen > 0 && name[0] == ':')
+        return 0;
+    /* Transport headers the handler never needs to see. */
+    if (name_is(name, namelen, "te") || name_is(name, namelen, "grpc-accept-encoding") ||
+        name_is(name, namelen, "grpc-timeout"))
+        return 0;
+    m = realloc(call->meta, (call->nmeta + 1) * sizeof(*m));
+    if (m == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    call->meta = m;
+    m = &call->meta[call->nmeta];
+    m->name = dup_n(name, namelen);
+    m->value = dup_n(value, valuelen);
+    m->value_len = valuelen;
+    if (m->name == NULL || m->value == NULL) {
+        free(m->name);
+        free(m->value);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    call->nmeta++;
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *user_data)
+{
+    struct rs_call *call;
+
+    if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
+        return 0;
+    call = stream_call(h2, frame->hd.stream_id);
+    if (call == NULL)
+        return 0;
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST &&
+        !(call->flags & RS_CALL_F_HEADERS_DONE)) {
+        call->flags |= RS_CALL_F_HEADERS_DONE;
+        rs_call_route(call);
+    }
+    if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
+        call->flags |= RS_CALL_F_REMOTE_END;
+    rs_call_mark_ready(call);
+    return 0;
+}
+
+static int on_data_chunk_recv(nghttp2_session *h2, uint8_t flags, int32_t stream_id,
+                              const uint8_t *data, size_t len, void *user_data)
+{
+    struct rs_call *call = stream_call(h2, stream_id);
+    int ret;
+
+    if (call == NULL || call->route != RS_ROUTE_GRPC ||
+        (call->flags & (RS_CALL_F_MSG_DRAIN | RS_CALL_F_CLOSED | RS_CALL_F_FAILED))) {
+        /* Nobody will read these bytes: give the window back at once. */
+        nghttp2_session_consume(h2, stream_id, len);
+        return 0;
+    }
+    /* The connection window is credited as bytes land in a stream's queue, the stream's only
+     * when the handler has consumed them: one stalled stream never stalls its siblings. */
+    nghttp2_session_consume_connection(h2, len);
+    ret = rs_deframer_push(&call->rx, data, len);
+    if (ret < 0) {
+        nghttp2_session_consume_stream(h2, stream_id, len);
+        rs_call_fail(call, RS_GRPC_RESOURCE_EXHAUSTED,
+                     ret == -ENOMEM ? "server out of memory" : "flow control violated");
+        return 0;
+    }
+    call->uncredited += len;
+    rs_call_mark_ready(call);
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *h2, const nghttp2_frame *frame, void *user_data)
+{
+    struct rs_call *call;
+
+    if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
+        !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        return 0;
+    call = stream_call(h2, frame->hd.stream_id);
+    /* The response is complete while the request is not: tell the client to stop sending
+     * (RST_STREAM NO_ERROR, RFC 9113 8.1) instead of letting it upload into the void. */
+    if (call != NULL && !(call->flags & RS_CALL_F_REMOTE_END))
+        nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *h2, int32_t stream_id, uint32_t error_code,
+                           void *user_data)
+{
+    struct rs_call *call = stream_call(h2, stream_id);
+
+    if (call == NULL)
+        return 0;
+    call->flags |= RS_CALL_F_CLOSED;
+    nghttp2_session_set_stream_user_data(h2, stream_id, NULL);
+    rs_call_mark_ready(call);
+    return 0;
+}
+
+static ssize_t on_send(nghttp2_session *h2, const uint8_t *data, size_t len, int flags,
+                       void *user_data)
+{
+    struct rs_conn *c = user_data;
+    size_t room = RS_CONN_OUTBUF - c->outlen;
+    struct iovec *last;
+
+    if (room == 0 || c->iovcnt == RS_CONN_IOV)
+        return NGHTTP2_ERR_WOULDBLOCK;
+    if (len > room)
+        len = room;
+    memcpy(c->out + c->outlen, data, len);
+    last = c->iovcnt > 0 ? &c->iov[c->iovcnt - 1] : NULL;
+    if (last != NULL && (uint8_t *)last->iov_base + last->iov_len == c->out + c->outlen) {
+        last->iov_len += len; /* contiguous with the previous control bytes */
+    } else {
+        c->iov[c->iovcnt].iov_base = c->out + c->outlen;
+        c->iov[c->iovcnt].iov_len = len;
+        c->iovcnt++;
+    }
+    c->outlen += len;
+    return (ssize_t)len;
+}
+
+static int on_send_data(nghttp2_session *h2, nghttp2_frame *frame, const uint8_t *framehd,
+                        size_t length, nghttp2_data_source *source, void *user_data)
+{
+    return rs_call_frame_data(source->ptr, framehd, length);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+static int submit_settings(struct rs_conn *c)
+{
+    const struct rs_config *cfg = &c->w->srv->cfg;
+    size_t win = cfg->stream_buffer > 0x7fffffff ? 0x7fffffff : cfg->stream_buffer;
+    nghttp2_settings_entry iv[] = {
+        { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->max_streams },
+        { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)win },
+        { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, cfg->max_header_list },
+    };
+    int rv;
+
+    rv = nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+    if (rv == 0)
+        rv = nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, RS_CONN_WINDOW);
+    return rv;
+}
+
+struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t gen)
+{
+    nghttp2_session_callbacks *cbs;
+    nghttp2_option *opt;
+    struct rs_conn *c;
+    int rv;
+
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->out = malloc(RS_CONN_OUTBUF);
+    if (c->out == NULL)
+        goto err_free_conn;
+    c->w = w;
+    c->fd = fd;
+    c->slot = slot;
+    c->gen = gen;
+    rs_list_init(&c->calls);
+    rs_list_init(&c->ready);
+    rs_list_init(&c->pending_link);
+    if (nghttp2_session_callbacks_new(&cbs) != 0)
+        goto err_free_out;
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk_recv);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_send_callback(cbs, on_send);
+    nghttp2_session_callbacks_set_send_data_callback(cbs, on_send_data);
+    if (nghttp2_option_new(&opt) != 0) {
+        nghttp2_session_callbacks_del(cbs);
+        goto err_free_out;
+    }
+    /* Receive windows are credited by hand: a stream's only once its bytes were consumed. */
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    rv = nghttp2_session_server_new2(&c->h2, cbs, c, opt);
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cbs);
+    if (rv != 0)
+        goto err_free_out;
+    if (submit_settings(c) != 0)
+        goto err_del_session;
+    if (rs_ring_recv_multishot(&w->ring, fd, rs_ud_make(RS_OP_RECV, gen, slot)) < 0)
+        goto err_del_session;
+    c->flags |= RS_CONN_F_RECVING;
+    c->inflight++;
+    return c;
+err_del_session:
+    nghttp2_session_del(c->h2);
+err_free_out:
+    free(c->out);
+err_free_conn:
+    free(c);
+    return NULL;
+}
+
+void rs_conn_close(struct rs_conn *c)
+{
+    struct rs_list *l;
+
+    if (c->flags & RS_CONN_F_CLOSING)
+        return;
+    c->flags |= RS_CONN_F_CLOSING;
+    /* Ends the armed recv and any send in flight; their completions drop |inflight|. */
+    shutdown(c->fd, SHUT_RDWR);
+    for (l = c->calls.next; l != &c->calls; l = l->next) {
+        struct rs_call *call = rs_container_of(l, struct rs_call, link);
+
+        call->flags |= RS_CALL_F_CLOSED;
+        rs_call_mark_ready(call);
+    }
+    rs_worker_mark_pending(c->w, c);
+}
+
+void rs_conn_drain(struct rs_conn *c)
+{
+    if (c->flags & (RS_CONN_F_CLOSING | RS_CONN_F_GOAWAY))
+        return;
+    c->flags |= RS_CONN_F_GOAWAY;
+    nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    rs_worker_mark_pending(c->w, c);
+}
+
+bool rs_conn_maybe_free(struct rs_conn *c)
+{
+    if (!(c->flags & RS_CONN_F_CLOSING) || c->inflight > 0 || !rs_list_empty(&c->calls))
+        return false;
+    rs_list_unlink(&c->pending_link);
+    c->w->conns[c->slot] = NULL;
+    nghttp2_session_del(c->h2);
+    close(c->fd);
+    free(c->out);
+    free(c);
+    return true;
+}
+
+/* ---- receive -------------------------------------------------------------------------- */
+
+void rs_conn_on_recv(struct rs_conn *c, const struct rs_ring_cqe *cqe)
+{
+    struct rs_worker *w = c->w;
+    ssize_t rv;
+
+    if (cqe->flags & RS_RING_F_BUFFER) {
+        if (cqe->res > 0 && !(c->flags & RS_CONN_F_CLOSING)) {
+            rv = nghttp2_session_mem_recv(c->h2, rs_ring_buf(&w->ring, cqe->bid), (size_t)cqe->res);
+            if (rv < 0) {
+                rs_log_debug("conn %u: HTTP/2 input error: %s", c->slot, nghttp2_strerror((int)rv));
+                rs_conn_close(c);
+            }
+        }
+        rs_ring_buf_recycle(&w->ring, cqe->bid);
+    }
+    if (!(cqe->flags & RS_RING_F_MORE)) {
+        c->flags &= ~RS_CONN_F_RECVING;
+        c->inflight--;
+        if (c->flags & RS_CONN_F_CLOSING) {
+            /* nothing to re-arm */
+        } else if (cqe->res == 0 || (cqe->res < 0 && cqe->res != -ENOBUFS)) {
+            if (cqe->res < 0 && cqe->res != -ECONNRESET)
+                rs_log_debug("conn %u: recv: %s", c->slot, strerror(-cqe->res));
+            rs_conn_close(c);
+        } else if (rs_ring_recv_multishot(&w->ring, c->fd,
+                                          rs_ud_make(RS_OP_RECV, c->gen, c->slot)) == 0) {
+            /* -ENOBUFS: every buffer was in use; they were recycled as parsed, so re-arm. */
+            c->flags |= RS_CONN_F_RECVING;
+            c->inflight++;
+        } else {
+            rs_conn_close(c);
+        }
+    }
+    rs_worker_mark_pending(w, c);
+}
+
+/* ---- send ----------------------------------------------------------------------------- */
+
+static void release_txrefs(struct rs_conn *c)
+{
+    unsigned i;
+
+    for (i = 0; i < c->ntxrefs; i++) {
+        struct rs_call *call = c->txrefs[i].call;
+
+        rs_chunkq_consume(&call->txq, c->txrefs[i].len);
+        call->tx_framed -= c->txrefs[i].len;
+        if (!rs_call_maybe_free(call) && (call->flags & RS_CALL_F_WANT_WRITABLE))
+            rs_call_mark_ready(call);
+    }
+    c->ntxrefs = 0;
+}
+
+static void submit_send(struct rs_conn *c)
+{
+    memset(&c->msg, 0, sizeof(c->msg));
+    c->msg.msg_iov = &c->iov[c->iovoff];
+    c->msg.msg_iovlen = (size_t)(c->iovcnt - c->iovoff);
+    if (rs_ring_sendmsg(&c->w->ring, c->fd, &c->msg, rs_ud_make(RS_OP_SEND, c->gen, c->slot)) < 0) {
+        release_txrefs(c);
+        rs_conn_close(c);
+        return;
+    }
+    c->flags |= RS_CONN_F_SENDING;
+    c->inflight++;
+}
+
+void rs_conn_on_send(struct rs_conn *c, const struct rs_ring_cqe *cqe)
+{
+    size_t n;
+
+    c->flags &= ~RS_CONN_F_SENDING;
+    c->inflight--;
+    if (cqe->res < 0 || (c->flags & RS_CONN_F_CLOSING)) {
+        if (cqe->res < 0 && cqe->res != -EPIPE && cqe->res != -ECONNRESET)
+            rs_log_debug("conn %u: send: %s", c->slot, strerror(-cqe->res));
+        release_txrefs(c);
+        rs_conn_close(c);
+        return;
+    }
+    /* A short send: skip what went out and send the rest before anything new. */
+    n = (size_t)cqe->res;
+    while (c->iovoff < c->iovcnt && n >= c->iov[c->iovoff].iov_len) {
+        n -= c->iov[c->iovoff].iov_len;
+        c->iovoff++;
+    }
+    if (c->iovoff < c->iovcnt) {
+        c->iov[c->iovoff].iov_base = (uint8_t *)c->iov[c->iovoff].iov_base + n;
+        c->iov[c->iovoff].iov_len -= n;
+        submit_send(c);
+        return;
+    }
+    release_txrefs(c);
+    c->iovcnt = 0;
+    c->iovoff = 0;
+    c->outlen = 0;
+    rs_worker_mark_pending(c->w, c);
+}
+
+static void flush(struct rs_conn *c)
+{
+    int rv;
+
+    if (c->flags & (RS_CONN_F_SENDING | RS_CONN_F_CLOSING))
+        return;
+    c->iovcnt = 0;
+    c->iovoff = 0;
+    c->outlen = 0;
+    rv = nghttp2_session_send(c->h2);
+    if (rv != 0) {
+        rs_log_debug("conn %u: HTTP/2 send error: %s", c->slot, nghttp2_strerror(rv));
+        release_txrefs(c);
+        rs_conn_close(c);
+        return;
+    }
+    if (c->iovcnt > 0)
+        submit_send(c);
+}
+
+void rs_conn_run(struct rs_conn *c)
+{
+    struct rs_call *call;
+    int rounds;
+
+    /* Handlers may make more calls ready (a consume, a send); bound the loop anyway. */
+    for (rounds = 0; rounds < 64; rounds++) {
+        while (!rs_list_empty(&c->ready)) {
+            call = rs_container_of(c->ready.next, struct rs_call, ready_link);
+            rs_list_unlink(&call->ready_link);
+            rs_call_run(call);
+        }
+        flush(c);
+        if (rs_list_empty(&c->ready))
+            break;
+    }
+    if (!rs_list_empty(&c->ready))
+        rs_worker_mark_pending(c->w, c);
+    if (!(c->flags & (RS_CONN_F_CLOSING | RS_CONN_F_SENDING)) &&
+        !nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2))
+        rs_conn_close(c);
+    if ((c->flags & RS_CONN_F_CLOSING) && !rs_list_empty(&c->ready))
+        rs_worker_mark_pending(c->w, c);
+}

@@ -1,0 +1,218 @@
+/* workers/internal.h: the structures shared by the worker loop (worker.c), the HTTP/2
+ * connection (conn.c) and the call state machine (call.c). Never included outside workers/. */
+#ifndef RS_WORKERS_INTERNAL_H
+#define RS_WORKERS_INTERNAL_H
+#include <nghttp2/nghttp2.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include "core/call.h"
+#include "core/chunkq.h"
+#include "core/list.h"
+#include "core/pool.h"
+#include "proto/grpc.h"
+#include "uring/ring.h"
+#include "workers/server.h"
+
+/* Completion kinds; the op byte of every user_data. */
+enum rs_op {
+    RS_OP_ACCEPT = 1, /* slot 0 */
+    RS_OP_RECV,       /* slot = connection */
+    RS_OP_SEND,       /* slot = connection */
+    RS_OP_IO,         /* slot = I/O request */
+    RS_OP_WAKE,       /* slot 0: eventfd read, another thread asked us to stop */
+    RS_OP_TIMER,      /* slot 0: the drain deadline */
+    RS_OP_CANCEL,     /* slot 0: completion of a cancel request, nothing to do */
+};
+
+#define RS_CONN_IOV     128 /* iovecs gathered into one sendmsg */
+#define RS_CONN_OUTBUF  (64 * 1024)
+#define RS_CONN_TXREFS  64 /* DATA frames referenced by one sendmsg */
+#define RS_RECV_BUFS    64
+#define RS_RECV_BUFSIZE (64 * 1024)
+#define RS_POOL_BLOCK   (64 * 1024)
+
+struct rs_server {
+    struct rs_config cfg;
+    const struct rs_service **services; /* borrowed entries */
+    size_t nservices;
+    struct rs_worker *workers; /* cfg.workers of them */
+    bool started;
+    bool setup_failed;         /* written before the second barrier, read after it */
+    pthread_barrier_t barrier; /* workers + main: setup done; then go or give up */
+};
+
+struct rs_worker {
+    struct rs_ring ring;
+    struct rs_server *srv; /* borrowed; read-only after start */
+    struct rs_pool pool;   /* payload blocks of every send queue on this worker */
+    unsigned id;
+    int listen_fd;
+    int wake_fd; /* eventfd written by rs_server_stop() */
+    uint64_t wake_buf;
+    pthread_t thread;
+    unsigned flags;
+    /* connections by slot; slot 0 is never used (it names the worker in user_data) */
+    struct rs_conn **conns;
+    uint32_t *conn_gen;
+    unsigned nconns;
+    unsigned free_hint;
+    /* file I/O requests by slot */
+    struct rs_ioreq *ioreqs;
+    unsigned nioreqs;
+    unsigned io_free;       /* head of the free list of ioreq slots, 0 = none */
+    struct rs_list pending; /* of rs_conn.pending_link: conns with deferred work */
+    struct __kernel_timespec drain_ts;
+    int setup_ret;
+    char setup_err[256];
+};
+
+enum {
+    RS_WORKER_F_DRAINING = 1u << 0,
+    RS_WORKER_F_ACCEPTING = 1u << 1, /* a multishot accept is armed */
+};
+
+struct rs_ioreq {
+    struct rs_call *call; /* holds a reference while in flight; NULL when the slot is free */
+    rs_call_io_cb cb;
+    void *arg;
+    uint32_t gen;
+    unsigned next_free;
+};
+
+struct rs_txref {
+    struct rs_call *call; /* holds the bytes [0, len) at the front of call->txq unconsumed */
+    size_t len;
+};
+
+struct rs_conn {
+    struct rs_worker *w; /* borrowed */
+    nghttp2_session *h2; /* owned */
+    int fd;
+    uint32_t slot;
+    uint32_t gen;
+    unsigned flags;
+    unsigned inflight;           /* armed recv + in-flight send; freed only at 0 when closing */
+    struct rs_list calls;        /* every rs_call of this conn, live or waiting to be freed */
+    struct rs_list ready;        /* of rs_call.ready_link: calls with work to run */
+    struct rs_list pending_link; /* in worker->pending */
+    /* send: one sendmsg in flight at a time, gathered from out[] and queue blocks */
+    uint8_t *out;  /* owned, RS_CONN_OUTBUF bytes while the conn lives */
+    size_t outlen; /* bytes of out[] referenced by iov[] */
+    struct iovec iov[RS_CONN_IOV];
+    int iovcnt;
+    int iovoff; /* first iovec not yet fully sent */
+    struct msghdr msg;
+    struct rs_txref txrefs[RS_CONN_TXREFS];
+    unsigned ntxrefs;
+};
+
+enum {
+    RS_CONN_F_CLOSING = 1u << 0, /* no more reads or writes; freed at inflight == 0 */
+    RS_CONN_F_SENDING = 1u << 1, /* a sendmsg is in flight */
+    RS_CONN_F_RECVING = 1u << 2, /* the multishot recv is armed */
+    RS_CONN_F_GOAWAY = 1u << 3,  /* GOAWAY submitted for the drain */
+};
+
+struct rs_meta {
+    char *name;  /* owned, NUL-terminated, lower-case */
+    char *value; /* owned, NUL-terminated */
+    size_t value_len;
+};
+
+/* What a request asked for, filled while its HEADERS arrive. */
+enum rs_route {
+    RS_ROUTE_NONE = 0, /* still receiving headers */
+    RS_ROUTE_GRPC,     /* call->method is set */
+    RS_ROUTE_HTTP,     /* a plain HTTP answer was submitted */
+};
+
+/* One HTTP/2 stream; for gRPC paths, one call. Freed only by call_release() once the stream
+ * closed, on_done ran, no I/O is in flight and no queued byte is referenced by a sendmsg. */
+struct rs_call {
+    struct rs_conn *conn; /* borrowed; outlives the call */
+    const struct rs_method *method;
+    const struct rs_service *service;
+    int32_t stream_id;
+    unsigned flags;
+    unsigned refs;             /* in-flight file I/O requests */
+    struct rs_list link;       /* in conn->calls */
+    struct rs_list ready_link; /* in conn->ready while it has work */
+    /* receive */
+    struct rs_deframer rx;
+    size_t uncredited; /* bytes received and not yet given back to the stream window */
+    /* send */
+    struct rs_chunkq txq;
+    size_t tx_framed; /* bytes at the front of txq referenced by DATA frames being sent */
+    /* request headers */
+    char *path;        /* owned */
+    char *method_name; /* owned :method */
+    char *content_type;
+    char *grpc_encoding;
+    struct rs_meta *meta; /* owned array */
+    size_t nmeta;
+    size_t header_bytes;
+    /* response */
+    struct rs_meta *resp_meta; /* owned; headers before the first message, else trailers */
+    size_t nresp_meta;
+    enum rs_grpc_status status;
+    char *status_msg; /* owned, percent-encoded */
+    enum rs_route route;
+    void *state;           /* owned, method->state_size bytes */
+    const char *http_body; /* static body of a plain HTTP answer */
+    size_t http_len;
+    size_t http_off;
+};
+
+enum {
+    RS_CALL_F_HEADERS_DONE = 1u << 0,   /* request HEADERS complete and routed */
+    RS_CALL_F_STARTED = 1u << 1,        /* on_start ran */
+    RS_CALL_F_HELD = 1u << 2,           /* a message view is with the handler */
+    RS_CALL_F_REMOTE_END = 1u << 3,     /* END_STREAM received */
+    RS_CALL_F_HALF_CLOSED = 1u << 4,    /* on_half_close delivered */
+    RS_CALL_F_RESP_SUBMITTED = 1u << 5, /* response HEADERS submitted with our data provider */
+    RS_CALL_F_DEFERRED = 1u << 6,       /* our data provider answered DEFERRED */
+    RS_CALL_F_FINISHED = 1u << 7,       /* rs_call_finish ran: status is final */
+    RS_CALL_F_TRAILERS = 1u << 8,       /* trailers submitted (or trailers-only response) */
+    RS_CALL_F_CLOSED = 1u << 9,         /* nghttp2 closed the stream; never touch it again */
+    RS_CALL_F_DONE = 1u << 10,          /* on_done delivered */
+    RS_CALL_F_WANT_WRITABLE = 1u << 11, /* rs_call_send answered -EAGAIN */
+    RS_CALL_F_IN_CALLBACK = 1u << 12,   /* the handler's on_message is running */
+    RS_CALL_F_FAILED = 1u << 13,        /* the transport failed the call (bad message etc.) */
+    RS_CALL_F_MSG_DRAIN = 1u << 14,     /* ignore further input (call finished early) */
+};
+
+/* worker.c */
+void rs_worker_mark_pending(struct rs_worker *w, struct rs_conn *c);
+int rs_worker_queue_io(struct rs_worker *w, struct rs_call *call, int kind, int fd, void *buf,
+                       size_t len, uint64_t off, rs_call_io_cb cb, void *arg);
+
+/* conn.c */
+struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t gen);
+void rs_conn_on_recv(struct rs_conn *c, const struct rs_ring_cqe *cqe);
+void rs_conn_on_send(struct rs_conn *c, const struct rs_ring_cqe *cqe);
+/* Runs deferred work: ready calls, then flushes. Called after each completion batch. */
+void rs_conn_run(struct rs_conn *c);
+void rs_conn_close(struct rs_conn *c);
+void rs_conn_drain(struct rs_conn *c);
+/* Frees the conn if it is closing and nothing is in flight; returns true if freed. */
+bool rs_conn_maybe_free(struct rs_conn *c);
+
+/* call.c */
+struct rs_call *rs_call_new(struct rs_conn *c, int32_t stream_id);
+/* Runs what the call has pending: start, messages, half-close, writable, done. */
+void rs_call_run(struct rs_call *call);
+void rs_call_mark_ready(struct rs_call *call);
+/* Frees the call if nothing references it any more; returns true if freed. */
+bool rs_call_maybe_free(struct rs_call *call);
+void rs_call_free(struct rs_call *call);
+/* Routes a request whose HEADERS are complete; submits plain HTTP answers itself. */
+void rs_call_route(struct rs_call *call);
+extern const nghttp2_data_provider rs_call_data_provider;
+/* nghttp2 send_data_callback target: appends the DATA frame to the conn's send list. */
+int rs_call_frame_data(struct rs_call *call, const uint8_t *framehd, size_t length);
+/* Submits trailers-only / status if an HTTP-level answer is needed for a transport error. */
+void rs_call_fail(struct rs_call *call, enum rs_grpc_status status, const char *msg);
+
+#endif /* RS_WORKERS_INTERNAL_H */

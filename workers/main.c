@@ -1,0 +1,296 @@
+/* workers/main.c: ringstreamd, the daemon: flags, the data directory, signals. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "core/log.h"
+#include "core/sha256.h"
+#include "uring/ring.h"
+#include "workers/bulk/bulk.h"
+#include "workers/server.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: ringstreamd --data-dir DIR [options]\n"
+            "\n"
+            "A streaming gRPC server (HTTP/2 cleartext, prior knowledge) on io_uring.\n"
+            "\n"
+            "  --listen HOST:PORT     address to serve on; [::1]:PORT for IPv6\n"
+            "                         (default 127.0.0.1:50051)\n"
+            "  --data-dir DIR         where the bulk store keeps objects; created if missing\n"
+            "                         (required; needs O_TMPFILE and user xattrs, e.g. ext4, xfs)\n"
+            "  --workers N            worker threads, one io_uring ring each\n"
+            "                         (default: online CPUs)\n"
+            "  --max-msg BYTES        largest gRPC message received or sent; larger ones fail\n"
+            "                         with RESOURCE_EXHAUSTED (default 4194304)\n"
+            "  --stream-buffer BYTES  per-stream receive window and send queue (default 1048576)\n"
+            "  --max-streams N        concurrent streams per connection, advertised in SETTINGS\n"
+            "                         (default 100)\n"
+            "  --max-header-list BYTES  SETTINGS_MAX_HEADER_LIST_SIZE (default 16384)\n"
+            "  --max-conns N          connections per worker (default 4096)\n"
+            "  --drain-ms MS          on SIGTERM, time in-flight calls get to finish\n"
+            "                         (default 5000)\n"
+            "  --log-level LEVEL      error, warn, info or debug (default info)\n"
+            "  --help                 this text\n"
+            "\n"
+            "Suffixes k, m, g (powers of 1024) are accepted on BYTES.\n");
+}
+
+static int parse_size(const char *s, size_t min, size_t max, size_t *out)
+{
+    unsigned long long v;
+    char *end;
+
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || s[0] == '-')
+        return -EINVAL;
+    switch (*end) {
+    case 'k':
+    case 'K':
+        v <<= 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        v <<= 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        v <<= 30;
+        end++;
+        break;
+    default:
+        break;
+    }
+    if (*end != '\0' || v < min || v > max)
+        return -EINVAL;
+    *out = (size_t)v;
+    return 0;
+}
+
+static int parse_listen(const char *arg, struct rs_config *cfg)
+{
+    char host[256];
+    const char *colon, *port;
+    struct addrinfo hints, *res;
+    size_t hl;
+    int rv;
+
+    if (arg[0] == '[') {
+        const char *close = strchr(arg, ']');
+
+        if (close == NULL || close[1] != ':')
+            return -EINVAL;
+        hl = (size_t)(close - arg - 1);
+        if (hl >= sizeof(host))
+            return -EINVAL;
+        memcpy(host, arg + 1, hl);
+        port = close + 2;
+    } else {
+        colon = strrchr(arg, ':');
+        if (colon == NULL)
+            return -EINVAL;
+        hl = (size_t)(colon - arg);
+        if (hl >= sizeof(host))
+            return -EINVAL;
+        memcpy(host, arg, hl);
+        port = colon + 1;
+    }
+    host[hl] = '\0';
+    if (port[0] == '\0' || strspn(port, "0123456789") != strlen(port) || atoi(port) > 65535)
+        return -EINVAL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | AI_PASSIVE;
+    rv = getaddrinfo(host[0] != '\0' ? host : NULL, port, &hints, &res);
+    if (rv != 0)
+        return -EINVAL;
+    memcpy(&cfg->listen_addr, res->ai_addr, res->ai_addrlen);
+    cfg->listen_addrlen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+static int parse_level(const char *s, enum rs_log_level *out)
+{
+    static const char *const names[] = { "error", "warn", "info", "debug" };
+    unsigned i;
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *out = (enum rs_log_level)i;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+static void describe_addr(const struct rs_config *cfg, char *buf, size_t len)
+{
+    char host[INET6_ADDRSTRLEN];
+    const struct sockaddr *sa = (const struct sockaddr *)&cfg->listen_addr;
+
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const void *)sa;
+
+        inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
+        snprintf(buf, len, "[%s]:%u", host, ntohs(s6->sin6_port));
+    } else {
+        const struct sockaddr_in *s4 = (const void *)sa;
+
+        inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
+        snprintf(buf, len, "%s:%u", host, ntohs(s4->sin_port));
+    }
+}
+
+int main(int argc, char **argv)
+{
+    enum {
+        OPT_LISTEN = 256,
+        OPT_DATA,
+        OPT_WORKERS,
+        OPT_MAX_MSG,
+        OPT_STREAM_BUF,
+        OPT_MAX_STREAMS,
+        OPT_MAX_HDR,
+        OPT_MAX_CONNS,
+        OPT_DRAIN,
+        OPT_LOG,
+        OPT_HELP,
+    };
+    static const struct option opts[] = {
+        { "listen", required_argument, NULL, OPT_LISTEN },
+        { "data-dir", required_argument, NULL, OPT_DATA },
+        { "workers", required_argument, NULL, OPT_WORKERS },
+        { "max-msg", required_argument, NULL, OPT_MAX_MSG },
+        { "stream-buffer", required_argument, NULL, OPT_STREAM_BUF },
+        { "max-streams", required_argument, NULL, OPT_MAX_STREAMS },
+        { "max-header-list", required_argument, NULL, OPT_MAX_HDR },
+        { "max-conns", required_argument, NULL, OPT_MAX_CONNS },
+        { "drain-ms", required_argument, NULL, OPT_DRAIN },
+        { "log-level", required_argument, NULL, OPT_LOG },
+        { "help", no_argument, NULL, OPT_HELP },
+        { NULL, 0, NULL, 0 },
+    };
+    struct rs_config cfg;
+    const char *data_dir = NULL;
+    enum rs_log_level level = RS_LOG_INFO;
+    struct rs_server *srv;
+    struct rs_bulk *bulk = NULL;
+    char err[512], addr[128];
+    sigset_t sigs;
+    size_t v;
+    int opt, sig, ret;
+
+    rs_config_defaults(&cfg);
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        ret = 0;
+        switch (opt) {
+        case OPT_LISTEN:
+            ret = parse_listen(optarg, &cfg);
+            break;
+        case OPT_DATA:
+            data_dir = optarg;
+            break;
+        case OPT_WORKERS:
+            ret = parse_size(optarg, 1, 1024, &v);
+            cfg.workers = (unsigned)v;
+            break;
+        case OPT_MAX_MSG:
+            ret = parse_size(optarg, 64, (size_t)1 << 30, &cfg.max_msg);
+            break;
+        case OPT_STREAM_BUF:
+            ret = parse_size(optarg, 16384, 0x7fffffff, &cfg.stream_buffer);
+            break;
+        case OPT_MAX_STREAMS:
+            ret = parse_size(optarg, 1, 1u << 20, &v);
+            cfg.max_streams = (uint32_t)v;
+            break;
+        case OPT_MAX_HDR:
+            ret = parse_size(optarg, 1024, 1u << 24, &v);
+            cfg.max_header_list = (uint32_t)v;
+            break;
+        case OPT_MAX_CONNS:
+            ret = parse_size(optarg, 1, 1u << 20, &v);
+            cfg.max_conns = (unsigned)v;
+            break;
+        case OPT_DRAIN:
+            ret = parse_size(optarg, 0, 3600000, &v);
+            cfg.drain_ms = (unsigned)v;
+            break;
+        case OPT_LOG:
+            ret = parse_level(optarg, &level);
+            break;
+        case OPT_HELP:
+            usage(stdout);
+            return 0;
+        default:
+            fprintf(stderr, "ringstreamd: unknown or incomplete option '%s' (see --help)\n",
+                    argv[optind - 1]);
+            return 2;
+        }
+        if (ret < 0) {
+            fprintf(stderr, "ringstreamd: invalid value '%s' for --%s (see --help)\n", optarg,
+                    opts[opt - OPT_LISTEN].name);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "ringstreamd: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 2;
+    }
+    if (data_dir == NULL) {
+        fprintf(stderr, "ringstreamd: --data-dir DIR is required (see --help)\n");
+        return 2;
+    }
+    rs_log_set_level(level);
+    if (rs_ring_probe(err, sizeof(err)) < 0) {
+        fprintf(stderr, "ringstreamd: %s\n", err);
+        return 1;
+    }
+    if (rs_bulk_open(&bulk, data_dir, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ringstreamd: data dir %s: %s\n", data_dir, err);
+        return 1;
+    }
+    /* Signals go to this thread only, and only through sigwait() below. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    srv = rs_server_new(&cfg, err, sizeof(err));
+    if (srv == NULL) {
+        describe_addr(&cfg, addr, sizeof(addr));
+        fprintf(stderr, "ringstreamd: %s: %s\n", addr, err);
+        rs_bulk_close(bulk);
+        return 1;
+    }
+    if (rs_server_add_service(srv, rs_bulk_service(bulk)) < 0 ||
+        rs_server_start(srv, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ringstreamd: %s\n", err);
+        return 1; /* workers may be parked at their start barrier; exiting ends them */
+    }
+    describe_addr(&cfg, addr, sizeof(addr));
+    rs_log_info("%s", rs_sha256_provider());
+    rs_log_info("listening on %s (h2c), %u workers, data dir %s", addr, cfg.workers, data_dir);
+    do {
+        if (sigwait(&sigs, &sig) != 0)
+            sig = SIGTERM;
+    } while (sig == SIGPIPE);
+    rs_log_info("%s: draining for up to %u ms", strsignal(sig), cfg.drain_ms);
+    rs_server_stop(srv);
+    rs_server_destroy(srv);
+    rs_bulk_close(bulk);
+    rs_log_info("stopped");
+    return 0;
+}

@@ -1,0 +1,40 @@
+/* workers/server.h: the server: configuration, service registry, worker threads. */
+#ifndef RS_WORKERS_SERVER_H
+#define RS_WORKERS_SERVER_H
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include "core/call.h"
+
+struct rs_config {
+    struct sockaddr_storage listen_addr; /* where every worker's SO_REUSEPORT socket binds */
+    socklen_t listen_addrlen;
+    unsigned workers;         /* threads, each with its own ring */
+    size_t max_msg;           /* largest message received or sent (default 4 MiB) */
+    size_t stream_buffer;     /* per-stream receive window and send queue bytes (default 1 MiB) */
+    uint32_t max_streams;     /* SETTINGS_MAX_CONCURRENT_STREAMS (default 100) */
+    uint32_t max_header_list; /* SETTINGS_MAX_HEADER_LIST_SIZE (default 16 KiB) */
+    unsigned max_conns;       /* connections per worker (default 4096) */
+    size_t pool_bytes;        /* cap of each worker's block pool (default 1 GiB) */
+    unsigned drain_ms;        /* graceful shutdown: time in-flight calls get (default 5000) */
+};
+
+/* Fills the documented defaults (listen 127.0.0.1:50051, one worker per online CPU). */
+void rs_config_defaults(struct rs_config *cfg);
+
+struct rs_server;
+
+/* Returns owned server (release with rs_server_destroy), or NULL with a reason in |err|.
+ * Binds the listening sockets, so an address in use fails here. |cfg| is copied. */
+struct rs_server *rs_server_new(const struct rs_config *cfg, char *err, size_t errlen);
+/* Registers |svc| (borrowed; must outlive the server). Before rs_server_start() only. */
+int rs_server_add_service(struct rs_server *s, const struct rs_service *svc);
+/* Starts the worker threads. Returns 0 or -errno with a reason in |err|. */
+int rs_server_start(struct rs_server *s, char *err, size_t errlen);
+/* Asks every worker to drain: GOAWAY, in-flight calls finish for up to drain_ms, then close.
+ * Safe from any thread (also a signal-waiting one). */
+void rs_server_stop(struct rs_server *s);
+/* Waits for the workers to exit, then frees everything. Accepts NULL. */
+void rs_server_destroy(struct rs_server *s);
+
+#endif /* RS_WORKERS_SERVER_H */

@@ -1,0 +1,523 @@
+/* workers/worker.c: the server object, worker threads and their completion loop. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include "core/log.h"
+#include "workers/internal.h"
+
+enum {
+    RS_IO_READ = 1,
+    RS_IO_WRITE,
+    RS_IO_FSYNC
+};
+
+void rs_config_defaults(struct rs_config *cfg)
+{
+    struct sockaddr_in *sin = (struct sockaddr_in *)&cfg->listen_addr;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+    memset(cfg, 0, sizeof(*cfg));
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(50051);
+    sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cfg->listen_addrlen = sizeof(*sin);
+    cfg->workers = ncpu > 0 ? (unsigned)ncpu : 1;
+    cfg->max_msg = 4u << 20;
+    cfg->stream_buffer = 1u << 20;
+    cfg->max_streams = 100;
+    cfg->max_header_list = 16u << 10;
+    cfg->max_conns = 4096;
+    cfg->pool_bytes = (size_t)1 << 30;
+    cfg->drain_ms = 5000;
+}
+
+static int listen_socket(const struct rs_config *cfg, char *err, size_t errlen)
+{
+    int fd, one = 1;
+
+    fd = socket(cfg->listen_addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+        snprintf(err, errlen, "setsockopt: %s", strerror(errno));
+        goto err_close;
+    }
+    if (bind(fd, (const struct sockaddr *)&cfg->listen_addr, cfg->listen_addrlen) < 0) {
+        snprintf(err, errlen, "cannot bind the listen address: %s", strerror(errno));
+        goto err_close;
+    }
+    if (listen(fd, 1024) < 0) {
+        snprintf(err, errlen, "listen: %s", strerror(errno));
+        goto err_close;
+    }
+    return fd;
+err_close:
+    close(fd);
+    return -1;
+}
+
+struct rs_server *rs_server_new(const struct rs_config *cfg, char *err, size_t errlen)
+{
+    struct rs_server *s;
+    unsigned i;
+
+    if (cfg->workers == 0 || cfg->max_msg == 0 || cfg->stream_buffer == 0) {
+        snprintf(err, errlen, "invalid configuration");
+        return NULL;
+    }
+    s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        goto err_nomem;
+    s->cfg = *cfg;
+    s->workers = calloc(cfg->workers, sizeof(*s->workers));
+    if (s->workers == NULL)
+        goto err_free;
+    for (i = 0; i < cfg->workers; i++) {
+        s->workers[i].listen_fd = -1;
+        s->workers[i].wake_fd = -1;
+    }
+    for (i = 0; i < cfg->workers; i++) {
+        struct rs_worker *w = &s->workers[i];
+
+        w->srv = s;
+        w->id = i;
+        w->listen_fd = listen_socket(cfg, err, errlen);
+        if (w->listen_fd < 0)
+            goto err_destroy;
+        w->wake_fd = eventfd(0, EFD_CLOEXEC);
+        if (w->wake_fd < 0) {
+            snprintf(err, errlen, "eventfd: %s", strerror(errno));
+            goto err_destroy;
+        }
+    }
+    return s;
+err_destroy:
+    rs_server_destroy(s);
+    return NULL;
+err_free:
+    free(s);
+err_nomem:
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+}
+
+int rs_server_add_service(struct rs_server *s, const struct rs_service *svc)
+{
+    const struct rs_service **n;
+
+    if (s->started)
+        return -EBUSY;
+    n = realloc(s->services, (s->nservices + 1) * sizeof(*n));
+    if (n == NULL)
+        return -ENOMEM;
+    n[s->nservices++] = svc;
+    s->services = n;
+    return 0;
+}
+
+/* ---- per-worker state ------------------------------------------------------------------ */
+
+static void arm_accept(struct rs_worker *w)
+{
+    if (w->flags & RS_WORKER_F_DRAINING)
+        return;
+    if (rs_ring_accept_multishot(&w->ring, w->listen_fd, rs_ud_make(RS_OP_ACCEPT, 0, 0)) == 0)
+        w->flags |= RS_WORKER_F_ACCEPTING;
+}
+
+static void arm_wake(struct rs_worker *w)
+{
+    rs_ring_read(&w->ring, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0,
+                 rs_ud_make(RS_OP_WAKE, 0, 0));
+}
+
+static int worker_setup(struct rs_worker *w, char *err, size_t errlen)
+{
+    const struct rs_config *cfg = &w->srv->cfg;
+    unsigned i;
+    int ret;
+
+    ret = rs_ring_init(&w->ring, 256, err, errlen);
+    if (ret < 0)
+        return ret;
+    ret = rs_ring_bufs_init(&w->ring, 1, RS_RECV_BUFS, RS_RECV_BUFSIZE);
+    if (ret < 0) {
+        snprintf(err, errlen, "io_uring provided buffers: %s", strerror(-ret));
+        return ret;
+    }
+    rs_pool_init(&w->pool, RS_POOL_BLOCK, cfg->pool_bytes / RS_POOL_BLOCK + 1, 64);
+    w->nconns = cfg->max_conns + 1;
+    w->conns = calloc(w->nconns, sizeof(*w->conns));
+    w->conn_gen = calloc(w->nconns, sizeof(*w->conn_gen));
+    w->nioreqs = 4096;
+    w->ioreqs = calloc(w->nioreqs, sizeof(*w->ioreqs));
+    if (w->conns == NULL || w->conn_gen == NULL || w->ioreqs == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    /* slot 0 is never used: a zero slot in user_data names the worker itself */
+    for (i = 1; i < w->nioreqs; i++)
+        w->ioreqs[i].next_free = i + 1 < w->nioreqs ? i + 1 : 0;
+    w->io_free = 1;
+    w->free_hint = 1;
+    rs_list_init(&w->pending);
+    arm_accept(w);
+    arm_wake(w);
+    return 0;
+}
+
+static void worker_teardown(struct rs_worker *w)
+{
+    free(w->conns);
+    w->conns = NULL;
+    free(w->conn_gen);
+    w->conn_gen = NULL;
+    free(w->ioreqs);
+    w->ioreqs = NULL;
+    rs_ring_fini(&w->ring);
+    if (w->pool.block_size != 0)
+        rs_pool_fini(&w->pool);
+    w->pool.block_size = 0;
+}
+
+void rs_worker_mark_pending(struct rs_worker *w, struct rs_conn *c)
+{
+    if (!rs_list_linked(&c->pending_link))
+        rs_list_insert_tail(&w->pending, &c->pending_link);
+}
+
+static uint32_t conn_slot_alloc(struct rs_worker *w)
+{
+    unsigned i, s;
+
+    for (i = 0; i < w->nconns - 1; i++) {
+        s = w->free_hint + i;
+        if (s >= w->nconns)
+            s -= w->nconns - 1;
+        if (w->conns[s] == NULL) {
+            w->free_hint = s + 1 < w->nconns ? s + 1 : 1;
+            return s;
+        }
+    }
+    return 0;
+}
+
+static void on_accept(struct rs_worker *w, const struct rs_ring_cqe *cqe)
+{
+    struct rs_conn *c;
+    uint32_t slot;
+    int fd = cqe->res, one = 1;
+
+    if (!(cqe->flags & RS_RING_F_MORE)) {
+        w->flags &= ~RS_WORKER_F_ACCEPTING;
+        arm_accept(w);
+    }
+    if (fd < 0) {
+        if (fd != -ECANCELED)
+            rs_log_warn("worker %u: accept: %s", w->id, strerror(-fd));
+        return;
+    }
+    if (w->flags & RS_WORKER_F_DRAINING) {
+        close(fd);
+        return;
+    }
+    slot = conn_slot_alloc(w);
+    if (slot == 0) {
+        rs_log_warn("worker %u: connection limit (%u) reached, refusing", w->id, w->nconns - 1);
+        close(fd);
+        return;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    w->conn_gen[slot] = (w->conn_gen[slot] + 1) & 0xffffffu;
+    c = rs_conn_new(w, fd, slot, w->conn_gen[slot]);
+    if (c == NULL) {
+        rs_log_warn("worker %u: out of memory for a new connection", w->id);
+        close(fd);
+        return;
+    }
+    w->conns[slot] = c;
+    rs_worker_mark_pending(w, c);
+}
+
+int rs_worker_queue_io(struct rs_worker *w, struct rs_call *call, int kind, int fd, void *buf,
+                       size_t len, uint64_t off, rs_call_io_cb cb, void *arg)
+{
+    struct rs_ioreq *r;
+    unsigned slot = w->io_free;
+    uint64_t ud;
+    int ret;
+
+    if (slot == 0)
+        return -ENOMEM;
+    r = &w->ioreqs[slot];
+    r->gen = (r->gen + 1) & 0xffffffu;
+    ud = rs_ud_make(RS_OP_IO, r->gen, slot);
+    switch (kind) {
+    case RS_IO_READ:
+        ret = rs_ring_read(&w->ring, fd, buf, len, off, ud);
+        break;
+    case RS_IO_WRITE:
+        ret = rs_ring_write(&w->ring, fd, buf, len, off, ud);
+        break;
+    case RS_IO_FSYNC:
+        ret = rs_ring_fsync(&w->ring, fd, ud);
+        break;
+    default:
+        return -EINVAL;
+    }
+    if (ret < 0)
+        return -ENOMEM;
+    w->io_free = r->next_free;
+    r->call = call;
+    r->cb = cb;
+    r->arg = arg;
+    call->refs++;
+    return 0;
+}
+
+static void on_io(struct rs_worker *w, const struct rs_ring_cqe *cqe)
+{
+    uint32_t slot = rs_ud_slot(cqe->user_data);
+    struct rs_ioreq *r;
+    struct rs_call *call;
+
+    if (slot == 0 || slot >= w->nioreqs || w->ioreqs[slot].call == NULL ||
+        w->ioreqs[slot].gen != rs_ud_gen(cqe->user_data)) {
+        rs_log_bug("worker %u: stale I/O completion %#llx", w->id,
+                   (unsigned long long)cqe->user_data);
+        return;
+    }
+    r = &w->ioreqs[slot];
+    call = r->call;
+    r->call = NULL;
+    r->next_free = w->io_free;
+    w->io_free = slot;
+    call->refs--;
+    r->cb(call, r->arg, cqe->res);
+    if (!rs_call_maybe_free(call)) {
+        rs_call_mark_ready(call);
+    }
+}
+
+static void start_drain(struct rs_worker *w)
+{
+    unsigned i;
+
+    if (w->flags & RS_WORKER_F_DRAINING)
+        return;
+    w->flags |= RS_WORKER_F_DRAINING;
+    if (w->flags & RS_WORKER_F_ACCEPTING)
+        rs_ring_cancel(&w->ring, rs_ud_make(RS_OP_ACCEPT, 0, 0), rs_ud_make(RS_OP_CANCEL, 0, 0));
+    for (i = 1; i < w->nconns; i++)
+        if (w->conns[i] != NULL)
+            rs_conn_drain(w->conns[i]);
+    w->drain_ts.tv_sec = w->srv->cfg.drain_ms / 1000;
+    w->drain_ts.tv_nsec = (long long)(w->srv->cfg.drain_ms % 1000) * 1000000;
+    rs_ring_timeout(&w->ring, &w->drain_ts, rs_ud_make(RS_OP_TIMER, 0, 0));
+}
+
+static struct rs_conn *conn_of(struct rs_worker *w, uint64_t ud)
+{
+    uint32_t slot = rs_ud_slot(ud);
+
+    if (slot == 0 || slot >= w->nconns || w->conns[slot] == NULL ||
+        w->conns[slot]->gen != rs_ud_gen(ud))
+        return NULL;
+    return w->conns[slot];
+}
+
+static void on_cqe(void *ctx, const struct rs_ring_cqe *cqe)
+{
+    struct rs_worker *w = ctx;
+    struct rs_conn *c;
+    unsigned i;
+
+    switch ((enum rs_op)rs_ud_op(cqe->user_data)) {
+    case RS_OP_ACCEPT:
+        on_accept(w, cqe);
+        break;
+    case RS_OP_RECV:
+        c = conn_of(w, cqe->user_data);
+        if (c == NULL) {
+            rs_log_bug("worker %u: stale recv completion", w->id);
+            if (cqe->flags & RS_RING_F_BUFFER)
+                rs_ring_buf_recycle(&w->ring, cqe->bid);
+            break;
+        }
+        rs_conn_on_recv(c, cqe);
+        break;
+    case RS_OP_SEND:
+        c = conn_of(w, cqe->user_data);
+        if (c == NULL) {
+            rs_log_bug("worker %u: stale send completion", w->id);
+            break;
+        }
+        rs_conn_on_send(c, cqe);
+        break;
+    case RS_OP_IO:
+        on_io(w, cqe);
+        break;
+    case RS_OP_WAKE:
+        start_drain(w);
+        break;
+    case RS_OP_TIMER:
+        if (cqe->res == -ETIME) {
+            for (i = 1; i < w->nconns; i++)
+                if (w->conns[i] != NULL)
+                    rs_conn_close(w->conns[i]);
+        }
+        break;
+    case RS_OP_CANCEL:
+        break;
+    }
+}
+
+static void run_pending(struct rs_worker *w)
+{
+    struct rs_conn *c;
+
+    while (!rs_list_empty(&w->pending)) {
+        c = rs_container_of(w->pending.next, struct rs_conn, pending_link);
+        rs_list_unlink(&c->pending_link);
+        rs_conn_run(c);
+        if (rs_conn_maybe_free(c))
+            continue;
+    }
+}
+
+static bool worker_idle(const struct rs_worker *w)
+{
+    unsigned i;
+
+    for (i = 1; i < w->nconns; i++)
+        if (w->conns[i] != NULL)
+            return false;
+    return true;
+}
+
+static void *worker_main(void *arg)
+{
+    struct rs_worker *w = arg;
+    int ret;
+
+    /* The ring must be created by the thread that uses it (SINGLE_ISSUER binds the creator). */
+    w->setup_ret = worker_setup(w, w->setup_err, sizeof(w->setup_err));
+    pthread_barrier_wait(&w->srv->barrier);
+    pthread_barrier_wait(&w->srv->barrier); /* main has decided: all go, or all give up */
+    if (w->srv->setup_failed) {
+        worker_teardown(w);
+        return NULL;
+    }
+    for (;;) {
+        ret = rs_ring_wait(&w->ring, on_cqe, w);
+        if (ret < 0) {
+            rs_log_error("worker %u: io_uring wait: %s", w->id, strerror(-ret));
+            break;
+        }
+        run_pending(w);
+        if ((w->flags & RS_WORKER_F_DRAINING) && worker_idle(w))
+            break;
+    }
+    worker_teardown(w);
+    return NULL;
+}
+
+int rs_server_start(struct rs_server *s, char *err, size_t errlen)
+{
+    sigset_t all, old;
+    unsigned i;
+    int ret;
+
+    ret = pthread_barrier_init(&s->barrier, NULL, s->cfg.workers + 1);
+    if (ret != 0) {
+        snprintf(err, errlen, "pthread_barrier_init: %s", strerror(ret));
+        return -ret;
+    }
+    /* Workers never take signals: the main thread waits for them. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    for (i = 0; i < s->cfg.workers; i++) {
+        ret = pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]);
+        if (ret != 0) {
+            /* Threads already started wait at the barrier; the caller exits the process. */
+            snprintf(err, errlen, "pthread_create: %s", strerror(ret));
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            return -ret;
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    s->started = true;
+    pthread_barrier_wait(&s->barrier); /* every worker has set up, or failed to */
+    ret = 0;
+    for (i = 0; i < s->cfg.workers; i++) {
+        if (s->workers[i].setup_ret < 0) {
+            snprintf(err, errlen, "worker %u: %s", i, s->workers[i].setup_err);
+            ret = s->workers[i].setup_ret;
+            s->setup_failed = true;
+            break;
+        }
+    }
+    pthread_barrier_wait(&s->barrier);
+    return ret;
+}
+
+void rs_server_stop(struct rs_server *s)
+{
+    uint64_t one = 1;
+    unsigned i;
+
+    for (i = 0; i < s->cfg.workers; i++) {
+        ssize_t n = write(s->workers[i].wake_fd, &one, sizeof(one));
+        (void)n;
+    }
+}
+
+void rs_server_destroy(struct rs_server *s)
+{
+    unsigned i;
+
+    if (s == NULL)
+        return;
+    for (i = 0; i < s->cfg.workers; i++) {
+        struct rs_worker *w = &s->workers[i];
+
+        if (s->started)
+            pthread_join(w->thread, NULL); /* the thread tore its ring down itself */
+        else
+            worker_teardown(w);
+        if (w->listen_fd >= 0)
+            close(w->listen_fd);
+        if (w->wake_fd >= 0)
+            close(w->wake_fd);
+    }
+    free(s->workers);
+    free(s->services);
+    free(s);
+}
+
+int rs_call_pread(struct rs_call *call, int fd, void *buf, size_t len, uint64_t off,
+                  rs_call_io_cb cb, void *arg)
+{
+    return rs_worker_queue_io(call->conn->w, call, RS_IO_READ, fd, buf, len, off, cb, arg);
+}
+
+int rs_call_pwrite(struct rs_call *call, int fd, const void *buf, size_t len, uint64_t off,
+                   rs_call_io_cb cb, void *arg)
+{
+    return rs_worker_queue_io(call->conn->w, call, RS_IO_WRITE, fd, (void *)buf, len, off, cb, arg);
+}
+
+int rs_call_fsync(struct rs_call *call, int fd, rs_call_io_cb cb, void *arg)
+{
+    return rs_worker_queue_io(call->conn->w, call, RS_IO_FSYNC, fd, NULL, 0, 0, cb, arg);
+}

@@ -41,8 +41,13 @@ struct rs_method {
     /* The send queue has room again after rs_call_send() answered -EAGAIN. NULL: ignored. */
     void (*on_writable)(struct rs_call *call);
     /* The call is over; |status| is what the client was told, or RS_GRPC_CANCELLED when the
-     * stream was reset or the connection lost. Release per-call resources here. NULL: ignored. */
+     * stream was reset or the connection lost, or RS_GRPC_DEADLINE_EXCEEDED when the client's
+     * grpc-timeout expired (the server already answered and reset the stream). Release
+     * per-call resources here; stop any further work. NULL: ignored. */
     void (*on_done)(struct rs_call *call, enum rs_grpc_status status);
+    /* The server started draining (SIGTERM): the call may run on until the drain timeout.
+     * Long-lived calls (watches) should finish now. NULL: ignored. */
+    void (*on_drain)(struct rs_call *call);
 };
 
 struct rs_service {
@@ -85,6 +90,16 @@ void rs_call_consume(struct rs_call *call);
  *               RESOURCE_EXHAUSTED);
  *   -ECANCELED  the call is done or already finished. */
 int rs_call_send(struct rs_call *call, const struct iovec *iov, int iovcnt);
+/* As rs_call_send(); with RS_CALL_SEND_COMPRESS the message is gzip-compressed when the client
+ * accepts gzip (grpc-accept-encoding), and sent plain otherwise. */
+enum {
+    RS_CALL_SEND_COMPRESS = 1u << 0
+};
+int rs_call_send_ex(struct rs_call *call, const struct iovec *iov, int iovcnt, unsigned flags);
+/* True when the client's last request message arrived compressed (grpc-encoding gzip). */
+bool rs_call_msg_was_compressed(const struct rs_call *call);
+/* True when the server is draining (see on_drain). */
+bool rs_call_server_draining(const struct rs_call *call);
 /* Bytes the send queue takes before it answers -EAGAIN. */
 size_t rs_call_send_room(const struct rs_call *call);
 
@@ -109,5 +124,8 @@ int rs_call_pread(struct rs_call *call, int fd, void *buf, size_t len, uint64_t 
 int rs_call_pwrite(struct rs_call *call, int fd, const void *buf, size_t len, uint64_t off,
                    rs_call_io_cb cb, void *arg);
 int rs_call_fsync(struct rs_call *call, int fd, rs_call_io_cb cb, void *arg);
+/* Runs |cb| after |ns| nanoseconds with |res| 0, or with -ECANCELED soon after the call ends
+ * (on_done), so a timer never keeps a finished call alive. Same contract as the I/O above. */
+int rs_call_timer(struct rs_call *call, uint64_t ns, rs_call_io_cb cb, void *arg);
 
 #endif /* RS_CORE_CALL_H */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "core/log.h"
+#include "proto/compress.h"
 #include "workers/internal.h"
 
 #define MAKE_NV(n, v, vl)                                                                 \
@@ -57,6 +58,7 @@ void rs_call_free(struct rs_call *call)
     free(call->grpc_encoding);
     free(call->status_msg);
     free(call->state);
+    free(call->inflated);
     free(call);
     if (c->flags & RS_CONN_F_CLOSING)
         rs_worker_mark_pending(c->w, c);
@@ -122,6 +124,25 @@ static void http_answer(struct rs_call *call, const char *status, const char *bo
 }
 
 /* ---- routing -------------------------------------------------------------------------- */
+
+/* grpc-timeout expired: the client is told DEADLINE_EXCEEDED (trailers, then RST_STREAM
+ * CANCEL), the handler through on_done. */
+static void on_deadline(struct rs_call *call, void *arg, int res)
+{
+    if (res != 0 || (call->flags & (RS_CALL_F_DONE | RS_CALL_F_CLOSED)))
+        return;
+    call->flags |= RS_CALL_F_DEADLINE;
+    if (call->flags & RS_CALL_F_FINISHED) {
+        /* Trailers are queued behind data the client is not reading: reset now. */
+        nghttp2_submit_rst_stream(h2_of(call), NGHTTP2_FLAG_NONE, call->stream_id, NGHTTP2_CANCEL);
+        call->status = RS_GRPC_DEADLINE_EXCEEDED;
+        rs_worker_mark_pending(call->conn->w, call->conn);
+        return;
+    }
+    rs_call_finish(call, RS_GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
+    if (rs_chunkq_used(&call->txq) > call->tx_framed)
+        nghttp2_submit_rst_stream(h2_of(call), NGHTTP2_FLAG_NONE, call->stream_id, NGHTTP2_CANCEL);
+}
 
 static const struct rs_method *find_method(const struct rs_server *srv, const char *path,
                                            const struct rs_service **svc_out)
@@ -206,11 +227,14 @@ void rs_call_route(struct rs_call *call)
     call->method = m;
     call->service = svc;
     if (call->grpc_encoding != NULL && strcmp(call->grpc_encoding, "identity") != 0) {
-        call->method = NULL;
-        rs_call_add_metadata(call, "grpc-accept-encoding", "identity", 8);
-        rs_call_finishf(call, RS_GRPC_UNIMPLEMENTED, "grpc-encoding %s is not supported",
-                        call->grpc_encoding);
-        return;
+        if (strcmp(call->grpc_encoding, "gzip") != 0) {
+            call->method = NULL;
+            rs_call_finishf(call, RS_GRPC_UNIMPLEMENTED,
+                            "grpc-encoding %s is not supported (identity, gzip are)",
+                            call->grpc_encoding);
+            return;
+        }
+        call->req_gzip = true;
     }
     if (m->state_size > 0) {
         call->state = calloc(1, m->state_size);
@@ -219,6 +243,11 @@ void rs_call_route(struct rs_call *call)
             rs_call_finish(call, RS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
             return;
         }
+    }
+    if (call->timeout_ns > 0 &&
+        rs_call_timer(call, (uint64_t)call->timeout_ns, on_deadline, NULL) < 0) {
+        call->method = NULL;
+        rs_call_finish(call, RS_GRPC_RESOURCE_EXHAUSTED, "no timer for grpc-timeout");
     }
 }
 
@@ -300,13 +329,16 @@ int rs_call_frame_data(struct rs_call *call, const uint8_t *framehd, size_t leng
 
 static int submit_response_headers(struct rs_call *call)
 {
-    nghttp2_nv nva[2 + 16];
+    nghttp2_nv nva[4 + 16];
     nghttp2_data_provider prd = rs_call_data_provider;
     size_t n = 0, i;
     int rv;
 
     nva[n++] = (nghttp2_nv)MAKE_NV(":status", "200", 3);
     nva[n++] = (nghttp2_nv)MAKE_NV("content-type", "application/grpc", 16);
+    nva[n++] = (nghttp2_nv)MAKE_NV("grpc-accept-encoding", "identity,gzip", 13);
+    if (call->resp_gzip)
+        nva[n++] = (nghttp2_nv)MAKE_NV("grpc-encoding", "gzip", 4);
     for (i = 0; i < call->nresp_meta && n < sizeof(nva) / sizeof(nva[0]); i++)
         nva[n++] =
                 (nghttp2_nv){ (uint8_t *)call->resp_meta[i].name,
@@ -325,13 +357,14 @@ static int submit_response_headers(struct rs_call *call)
 
 static void submit_trailers_only(struct rs_call *call)
 {
-    nghttp2_nv nva[4 + 16];
+    nghttp2_nv nva[5 + 16];
     char code[4];
     size_t n = 0, i;
 
     snprintf(code, sizeof(code), "%d", (int)call->status);
     nva[n++] = (nghttp2_nv)MAKE_NV(":status", "200", 3);
     nva[n++] = (nghttp2_nv)MAKE_NV("content-type", "application/grpc", 16);
+    nva[n++] = (nghttp2_nv)MAKE_NV("grpc-accept-encoding", "identity,gzip", 13);
     nva[n++] = (nghttp2_nv)MAKE_NV("grpc-status", code, strlen(code));
     if (call->status_msg != NULL)
         nva[n++] = (nghttp2_nv)MAKE_NV("grpc-message", call->status_msg, strlen(call->status_msg));
@@ -365,8 +398,16 @@ static void credit(struct rs_call *call)
 
 int rs_call_send(struct rs_call *call, const struct iovec *iov, int iovcnt)
 {
+    return rs_call_send_ex(call, iov, iovcnt, 0);
+}
+
+int rs_call_send_ex(struct rs_call *call, const struct iovec *iov, int iovcnt, unsigned flags)
+{
     uint8_t prefix[RS_GRPC_PREFIX_LEN];
-    size_t total = 0;
+    struct iovec ziov;
+    uint8_t *zbuf = NULL;
+    size_t total = 0, zlen;
+    bool compress;
     int i, ret;
 
     if (call->flags & (RS_CALL_F_FINISHED | RS_CALL_F_CLOSED | RS_CALL_F_DONE))
@@ -379,13 +420,30 @@ int rs_call_send(struct rs_call *call, const struct iovec *iov, int iovcnt)
         call->flags |= RS_CALL_F_WANT_WRITABLE;
         return -EAGAIN;
     }
-    rs_grpc_prefix_write(prefix, false, (uint32_t)total);
+    /* The encoding is declared in the response headers, so the first message decides it. */
+    if (!(call->flags & RS_CALL_F_RESP_SUBMITTED))
+        call->resp_gzip = (flags & RS_CALL_SEND_COMPRESS) && call->accept_gzip;
+    compress = (flags & RS_CALL_SEND_COMPRESS) && call->resp_gzip;
+    if (compress) {
+        ret = rs_gzip_deflate(iov, iovcnt, &zbuf, &zlen);
+        if (ret < 0)
+            return ret;
+        ziov.iov_base = zbuf;
+        ziov.iov_len = zlen;
+        iov = &ziov;
+        iovcnt = 1;
+        total = zlen;
+    }
+    rs_grpc_prefix_write(prefix, compress, (uint32_t)total);
     ret = rs_chunkq_append(&call->txq, prefix, sizeof(prefix));
-    if (ret < 0)
+    if (ret < 0) {
+        free(zbuf);
         return ret;
+    }
     for (i = 0; i < iovcnt; i++) {
         ret = rs_chunkq_append(&call->txq, iov[i].iov_base, iov[i].iov_len);
         if (ret < 0) {
+            free(zbuf);
             /* Half a message is queued: the stream can only be reset. */
             call->flags |= RS_CALL_F_FAILED | RS_CALL_F_FINISHED;
             nghttp2_submit_rst_stream(h2_of(call), NGHTTP2_FLAG_NONE, call->stream_id,
@@ -394,6 +452,7 @@ int rs_call_send(struct rs_call *call, const struct iovec *iov, int iovcnt)
             return ret;
         }
     }
+    free(zbuf);
     if (!(call->flags & RS_CALL_F_RESP_SUBMITTED)) {
         if (submit_response_headers(call) != 0)
             return -ENOMEM;
@@ -452,6 +511,18 @@ void rs_call_fail(struct rs_call *call, enum rs_grpc_status status, const char *
 
 /* ---- the message pump ------------------------------------------------------------------ */
 
+/* The handler is done with its message: a decompressed copy, or a view into the deframer. */
+static void release_held(struct rs_call *call)
+{
+    call->flags &= ~RS_CALL_F_HELD;
+    if (call->last_compressed) {
+        free(call->inflated);
+        call->inflated = NULL;
+    } else {
+        rs_deframer_pop(&call->rx);
+    }
+}
+
 static void pump_messages(struct rs_call *call)
 {
     const struct rs_config *cfg = &call->conn->w->srv->cfg;
@@ -472,11 +543,34 @@ static void pump_messages(struct rs_call *call)
                            r == -ENOMEM ? "server out of memory" : "bad message prefix flag");
             return;
         }
+        call->last_compressed = m.compressed;
         if (m.compressed) {
+            size_t len;
+            int ret;
+
+            if (!call->req_gzip) {
+                rs_deframer_pop(&call->rx);
+                rs_call_finish(call, RS_GRPC_INTERNAL, "compressed message without grpc-encoding");
+                return;
+            }
+            /* Inflation stops at the maximum size: a bomb is never inflated in full. */
+            ret = rs_gzip_inflate(m.data, m.len, cfg->max_msg, &call->inflated, &len);
             rs_deframer_pop(&call->rx);
-            rs_call_finish(call, RS_GRPC_INTERNAL,
-                           "compressed message without a supported grpc-encoding");
-            return;
+            if (ret < 0) {
+                if (ret == -EMSGSIZE)
+                    rs_call_finishf(call, RS_GRPC_RESOURCE_EXHAUSTED,
+                                    "decompressed message larger than max (%zu)", cfg->max_msg);
+                else
+                    rs_call_finish(
+                            call, ret == -ENOMEM ? RS_GRPC_RESOURCE_EXHAUSTED : RS_GRPC_INTERNAL,
+                            ret == -ENOMEM ? "server out of memory" : "corrupt gzip message");
+                return;
+            }
+            call->flags |= RS_CALL_F_HELD | RS_CALL_F_IN_CALLBACK;
+            call->method->on_message(
+                    call, call->inflated != NULL ? call->inflated : (const uint8_t *)"", len);
+            call->flags &= ~RS_CALL_F_IN_CALLBACK;
+            continue;
         }
         call->flags |= RS_CALL_F_HELD | RS_CALL_F_IN_CALLBACK;
         call->method->on_message(call, m.data, m.len);
@@ -507,6 +601,11 @@ void rs_call_run(struct rs_call *call)
                         call->method->on_half_close(call);
                 }
             }
+            if ((call->flags & RS_CALL_F_DRAIN) && !(call->flags & RS_CALL_F_DRAINED)) {
+                call->flags |= RS_CALL_F_DRAINED;
+                if (call->method->on_drain != NULL && !(call->flags & RS_CALL_F_FINISHED))
+                    call->method->on_drain(call);
+            }
             if ((call->flags & RS_CALL_F_WANT_WRITABLE) && rs_chunkq_room(&call->txq) > 0 &&
                 !(call->flags & RS_CALL_F_FINISHED)) {
                 call->flags &= ~RS_CALL_F_WANT_WRITABLE;
@@ -520,10 +619,12 @@ void rs_call_run(struct rs_call *call)
                 (call->flags & RS_CALL_F_TRAILERS) ? call->status : RS_GRPC_CANCELLED;
 
         call->flags |= RS_CALL_F_DONE;
-        if (call->flags & RS_CALL_F_HELD) {
-            call->flags &= ~RS_CALL_F_HELD;
-            rs_deframer_pop(&call->rx);
-        }
+        if (call->flags & RS_CALL_F_DEADLINE)
+            st = RS_GRPC_DEADLINE_EXCEEDED;
+        if (call->flags & RS_CALL_F_HELD)
+            release_held(call);
+        if (call->ntimers > 0)
+            rs_worker_cancel_timers(call->conn->w, call);
         if (call->method != NULL && call->method->on_done != NULL &&
             (call->flags & RS_CALL_F_STARTED))
             call->method->on_done(call, st);
@@ -537,12 +638,21 @@ void rs_call_consume(struct rs_call *call)
 {
     if (!(call->flags & RS_CALL_F_HELD))
         return;
-    call->flags &= ~RS_CALL_F_HELD;
-    rs_deframer_pop(&call->rx);
+    release_held(call);
     if (call->flags & RS_CALL_F_FINISHED)
         rs_deframer_free(&call->rx);
     if (!(call->flags & RS_CALL_F_IN_CALLBACK))
         rs_call_mark_ready(call);
+}
+
+bool rs_call_msg_was_compressed(const struct rs_call *call)
+{
+    return call->last_compressed;
+}
+
+bool rs_call_server_draining(const struct rs_call *call)
+{
+    return (call->conn->w->flags & RS_WORKER_F_DRAINING) != 0;
 }
 
 bool rs_call_is_done(const struct rs_call *call)

@@ -58,6 +58,26 @@ static bool name_is(const uint8_t *name, size_t len, const char *lit)
     return len == n && memcmp(name, lit, n) == 0;
 }
 
+/* Is "gzip" one of the comma-separated tokens of |v|? */
+static bool accepts_gzip(const uint8_t *v, size_t len)
+{
+    size_t i = 0, s, e;
+
+    while (i < len) {
+        while (i < len && (v[i] == ' ' || v[i] == ','))
+            i++;
+        s = i;
+        while (i < len && v[i] != ',')
+            i++;
+        e = i;
+        while (e > s && v[e - 1] == ' ')
+            e--;
+        if (e - s == 4 && memcmp(v + s, "gzip", 4) == 0)
+            return true;
+    }
+    return false;
+}
+
 static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *user_data)
@@ -72,9 +92,9 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
     /* RFC 9113 counts 32 bytes of overhead per field, as SETTINGS_MAX_HEADER_LIST_SIZE does. */
     call->header_bytes += namelen + valuelen + 32;
     if (call->header_bytes > c->w->srv->cfg.max_header_list) {
-        /* The client ignored our SETTINGS: an HTTP-level refusal, 431 in spirit. */
+        /* The client ignored our SETTINGS: drop the rest, routing answers 431. */
         call->flags |= RS_CALL_F_FAILED;
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        return 0;
     }
     if (name_is(name, namelen, ":path"))
         slot = &call->path;
@@ -92,8 +112,19 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
     if (namelen > 0 && name[0] == ':')
         return 0;
     /* Transport headers the handler never needs to see. */
-    if (name_is(name, namelen, "te") || name_is(name, namelen, "grpc-accept-encoding") ||
-        name_is(name, namelen, "grpc-timeout"))
+    if (name_is(name, namelen, "grpc-timeout")) {
+        int64_t ns;
+
+        /* A malformed timeout is ignored, as the reference servers do. */
+        if (rs_grpc_timeout_parse((const char *)value, valuelen, &ns) == 0)
+            call->timeout_ns = ns > 0 ? ns : 1;
+        return 0;
+    }
+    if (name_is(name, namelen, "grpc-accept-encoding")) {
+        call->accept_gzip = accepts_gzip(value, valuelen);
+        return 0;
+    }
+    if (name_is(name, namelen, "te"))
         return 0;
     m = realloc(call->meta, (call->nmeta + 1) * sizeof(*m));
     if (m == NULL)
@@ -169,7 +200,9 @@ static int on_frame_send(nghttp2_session *h2, const nghttp2_frame *frame, void *
     call = stream_call(h2, frame->hd.stream_id);
     /* The response is complete while the request is not: tell the client to stop sending
      * (RST_STREAM NO_ERROR, RFC 9113 8.1) instead of letting it upload into the void. */
-    if (call != NULL && !(call->flags & RS_CALL_F_REMOTE_END))
+    if (call != NULL && (call->flags & RS_CALL_F_DEADLINE))
+        nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_CANCEL);
+    else if (call != NULL && !(call->flags & RS_CALL_F_REMOTE_END))
         nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
     return 0;
 }
@@ -313,9 +346,17 @@ void rs_conn_close(struct rs_conn *c)
 
 void rs_conn_drain(struct rs_conn *c)
 {
+    struct rs_list *l;
+
     if (c->flags & (RS_CONN_F_CLOSING | RS_CONN_F_GOAWAY))
         return;
     c->flags |= RS_CONN_F_GOAWAY;
+    for (l = c->calls.next; l != &c->calls; l = l->next) {
+        struct rs_call *call = rs_container_of(l, struct rs_call, link);
+
+        call->flags |= RS_CALL_F_DRAIN;
+        rs_call_mark_ready(call);
+    }
     nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
                           NGHTTP2_NO_ERROR, NULL, 0);
     rs_worker_mark_pending(c->w, c);

@@ -79,6 +79,15 @@ struct rs_ioreq {
     void *arg;
     uint32_t gen;
     unsigned next_free;
+    int kind;                    /* RS_IO_* */
+    struct __kernel_timespec ts; /* a timer's delay; read by the kernel until completion */
+};
+
+enum {
+    RS_IO_READ = 1,
+    RS_IO_WRITE,
+    RS_IO_FSYNC,
+    RS_IO_TIMEOUT
 };
 
 struct rs_txref {
@@ -136,7 +145,14 @@ struct rs_call {
     const struct rs_service *service;
     int32_t stream_id;
     unsigned flags;
-    unsigned refs;             /* in-flight file I/O requests */
+    unsigned refs;             /* in-flight file I/O requests and timers */
+    unsigned ntimers;          /* of |refs|, timers (cancelled when the call ends) */
+    int64_t timeout_ns;        /* from grpc-timeout; 0 = none */
+    uint8_t *inflated;         /* owned: the decompressed message with the handler, or NULL */
+    bool req_gzip;             /* grpc-encoding: gzip on the request */
+    bool accept_gzip;          /* grpc-accept-encoding lists gzip */
+    bool resp_gzip;            /* response headers declared grpc-encoding: gzip */
+    bool last_compressed;      /* the message with the handler arrived compressed */
     struct rs_list link;       /* in conn->calls */
     struct rs_list ready_link; /* in conn->ready while it has work */
     /* receive */
@@ -181,12 +197,17 @@ enum {
     RS_CALL_F_IN_CALLBACK = 1u << 12,   /* the handler's on_message is running */
     RS_CALL_F_FAILED = 1u << 13,        /* the transport failed the call (bad message etc.) */
     RS_CALL_F_MSG_DRAIN = 1u << 14,     /* ignore further input (call finished early) */
+    RS_CALL_F_DEADLINE = 1u << 15,      /* grpc-timeout expired */
+    RS_CALL_F_DRAIN = 1u << 16,         /* on_drain is owed */
+    RS_CALL_F_DRAINED = 1u << 17,       /* on_drain delivered */
 };
 
 /* worker.c */
 void rs_worker_mark_pending(struct rs_worker *w, struct rs_conn *c);
 int rs_worker_queue_io(struct rs_worker *w, struct rs_call *call, int kind, int fd, void *buf,
                        size_t len, uint64_t off, rs_call_io_cb cb, void *arg);
+/* Cancels every timer |call| has pending; their callbacks then run with -ECANCELED. */
+void rs_worker_cancel_timers(struct rs_worker *w, struct rs_call *call);
 
 /* conn.c */
 struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t gen);

@@ -12,12 +12,6 @@
 #include "core/log.h"
 #include "workers/internal.h"
 
-enum {
-    RS_IO_READ = 1,
-    RS_IO_WRITE,
-    RS_IO_FSYNC
-};
-
 void rs_config_defaults(struct rs_config *cfg)
 {
     struct sockaddr_in *sin = (struct sockaddr_in *)&cfg->listen_addr;
@@ -272,12 +266,20 @@ int rs_worker_queue_io(struct rs_worker *w, struct rs_call *call, int kind, int 
     case RS_IO_FSYNC:
         ret = rs_ring_fsync(&w->ring, fd, ud);
         break;
+    case RS_IO_TIMEOUT:
+        r->ts.tv_sec = (long long)(off / 1000000000u);
+        r->ts.tv_nsec = (long long)(off % 1000000000u);
+        ret = rs_ring_timeout(&w->ring, &r->ts, ud);
+        if (ret == 0)
+            call->ntimers++;
+        break;
     default:
         return -EINVAL;
     }
     if (ret < 0)
         return -ENOMEM;
     w->io_free = r->next_free;
+    r->kind = kind;
     r->call = call;
     r->cb = cb;
     r->arg = arg;
@@ -303,7 +305,12 @@ static void on_io(struct rs_worker *w, const struct rs_ring_cqe *cqe)
     r->next_free = w->io_free;
     w->io_free = slot;
     call->refs--;
-    r->cb(call, r->arg, cqe->res);
+    if (r->kind == RS_IO_TIMEOUT) {
+        call->ntimers--;
+        r->cb(call, r->arg, cqe->res == -ETIME ? 0 : cqe->res);
+    } else {
+        r->cb(call, r->arg, cqe->res);
+    }
     if (!rs_call_maybe_free(call)) {
         rs_call_mark_ready(call);
     }
@@ -520,4 +527,26 @@ int rs_call_pwrite(struct rs_call *call, int fd, const void *buf, size_t len, ui
 int rs_call_fsync(struct rs_call *call, int fd, rs_call_io_cb cb, void *arg)
 {
     return rs_worker_queue_io(call->conn->w, call, RS_IO_FSYNC, fd, NULL, 0, 0, cb, arg);
+}
+
+int rs_call_timer(struct rs_call *call, uint64_t ns, rs_call_io_cb cb, void *arg)
+{
+    if (call->flags & RS_CALL_F_DONE)
+        return -ECANCELED;
+    return rs_worker_queue_io(call->conn->w, call, RS_IO_TIMEOUT, -1, NULL, 0, ns, cb, arg);
+}
+
+void rs_worker_cancel_timers(struct rs_worker *w, struct rs_call *call)
+{
+    unsigned i, left = call->ntimers;
+
+    for (i = 1; i < w->nioreqs && left > 0; i++) {
+        struct rs_ioreq *r = &w->ioreqs[i];
+
+        if (r->call == call && r->kind == RS_IO_TIMEOUT) {
+            rs_ring_cancel(&w->ring, rs_ud_make(RS_OP_IO, r->gen, i),
+                           rs_ud_make(RS_OP_CANCEL, 0, 0));
+            left--;
+        }
+    }
 }

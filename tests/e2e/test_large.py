@@ -10,6 +10,7 @@ Usage: test_large.py --server build/ringstreamd [--group transfer] [--only SUBST
 import hashlib
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -215,6 +216,37 @@ def curl(srv, path, method="GET", headers=(), data_file=None):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+RECV_HDR_RE = re.compile(r"recv \(stream_id=(\d+)\) ([^:\s][^:]*|:[a-z]+): (.*)$")
+
+
+def nghttp(srv, path, headers=(), data_file=None):
+    """Returns (http_status, header_and_trailer_text) of one h2c request made with nghttp.
+    Used for requests with a body: curl 7.88 reports "(92) Stream error in the HTTP/2
+    framing layer" when the server completes its response (legally) before curl has sent
+    the request body, which an early 415 does."""
+    cmd = ["nghttp", "-v", "-t", "20"]
+    for h in headers:
+        cmd += ["-H", h]
+    if data_file is not None:
+        cmd += ["-d", data_file]
+    cmd.append("http://%s%s" % (srv.address, path))
+    p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=30)
+    if p.returncode != 0:
+        raise CaseFailure("nghttp %s: exit %d: %s" % (path, p.returncode,
+                                                      (p.stderr or p.stdout)[-500:]))
+    status = 0
+    lines = []
+    for line in p.stdout.splitlines():
+        m = RECV_HDR_RE.search(line)
+        if not m:
+            continue
+        if m.group(2) == ":status":
+            status = int(m.group(3))
+        else:
+            lines.append("%s: %s" % (m.group(2), m.group(3)))
+    return status, "\n".join(lines)
+
+
 def header_value(text, name):
     for line in text.splitlines():
         k, sep, v = line.partition(":")
@@ -267,28 +299,37 @@ def _(srv):
     check_grpc_refused(status, head, "GET /ringstream.v1.Bulk/Stat")
     f = grpc_message_file(pb2().StatRequest(name="x"))
     try:
-        status, head, _ = curl(srv, "/ringstream.v1.Bulk/Stat", "POST",
-                               ["content-type: text/plain", "te: trailers"], f)
+        status, head = nghttp(srv, "/ringstream.v1.Bulk/Stat",
+                              ["content-type: text/plain", "te: trailers"], f)
         check_grpc_refused(status, head, "POST with content-type text/plain")
-        status, head, _ = curl(srv, "/ringstream.v1.Bulk/Stat", "POST", ["te: trailers"], f)
+        status, head = nghttp(srv, "/ringstream.v1.Bulk/Stat", ["te: trailers"], f)
         check_grpc_refused(status, head, "POST without content-type")
+        status, head = nghttp(srv, "/ringstream.v1.Bulk/Stat",
+                              ["content-type: application/json", "te: trailers"], f)
+        check_grpc_refused(status, head, "POST with content-type application/json")
     finally:
         os.unlink(f)
 
 
-@run.case("a raw gRPC call with curl: 200, then grpc-status in the trailers", group="http2")
+@run.case("a raw gRPC call with nghttp: 200, then grpc-status", group="http2")
 def _(srv):
-    f = grpc_message_file(pb2().StatRequest(name="raw/missing"))
+    pb = pb2()
+    b = Bulk(channel(srv))
     try:
-        status, head, body = curl(srv, "/ringstream.v1.Bulk/Stat", "POST",
-                                  ["content-type: application/grpc", "te: trailers"], f)
+        b.put("raw/present", b"raw")
     finally:
-        os.unlink(f)
-    check_eq(status, 200, "HTTP status")
-    ct = header_value(head, "content-type") or ""
-    check(ct.startswith("application/grpc"), "content-type %r" % ct)
-    check_eq(header_value(head, "grpc-status"), "5", "grpc-status (NOT_FOUND)")
-    check_eq(body, b"", "body of a failed unary call")
+        b.channel.close()
+    for name, want in (("raw/missing", "5"), ("raw/present", "0"), ("../bad", "3")):
+        f = grpc_message_file(pb.StatRequest(name=name))
+        try:
+            status, head = nghttp(srv, "/ringstream.v1.Bulk/Stat",
+                                  ["content-type: application/grpc", "te: trailers"], f)
+        finally:
+            os.unlink(f)
+        check_eq(status, 200, "Stat %s: HTTP status" % name)
+        ct = header_value(head, "content-type") or ""
+        check(ct.startswith("application/grpc"), "Stat %s: content-type %r" % (name, ct))
+        check_eq(header_value(head, "grpc-status"), want, "Stat %s: grpc-status" % name)
 
 
 @run.case("unknown HTTP paths get an HTTP answer and the server keeps serving", group="http2")

@@ -436,7 +436,7 @@ int rs_store_list(const struct rs_store *s, const char *prefix, size_t plen,
                         strerror(-ret));
             continue;
         }
-        if (v[cnt].name_len < plen || memcmp(v[cnt].name, prefix, plen) != 0)
+        if (v[cnt].name_len < plen || (plen > 0 && memcmp(v[cnt].name, prefix, plen) != 0))
             continue;
         cnt++;
     }

@@ -303,6 +303,22 @@ static void on_start_nothing(struct rs_call *call)
 
 /* --- Put ------------------------------------------------------------------------------- */
 
+/* Data is staged into two buffers and written a buffer at a time: one fills while the other is
+ * being written, so the network side and the page-cache copy run on two cores at once, and the
+ * ring sees one large write per PUT_STAGE bytes instead of one per (typically 64 KiB) message.
+ * The staging copy costs less than it saves: measured in perf/RESULTS.md (Put throughput). */
+#define PUT_STAGE (512u * 1024)
+
+struct put;
+struct put_stage {
+    struct put *p;
+    uint8_t *buf; /* owned, PUT_STAGE bytes, allocated with the header */
+    size_t len;   /* bytes staged */
+    size_t done;  /* bytes of |len| written (short writes resume here) */
+    uint64_t off; /* file offset of buf[0] */
+    bool busy;    /* a write is in flight */
+};
+
 struct put {
     struct reply reply;
     struct rs_store_meta meta; /* name from the header; the rest filled when publishing */
@@ -310,13 +326,16 @@ struct put {
     struct rs_sha256 sha; /* of every byte received so far */
     uint64_t want_size;   /* from the header; 0: unchecked */
     uint8_t want_sha[RS_SHA256_LEN];
-    uint64_t received; /* bytes received and hashed; the offset of the next write */
-    const uint8_t *wp; /* the rest of the data being written: a view of the message */
-    size_t wlen;       /*   held unconsumed until its write completes */
-    uint64_t woff;
+    uint64_t received; /* bytes received and hashed */
+    uint64_t staged;   /* bytes copied into a stage: the file offset of the next staged byte */
+    struct put_stage stage[2];
+    unsigned cur;      /* the stage being filled */
+    const uint8_t *wp; /* rest of a message waiting for a free stage: a view, held */
+    size_t wlen;       /*   unconsumed until it is staged */
     int fd;            /* the unnamed file, when has_fd */
     unsigned inflight; /* ring ops whose completion has not arrived */
     bool has_fd;
+    bool direct; /* fd has O_DIRECT: stage writes are aligned */
     bool has_header;
     bool check_sha;
     bool overwrite;
@@ -392,6 +411,10 @@ static void put_release(struct put *p)
         close(p->fd); /* an unpublished O_TMPFILE file disappears here */
     p->has_fd = false;
     rs_sha256_free(&p->sha);
+    free(p->stage[0].buf);
+    free(p->stage[1].buf);
+    p->stage[0].buf = NULL;
+    p->stage[1].buf = NULL;
 }
 
 /* The header arrived: check it, then create the unnamed file. */
@@ -437,7 +460,17 @@ static void put_start(struct rs_call *call, struct put *p, const struct put_req 
         fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED, "no memory for hashing");
         return;
     }
-    ret = rs_store_create(st);
+    if (posix_memalign((void **)&p->stage[0].buf, RS_STORE_DIRECT_ALIGN, PUT_STAGE) != 0)
+        p->stage[0].buf = NULL;
+    if (posix_memalign((void **)&p->stage[1].buf, RS_STORE_DIRECT_ALIGN, PUT_STAGE) != 0)
+        p->stage[1].buf = NULL;
+    if (p->stage[0].buf == NULL || p->stage[1].buf == NULL) {
+        fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED, "no memory for upload buffers");
+        return;
+    }
+    p->stage[0].p = p;
+    p->stage[1].p = p;
+    ret = rs_store_create(st, &p->direct);
     if (ret < 0) {
         fail_store(call, &p->finished, ret, "creating", p->meta.name, p->meta.name_len);
         return;
@@ -448,19 +481,78 @@ static void put_start(struct rs_call *call, struct put *p, const struct put_req 
 }
 
 static void put_on_write(struct rs_call *call, void *arg, int res);
+static void put_finalize(struct rs_call *call, struct put *p);
 static void put_on_fsync(struct rs_call *call, void *arg, int res);
 static void put_on_dirsync(struct rs_call *call, void *arg, int res);
 
-static void put_write(struct rs_call *call, struct put *p)
+/* Writes what is left of stage |s|. */
+static void put_write(struct rs_call *call, struct put *p, struct put_stage *s)
 {
-    int ret = rs_call_pwrite(call, p->fd, p->wp, p->wlen, p->woff, put_on_write, p);
+    int ret;
+
+    /* Full stages are aligned; the tail of the object (or a short write's rest) may not be,
+     * and is the last write of the upload: it goes through the page cache. */
+    if (p->direct &&
+        ((s->len - s->done) % RS_STORE_DIRECT_ALIGN != 0 ||
+         (s->off + s->done) % RS_STORE_DIRECT_ALIGN != 0 || s->done % RS_STORE_DIRECT_ALIGN != 0)) {
+        ret = rs_store_buffered(p->fd);
+        if (ret < 0) {
+            fail(call, &p->finished, RS_GRPC_INTERNAL, "clearing O_DIRECT: %s", strerror(-ret));
+            return;
+        }
+        p->direct = false;
+    }
+    ret = rs_call_pwrite(call, p->fd, s->buf + s->done, s->len - s->done, s->off + s->done,
+                         put_on_write, s);
 
     if (ret < 0) {
         fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED, "no free I/O slot on this worker");
-        rs_call_consume(call);
         return;
     }
+    s->busy = true;
     p->inflight++;
+}
+
+/* Copies the held data (p->wp, p->wlen) into stages, writing each one that fills. Returns true
+ * when all of it is staged (the message may be consumed), false when both stages are busy. */
+static bool put_stage_data(struct rs_call *call, struct put *p)
+{
+    while (p->wlen > 0 && !p->finished) {
+        struct put_stage *s = &p->stage[p->cur];
+        size_t n;
+
+        if (s->busy)
+            return false;
+        if (s->len == 0)
+            s->off = p->staged;
+        n = PUT_STAGE - s->len < p->wlen ? PUT_STAGE - s->len : p->wlen;
+        memcpy(s->buf + s->len, p->wp, n);
+        s->len += n;
+        p->wp += n;
+        p->wlen -= n;
+        p->staged += n;
+        if (s->len == PUT_STAGE) {
+            s->done = 0;
+            put_write(call, p, s);
+            p->cur ^= 1;
+        }
+    }
+    return true;
+}
+
+/* After the client half-closed: write the partly filled stage, then finalize once idle. */
+static void put_drain(struct rs_call *call, struct put *p)
+{
+    struct put_stage *s = &p->stage[p->cur];
+
+    if (p->finished || p->wlen > 0 || p->stage[0].busy || p->stage[1].busy)
+        return;
+    if (s->len > 0) {
+        s->done = 0;
+        put_write(call, p, s);
+        return;
+    }
+    put_finalize(call, p);
 }
 
 /* The client half-closed and every byte is written: check, sync, then publish. */
@@ -538,10 +630,9 @@ static void put_on_message(struct rs_call *call, const uint8_t *msg, size_t len)
         } else {
             p->wp = r.data.p;
             p->wlen = r.data.len;
-            p->woff = p->received;
             p->received += r.data.len;
-            put_write(call, p); /* consumes from put_on_write */
-            return;
+            if (!put_stage_data(call, p))
+                return; /* held: put_on_write stages the rest and consumes */
         }
     }
     rs_call_consume(call);
@@ -549,15 +640,17 @@ static void put_on_message(struct rs_call *call, const uint8_t *msg, size_t len)
 
 static void put_on_write(struct rs_call *call, void *arg, int res)
 {
-    struct put *p = arg;
+    struct put_stage *s = arg;
+    struct put *p = s->p;
 
     p->inflight--;
+    s->busy = false;
     if (rs_call_is_done(call)) {
         put_release(p);
         return;
     }
     if (p->finished) {
-        rs_call_consume(call);
+        rs_call_consume(call); /* a held message, if any */
         return;
     }
     if (res <= 0) {
@@ -568,16 +661,19 @@ static void put_on_write(struct rs_call *call, void *arg, int res)
         rs_call_consume(call);
         return;
     }
-    p->wp += res;
-    p->wlen -= (size_t)res;
-    p->woff += (uint64_t)res;
-    if (p->wlen > 0) { /* short write: the rest */
-        put_write(call, p);
+    s->done += (size_t)res;
+    if (s->done < s->len) { /* short write: the rest */
+        put_write(call, p, s);
         return;
     }
-    rs_call_consume(call);
+    s->len = 0;
+    if (p->wlen > 0) {
+        if (!put_stage_data(call, p))
+            return;
+        rs_call_consume(call); /* the held message is staged in full */
+    }
     if (p->half_closed)
-        put_finalize(call, p);
+        put_drain(call, p);
 }
 
 static void put_on_fsync(struct rs_call *call, void *arg, int res)
@@ -651,8 +747,7 @@ static void put_on_half_close(struct rs_call *call)
              "empty Put: the stream ended before the header");
         return;
     }
-    if (p->inflight == 0)
-        put_finalize(call, p); /* else put_on_write does it */
+    put_drain(call, p); /* or the last put_on_write does */
 }
 
 static void put_on_writable(struct rs_call *call)

@@ -286,6 +286,8 @@ int rs_store_open_object(const struct rs_store *s, const char *name, size_t len,
         close(fd);
         return ret;
     }
+    /* Downloads read front to back: ask for the larger readahead window. Only advice. */
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     return fd;
 }
 
@@ -303,11 +305,23 @@ int rs_store_stat(const struct rs_store *s, const char *name, size_t len, struct
     return meta_check_name(m, name, len);
 }
 
-int rs_store_create(const struct rs_store *s)
+int rs_store_create(const struct rs_store *s, bool *direct)
 {
-    int fd = openat(s->objfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0640);
+    int fd = openat(s->objfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC | O_DIRECT, 0640);
 
+    *direct = fd >= 0;
+    if (fd < 0 && errno == EINVAL) /* a file system without O_DIRECT (tmpfs): buffered */
+        fd = openat(s->objfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0640);
     return fd < 0 ? -errno : fd;
+}
+
+int rs_store_buffered(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_DIRECT) < 0)
+        return -errno;
+    return 0;
 }
 
 int rs_store_set_meta(int fd, const struct rs_store_meta *m)

@@ -67,8 +67,14 @@ int rs_store_open_object(const struct rs_store *s, const char *name, size_t len,
 /* Reads the metadata only. Same errors as rs_store_open_object(). */
 int rs_store_stat(const struct rs_store *s, const char *name, size_t len, struct rs_store_meta *m);
 
-/* Returns an owned fd of a new unnamed file in objects/ (O_TMPFILE|O_RDWR), or -errno. */
-int rs_store_create(const struct rs_store *s);
+/* Returns an owned fd of a new unnamed file in objects/ (O_TMPFILE|O_RDWR), or -errno. The
+ * file is opened with O_DIRECT where the file system has it (*direct set): uploads then skip
+ * the page-cache copy, so writes must be aligned to RS_STORE_DIRECT_ALIGN in address, length
+ * and offset until rs_store_buffered() turns O_DIRECT off (for an unaligned tail). */
+#define RS_STORE_DIRECT_ALIGN 4096
+int rs_store_create(const struct rs_store *s, bool *direct);
+/* Clears O_DIRECT on |fd|. Returns 0 or -errno. */
+int rs_store_buffered(int fd);
 /* Writes |m| as the xattr of the unnamed file |fd|. Returns 0 or -errno. */
 int rs_store_set_meta(int fd, const struct rs_store_meta *m);
 /* Gives the unnamed file |fd| the name |key|. Without |overwrite| an existing object fails

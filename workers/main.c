@@ -10,9 +10,11 @@
 #include <string.h>
 #include <unistd.h>
 #include "core/log.h"
-#include "core/sha256.h"
+#include "core/tlsinfo.h"
 #include "uring/ring.h"
 #include "workers/bulk/bulk.h"
+#include "workers/health/health.h"
+#include "workers/interop/interop.h"
 #include "workers/server.h"
 
 static void usage(FILE *f)
@@ -186,6 +188,7 @@ int main(int argc, char **argv)
     enum rs_log_level level = RS_LOG_INFO;
     struct rs_server *srv;
     struct rs_bulk *bulk = NULL;
+    struct rs_health *health = NULL;
     char err[512], addr[128];
     sigset_t sigs;
     size_t v;
@@ -275,13 +278,25 @@ int main(int argc, char **argv)
         rs_bulk_close(bulk);
         return 1;
     }
+    /* Every service served is SERVING to grpc.health.v1.Health; the registry is read-only
+     * once the workers run. */
+    health = rs_health_new();
+    if (health == NULL || rs_health_add(health, rs_bulk_service(bulk)->name) < 0 ||
+        rs_health_add(health, rs_interop_service()->name) < 0 ||
+        rs_health_add(health, rs_health_service(health)->name) < 0) {
+        fprintf(stderr, "ringstreamd: out of memory\n");
+        return 1;
+    }
+    snprintf(err, sizeof(err), "cannot register a service");
     if (rs_server_add_service(srv, rs_bulk_service(bulk)) < 0 ||
+        rs_server_add_service(srv, rs_interop_service()) < 0 ||
+        rs_server_add_service(srv, rs_health_service(health)) < 0 ||
         rs_server_start(srv, err, sizeof(err)) < 0) {
         fprintf(stderr, "ringstreamd: %s\n", err);
         return 1; /* workers may be parked at their start barrier; exiting ends them */
     }
     describe_addr(&cfg, addr, sizeof(addr));
-    rs_log_info("%s", rs_sha256_provider());
+    rs_log_info("crypto: %s", rs_tls_describe());
     rs_log_info("listening on %s (h2c), %u workers, data dir %s", addr, cfg.workers, data_dir);
     do {
         if (sigwait(&sigs, &sig) != 0)
@@ -290,6 +305,7 @@ int main(int argc, char **argv)
     rs_log_info("%s: draining for up to %u ms", strsignal(sig), cfg.drain_ms);
     rs_server_stop(srv);
     rs_server_destroy(srv);
+    rs_health_destroy(health);
     rs_bulk_close(bulk);
     rs_log_info("stopped");
     return 0;

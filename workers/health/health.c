@@ -68,8 +68,8 @@ static bool known(const struct rs_health *h, const struct view *name)
 struct hcall {
     struct view name;                                     /* valid during on_message only */
     grpc_health_v1_HealthCheckResponse_ServingStatus due; /* to send; STATUS_NONE: nothing */
-    bool finish_after; /* finish OK once |due| is sent */
-    bool got;          /* the request arrived */
+    bool finish_after;                                    /* finish OK once |due| is sent */
+    bool got;                                             /* the request arrived */
     bool finished;
 };
 
@@ -99,12 +99,11 @@ static int send_status(struct rs_call *call, grpc_health_v1_HealthCheckResponse_
 /* Sends the due status, then finishes if asked to; or waits for on_writable. */
 static void flush(struct rs_call *call, struct hcall *hc)
 {
-    int ret;
-
     if (hc->finished)
         return;
     if (hc->due != STATUS_NONE) {
-        ret = send_status(call, hc->due);
+        int ret = send_status(call, hc->due);
+
         if (ret == -EAGAIN)
             return;
         hc->due = STATUS_NONE;

@@ -49,23 +49,32 @@ static size_t put_varint(uint8_t *p, uint64_t v)
     return n;
 }
 
-size_t rs_interop_payload_head(uint8_t out[RS_INTEROP_PAYLOAD_HEAD_MAX], uint32_t size)
+static size_t varint_len(uint64_t v)
 {
-    uint8_t body[RS_INTEROP_PAYLOAD_HEAD_MAX / 2];
-    size_t blen = 0, n;
+    size_t n = 1;
 
-    if (size > 0) { /* proto3 leaves an empty body out */
-        body[0] = (2u << 3) | PB_WT_STRING;
-        blen = 1 + put_varint(body + 1, size);
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
     }
-    out[0] = (1u << 3) | PB_WT_STRING;
-    n = 1 + put_varint(out + 1, (uint64_t)blen + size);
-    memcpy(out + n, body, blen);
-    return n + blen;
+    return n;
 }
 
-int rs_interop_next_params(const uint8_t *msg, size_t len, size_t *pos,
-                           struct rs_interop_params *p)
+size_t rs_interop_payload_head(uint8_t out[RS_INTEROP_PAYLOAD_HEAD_MAX], uint32_t size)
+{
+    size_t blen = size > 0 ? 1 + varint_len(size) : 0; /* proto3 omits an empty body */
+    size_t n;
+
+    out[0] = (1u << 3) | PB_WT_STRING;
+    n = 1 + put_varint(out + 1, (uint64_t)blen + size);
+    if (size > 0) {
+        out[n] = (2u << 3) | PB_WT_STRING;
+        n += 1 + put_varint(out + n + 1, size);
+    }
+    return n;
+}
+
+int rs_interop_next_params(const uint8_t *msg, size_t len, size_t *pos, struct rs_interop_params *p)
 {
     pb_istream_t s;
 
@@ -79,7 +88,7 @@ int rs_interop_next_params(const uint8_t *msg, size_t len, size_t *pos,
         bool eof;
 
         /* A 0 byte fails here too: pb_decode() takes it as an end marker, we do not. */
-        if (!pb_decode_tag(&s, &wt, &tag, &eof))
+        if (!pb_decode_tag(&s, &wt, &tag, &eof) || tag == 0)
             return -EBADMSG;
         if (tag != 2) {
             if (!pb_skip_field(&s, wt))
@@ -221,13 +230,15 @@ struct echo_status {
 static void finish_status(struct rs_call *call, struct common *c, const struct echo_status *es)
 {
     char text[1024];
-    size_t n = es->msg.len < sizeof(text) - 1 ? es->msg.len : sizeof(text) - 1;
+    size_t n = 0;
     enum rs_grpc_status status = RS_GRPC_UNKNOWN; /* what a client makes of a foreign code */
 
     if (es->code >= RS_GRPC_OK && es->code <= RS_GRPC_UNAUTHENTICATED)
         status = (enum rs_grpc_status)es->code;
-    if (n > 0)
+    if (es->msg.p != NULL) { /* longer ones are cut: rs_call_finish() would cut them anyway */
+        n = es->msg.len < sizeof(text) - 1 ? es->msg.len : sizeof(text) - 1;
         memcpy(text, es->msg.p, n);
+    }
     text[n] = '\0';
     finish(call, c, status, text);
 }
@@ -455,10 +466,10 @@ struct out {
     struct echo_status status;    /* the request's response_status; views |msg| */
     bool compress_all;            /* the request's response_compressed */
     bool answering;
-    bool held;     /* msg is the on_message view, released with rs_call_consume() */
-    bool has_cur;  /* cur is read but not sent (its timer runs, or the queue was full) */
-    bool waited;   /* cur's interval_us has passed */
-    bool timing;   /* a timer is in flight; out_on_timer resumes */
+    bool held;            /* msg is the on_message view, released with rs_call_consume() */
+    bool has_cur;         /* cur is read but not sent (its timer runs, or the queue was full) */
+    bool waited;          /* cur's interval_us has passed */
+    bool timing;          /* a timer is in flight; out_on_timer resumes */
     struct hd_req *hd;    /* owned; the HalfDuplexCall request being answered */
     struct rs_list queue; /* of struct hd_req, oldest first, owned; initialised in on_start */
     size_t queued;        /* data bytes in queue and hd; <= RS_INTEROP_HALF_DUPLEX_MAX */
@@ -493,15 +504,20 @@ static const char *out_parse(const uint8_t *msg, size_t len, struct echo_status 
     return NULL;
 }
 
-/* Starts answering a request that out_parse() accepted. */
-static void out_begin(struct out *o, const uint8_t *msg, size_t len)
+/* Starts answering |msg| (its views are taken from where it lies now). Returns NULL, or why
+ * the request is unacceptable; then nothing changed but |status| and |compress_all|. */
+static const char *out_begin(struct out *o, const uint8_t *msg, size_t len)
 {
-    out_parse(msg, len, &o->status, &o->compress_all); /* again, for views into |msg| */
+    const char *why = out_parse(msg, len, &o->status, &o->compress_all);
+
+    if (why != NULL)
+        return why;
     o->msg = msg;
     o->len = len;
     o->pos = 0;
     o->has_cur = false;
     o->answering = true;
+    return NULL;
 }
 
 /* Lets go of the request being answered. */
@@ -531,7 +547,8 @@ static void out_take_queued(struct rs_call *call, struct out *o)
     }
     rs_list_unlink(e);
     o->hd = rs_container_of(e, struct hd_req, link);
-    out_begin(o, o->hd->data, o->hd->len);
+    if (out_begin(o, o->hd->data, o->hd->len) != NULL) /* half_on_message checked it */
+        failf(call, &o->c, RS_GRPC_INTERNAL, "a kept HalfDuplexCall request became unreadable");
 }
 
 /* Every response of the current request is out: its status, then the next request. */
@@ -632,9 +649,7 @@ static void half_on_start(struct rs_call *call)
 static void out_on_message(struct rs_call *call, const uint8_t *msg, size_t len)
 {
     struct out *o = rs_call_state(call);
-    struct echo_status es;
     const char *why;
-    bool all;
 
     if (o->c.finished) {
         rs_call_consume(call);
@@ -647,14 +662,13 @@ static void out_on_message(struct rs_call *call, const uint8_t *msg, size_t len)
         return;
     }
     o->c.got = true;
-    why = out_parse(msg, len, &es, &all);
+    why = out_begin(o, msg, len);
     if (why != NULL) {
         failf(call, &o->c, RS_GRPC_INVALID_ARGUMENT, "malformed StreamingOutputCallRequest: %s",
               why);
         rs_call_consume(call);
         return;
     }
-    out_begin(o, msg, len);
     o->held = true;
     out_pump(call, o);
 }

@@ -420,9 +420,11 @@ int rs_call_send_ex(struct rs_call *call, const struct iovec *iov, int iovcnt, u
         call->flags |= RS_CALL_F_WANT_WRITABLE;
         return -EAGAIN;
     }
-    /* The encoding is declared in the response headers, so the first message decides it. */
+    /* The encoding is declared once, in the response headers, before the handler has said which
+     * messages it compresses: declare gzip whenever the client takes it. A message sent plain
+     * under grpc-encoding gzip simply has its compressed flag clear. */
     if (!(call->flags & RS_CALL_F_RESP_SUBMITTED))
-        call->resp_gzip = (flags & RS_CALL_SEND_COMPRESS) && call->accept_gzip;
+        call->resp_gzip = call->accept_gzip;
     compress = (flags & RS_CALL_SEND_COMPRESS) && call->resp_gzip;
     if (compress) {
         ret = rs_gzip_deflate(iov, iovcnt, &zbuf, &zlen);

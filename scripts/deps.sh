@@ -22,17 +22,32 @@ for pkg in "${PACKAGES[@]}"; do
     fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-    exit 0
-fi
-
 SUDO=()
 if [ "$(id -u)" -ne 0 ]; then
     SUDO=(sudo)
 fi
 
-echo "deps: installing ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-"${SUDO[@]}" apt-get update
-"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -ne 0 ]; then
+    echo "deps: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    "${SUDO[@]}" apt-get update
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+# --- grpc-js interop client (tests/e2e/grpcjs) ---------------------------------------------
+# node and npm come preinstalled; Debian's nodejs/npm are the fallback. node_modules is never
+# committed: `npm ci` installs exactly package-lock.json when node_modules is missing or older
+# than the lock file.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "deps: installing nodejs npm" >&2
+    "${SUDO[@]}" apt-get update
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends nodejs npm
+fi
+grpcjs="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/e2e/grpcjs"
+if [ ! -f "$grpcjs/node_modules/.package-lock.json" ] ||
+   [ "$grpcjs/package-lock.json" -nt "$grpcjs/node_modules/.package-lock.json" ]; then
+    echo "deps: npm ci in $grpcjs" >&2
+    (cd "$grpcjs" && npm ci --no-audit --no-fund)
+fi

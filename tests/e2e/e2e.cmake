@@ -24,3 +24,39 @@ else()
   rs_e2e_test(large_http2 test_large.py 120 e2e --group http2)
   rs_e2e_test(h2load test_h2load.py 600 e2e)
 endif()
+
+# --- gRPC interop (grpc.testing.TestService) and grpc.health.v1.Health: normal build only ----
+# One ctest entry per interop case, each with its own ringstreamd: interop/<case> runs the
+# python grpcio client (interop_client.py), interop-js/<case> the grpc-js one
+# (grpcjs/interop.js through grpcjs/run_interop.py; node_modules from scripts/deps.sh).
+# Both scripts reject an unknown case name, so these lists cannot drift silently.
+if(NOT RS_SANITIZE)
+  set(RS_INTEROP_CASES
+      empty_unary large_unary client_streaming server_streaming ping_pong empty_stream
+      timeout_on_sleeping_server cancel_after_begin cancel_after_first_response
+      status_code_and_message special_status_message custom_metadata unimplemented_method
+      unimplemented_service client_compressed_unary client_compressed_streaming
+      server_compressed_unary server_compressed_streaming)
+  set(RS_INTEROP_JS_CASES
+      empty_unary large_unary client_streaming server_streaming ping_pong empty_stream
+      status_code_and_message special_status_message custom_metadata unimplemented_method
+      unimplemented_service timeout_on_sleeping_server cancel_after_begin
+      cancel_after_first_response)
+  foreach(c ${RS_INTEROP_CASES})
+    add_test(NAME interop/${c}
+             COMMAND ${RS_E2E_PYTHON} ${RS_E2E_DIR}/interop_client.py
+                     --server $<TARGET_FILE:ringstreamd> --case ${c}
+             WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+    set_tests_properties(interop/${c} PROPERTIES LABELS "e2e;interop" TIMEOUT 120
+                         ENVIRONMENT "PYTHONDONTWRITEBYTECODE=1")
+  endforeach()
+  foreach(c ${RS_INTEROP_JS_CASES})
+    add_test(NAME interop-js/${c}
+             COMMAND ${RS_E2E_PYTHON} ${RS_E2E_DIR}/grpcjs/run_interop.py
+                     --server $<TARGET_FILE:ringstreamd> --case ${c}
+             WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+    set_tests_properties(interop-js/${c} PROPERTIES LABELS "e2e;interop;grpcjs" TIMEOUT 120
+                         ENVIRONMENT "PYTHONDONTWRITEBYTECODE=1")
+  endforeach()
+  rs_e2e_test(health test_health.py 120 "e2e;health")
+endif()

@@ -35,6 +35,11 @@
 struct rs_bulk {
     struct rs_store store;
     struct rs_service svc;
+    /* TEST-ONLY knob, never for production: RINGSTREAM_TEST_WRITE_DELAY_US (read once in
+     * rs_bulk_open) makes every Put write completion take effect that much later (the stage
+     * stays busy, held messages stay unconsumed), so tests can watch a slow consumer push back
+     * on the client through flow control (tests/e2e/test_backpressure.py). 0: no delay. */
+    uint64_t test_write_delay_ns;
 };
 
 static struct rs_store *call_store(struct rs_call *call)
@@ -317,6 +322,8 @@ struct put_stage {
     size_t done;  /* bytes of |len| written (short writes resume here) */
     uint64_t off; /* file offset of buf[0] */
     bool busy;    /* a write is in flight */
+    int test_res; /* test-only write delay: the completion's result, replayed by the timer */
+    bool test_delayed;
 };
 
 struct put {
@@ -481,6 +488,7 @@ static void put_start(struct rs_call *call, struct put *p, const struct put_req 
 }
 
 static void put_on_write(struct rs_call *call, void *arg, int res);
+static void put_on_test_delay(struct rs_call *call, void *arg, int res);
 static void put_finalize(struct rs_call *call, struct put *p);
 static void put_on_fsync(struct rs_call *call, void *arg, int res);
 static void put_on_dirsync(struct rs_call *call, void *arg, int res);
@@ -642,7 +650,17 @@ static void put_on_write(struct rs_call *call, void *arg, int res)
 {
     struct put_stage *s = arg;
     struct put *p = s->p;
+    const struct rs_bulk *b = rs_call_service_ctx(call);
 
+    /* Test-only knob: the completion takes effect after the delay; the write stays counted in
+     * |inflight| and the stage busy until put_on_test_delay replays it. */
+    if (b->test_write_delay_ns > 0 && !s->test_delayed && res > 0 && !rs_call_is_done(call) &&
+        !p->finished && rs_call_timer(call, b->test_write_delay_ns, put_on_test_delay, s) == 0) {
+        s->test_delayed = true;
+        s->test_res = res;
+        return;
+    }
+    s->test_delayed = false;
     p->inflight--;
     s->busy = false;
     if (rs_call_is_done(call)) {
@@ -674,6 +692,14 @@ static void put_on_write(struct rs_call *call, void *arg, int res)
     }
     if (p->half_closed)
         put_drain(call, p);
+}
+
+/* The test-only write delay is over (or the call ended): the write's completion, late. */
+static void put_on_test_delay(struct rs_call *call, void *arg, int res)
+{
+    struct put_stage *s = arg;
+
+    put_on_write(call, s, s->test_res);
 }
 
 static void put_on_fsync(struct rs_call *call, void *arg, int res)
@@ -1264,6 +1290,7 @@ static const struct rs_method bulk_methods[] = {
 int rs_bulk_open(struct rs_bulk **out, const char *data_dir, char *err, size_t errlen)
 {
     struct rs_bulk *b = calloc(1, sizeof(*b));
+    const char *delay;
     int ret;
 
     *out = NULL;
@@ -1275,6 +1302,13 @@ int rs_bulk_open(struct rs_bulk **out, const char *data_dir, char *err, size_t e
     if (ret < 0) {
         free(b);
         return ret;
+    }
+    delay = getenv("RINGSTREAM_TEST_WRITE_DELAY_US"); /* test-only, see struct rs_bulk */
+    if (delay != NULL && delay[0] != '\0') {
+        b->test_write_delay_ns = strtoull(delay, NULL, 10) * 1000u;
+        rs_log_warn("bulk: RINGSTREAM_TEST_WRITE_DELAY_US=%s: each Put write completes %" PRIu64
+                    " us late (test-only knob)",
+                    delay, b->test_write_delay_ns / 1000u);
     }
     b->svc.name = "ringstream.v1.Bulk";
     b->svc.methods = bulk_methods;

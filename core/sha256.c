@@ -1,14 +1,68 @@
 /* core/sha256.c: SHA-256 through OpenSSL's libcrypto EVP interface. libcrypto picks its
- * SHA-NI code path itself (from its own CPUID probe); we only report what the CPU offers. */
+ * SHA-NI code path itself (from its own CPUID probe); we only report what the CPU offers.
+ *
+ * Built with -DRS_SHA256=wolfcrypt (CMake), the same interface runs on wolfCrypt instead: only
+ * to measure the alternative side by side (perf/RESULTS.md), never the default. */
 #include "core/sha256.h"
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
+#include <stdlib.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
+
+#ifdef RS_SHA256_WOLFCRYPT
+#include <wolfssl/options.h>
+#include <wolfssl/version.h>
+#include <wolfssl/wolfcrypt/sha256.h>
+
+int rs_sha256_init(struct rs_sha256 *h)
+{
+    wc_Sha256 *s = malloc(sizeof(*s));
+
+    h->impl = NULL;
+    if (s == NULL)
+        return -ENOMEM;
+    if (wc_InitSha256(s) != 0) {
+        free(s);
+        return -ENOMEM;
+    }
+    h->impl = s;
+    return 0;
+}
+
+int rs_sha256_update(struct rs_sha256 *h, const void *data, size_t len)
+{
+    if (h->impl == NULL)
+        return -EIO;
+    return len == 0 || wc_Sha256Update(h->impl, data, (word32)len) == 0 ? 0 : -EIO;
+}
+
+int rs_sha256_final(struct rs_sha256 *h, uint8_t out[RS_SHA256_LEN])
+{
+    if (h->impl == NULL)
+        return -EIO;
+    return wc_Sha256Final(h->impl, out) == 0 ? 0 : -EIO;
+}
+
+void rs_sha256_free(struct rs_sha256 *h)
+{
+    if (h->impl != NULL) {
+        wc_Sha256Free(h->impl);
+        free(h->impl);
+    }
+    h->impl = NULL;
+}
+
+const char *rs_sha256_provider(void)
+{
+    return "wolfCrypt " LIBWOLFSSL_VERSION_STRING
+           " SHA-256 (comparison build, RS_SHA256=wolfcrypt)";
+}
+#else
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 int rs_sha256_init(struct rs_sha256 *h)
 {
@@ -84,3 +138,4 @@ const char *rs_sha256_provider(void)
     pthread_once(&provider_once, provider_describe);
     return provider_line;
 }
+#endif /* RS_SHA256_WOLFCRYPT */

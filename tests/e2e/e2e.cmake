@@ -17,7 +17,9 @@ endfunction()
 
 if(RS_SANITIZE)
   rs_e2e_test(bulk_core test_bulk.py 600 "e2e;asan" --group core)
+  rs_e2e_test(limits test_limits.py 300 "e2e;asan")
 else()
+  rs_e2e_test(limits test_limits.py 120 e2e)
   rs_e2e_test(bulk_core test_bulk.py 300 e2e --group core)
   rs_e2e_test(bulk_concurrency test_bulk.py 300 e2e --group concurrency)
   rs_e2e_test(large_transfer test_large.py 600 e2e --group transfer)
@@ -59,4 +61,13 @@ if(NOT RS_SANITIZE)
                          ENVIRONMENT "PYTHONDONTWRITEBYTECODE=1")
   endforeach()
   rs_e2e_test(health test_health.py 120 "e2e;health")
+endif()
+
+# Bounded memory and flow-control backpressure (issue 3): perf/rsload drives the traffic
+# (2 GiB Put/Get, slow reader, slow consumer, non-reading Echo, stalled next to active,
+# max message size). Normal build only.
+if(NOT RS_SANITIZE)
+  rs_e2e_test(backpressure test_backpressure.py 300 e2e --group backpressure)
+  set_property(TEST e2e/backpressure APPEND PROPERTY ENVIRONMENT
+               "RS_RSLOAD=$<TARGET_FILE:rsload>")
 endif()

@@ -525,6 +525,21 @@ static void release_held(struct rs_call *call)
     }
 }
 
+/* Bytes the client may still send on this stream before it needs a WINDOW_UPDATE: while the
+ * handler holds a message nothing is credited, so this is all that can land meanwhile. */
+static size_t window_left(const struct rs_call *call)
+{
+    int32_t win, used;
+
+    if (call->flags & RS_CALL_F_REMOTE_END)
+        return 0;
+    win = nghttp2_session_get_stream_effective_local_window_size(h2_of(call), call->stream_id);
+    used = nghttp2_session_get_stream_effective_recv_data_length(h2_of(call), call->stream_id);
+    if (win < 0 || used < 0 || win <= used)
+        return 0;
+    return (size_t)(win - used);
+}
+
 static void pump_messages(struct rs_call *call)
 {
     const struct rs_config *cfg = &call->conn->w->srv->cfg;
@@ -532,7 +547,7 @@ static void pump_messages(struct rs_call *call)
     int r;
 
     while (!(call->flags & (RS_CALL_F_HELD | RS_CALL_F_FINISHED | RS_CALL_F_CLOSED))) {
-        r = rs_deframer_next(&call->rx, cfg->stream_buffer, &m);
+        r = rs_deframer_next(&call->rx, window_left(call), &m);
         if (r == 0)
             break;
         if (r == -EMSGSIZE) {

@@ -506,6 +506,7 @@ void rs_call_finishf(struct rs_call *call, enum rs_grpc_status status, const cha
 
 void rs_call_fail(struct rs_call *call, enum rs_grpc_status status, const char *msg)
 {
+    rs_conn_glitch(call->conn, "stream failed by the server");
     call->flags |= RS_CALL_F_FAILED;
     rs_call_finish(call, status, msg);
     rs_call_mark_ready(call);

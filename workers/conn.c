@@ -5,11 +5,56 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include "core/log.h"
 #include "workers/internal.h"
 
 #define RS_CONN_WINDOW (16 << 20) /* connection receive window; credited as bytes land */
+
+uint64_t rs_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void rs_conn_glitch(struct rs_conn *c, const char *what)
+{
+    if (c->glitch_tokens-- > 0 || (c->flags & RS_CONN_F_CALM))
+        return;
+    c->flags |= RS_CONN_F_CALM;
+    rs_log_warn("conn %u: too many suspicious frames (last: %s): GOAWAY ENHANCE_YOUR_CALM", c->slot,
+                what);
+    nghttp2_session_terminate_session(c->h2, NGHTTP2_ENHANCE_YOUR_CALM);
+    rs_worker_mark_pending(c->w, c);
+}
+
+void rs_conn_tick(struct rs_conn *c, uint64_t now_ms)
+{
+    const struct rs_config *cfg = &c->w->srv->cfg;
+    int budget = (int)cfg->glitch_budget;
+
+    if (c->flags & RS_CONN_F_CLOSING)
+        return;
+    /* The budget refills over 10 s: a steady trickle of odd frames is tolerated, a burst not. */
+    c->glitch_tokens += budget / 10 > 0 ? budget / 10 : 1;
+    if (c->glitch_tokens > budget)
+        c->glitch_tokens = budget;
+    if (!c->got_frame && now_ms - c->born_ms >= cfg->handshake_ms) {
+        rs_log_debug("conn %u: no HTTP/2 preface within %u ms, closing", c->slot,
+                     cfg->handshake_ms);
+        rs_conn_close(c);
+        return;
+    }
+    if (rs_list_empty(&c->calls) && now_ms - c->active_ms >= cfg->idle_ms &&
+        !(c->flags & RS_CONN_F_GOAWAY)) {
+        /* GOAWAY first: a client that raced a new request in sees it refused, not lost. */
+        rs_log_debug("conn %u: idle for %u ms, closing", c->slot, cfg->idle_ms);
+        rs_conn_drain(c);
+    }
+}
 
 static struct rs_call *stream_call(nghttp2_session *h2, int32_t id)
 {
@@ -145,7 +190,18 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
 
 static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *user_data)
 {
+    struct rs_conn *c = user_data;
     struct rs_call *call;
+
+    c->got_frame = true;
+    if (frame->hd.type == NGHTTP2_RST_STREAM)
+        rs_conn_glitch(c, "RST_STREAM");
+    else if (frame->hd.type == NGHTTP2_DATA && frame->hd.length == 0 &&
+             !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        rs_conn_glitch(c, "empty DATA");
+    else if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_HEADERS &&
+             !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        rs_conn_glitch(c, "trailers without END_STREAM");
 
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
         return 0;
@@ -160,6 +216,14 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *
     if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
         call->flags |= RS_CALL_F_REMOTE_END;
     rs_call_mark_ready(call);
+    return 0;
+}
+
+/* A frame nghttp2 rejected (and answered itself, with RST_STREAM or GOAWAY). */
+static int on_invalid_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, int lib_error,
+                                 void *user_data)
+{
+    rs_conn_glitch(user_data, nghttp2_strerror(lib_error));
     return 0;
 }
 
@@ -284,6 +348,9 @@ struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t
         goto err_free_conn;
     c->w = w;
     c->fd = fd;
+    c->born_ms = rs_now_ms();
+    c->active_ms = c->born_ms;
+    c->glitch_tokens = (int)w->srv->cfg.glitch_budget;
     c->slot = slot;
     c->gen = gen;
     rs_list_init(&c->calls);
@@ -294,6 +361,7 @@ struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk_recv);
     nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
@@ -384,6 +452,7 @@ void rs_conn_on_recv(struct rs_conn *c, const struct rs_ring_cqe *cqe)
 
     if (cqe->flags & RS_RING_F_BUFFER) {
         if (cqe->res > 0 && !(c->flags & RS_CONN_F_CLOSING)) {
+            c->active_ms = rs_now_ms();
             rv = nghttp2_session_mem_recv(c->h2, rs_ring_buf(&w->ring, cqe->bid), (size_t)cqe->res);
             if (rv < 0) {
                 rs_log_debug("conn %u: HTTP/2 input error: %s", c->slot, nghttp2_strerror((int)rv));

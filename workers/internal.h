@@ -24,6 +24,7 @@ enum rs_op {
     RS_OP_WAKE,       /* slot 0: eventfd read, another thread asked us to stop */
     RS_OP_TIMER,      /* slot 0: the drain deadline */
     RS_OP_CANCEL,     /* slot 0: completion of a cancel request, nothing to do */
+    RS_OP_TICK,       /* slot 0: the once-a-second sweep of idle and stuck connections */
 };
 
 #define RS_CONN_IOV     128 /* iovecs gathered into one sendmsg */
@@ -64,6 +65,7 @@ struct rs_worker {
     unsigned io_free;       /* head of the free list of ioreq slots, 0 = none */
     struct rs_list pending; /* of rs_conn.pending_link: conns with deferred work */
     struct __kernel_timespec drain_ts;
+    struct __kernel_timespec tick_ts;
     int setup_ret;
     char setup_err[256];
 };
@@ -103,6 +105,10 @@ struct rs_conn {
     uint32_t gen;
     unsigned flags;
     unsigned inflight;           /* armed recv + in-flight send; freed only at 0 when closing */
+    uint64_t born_ms;            /* monotonic, at accept */
+    uint64_t active_ms;          /* monotonic, last time bytes arrived */
+    int glitch_tokens;           /* suspicious events left before ENHANCE_YOUR_CALM */
+    bool got_frame;              /* a valid HTTP/2 frame arrived: the handshake is done */
     struct rs_list calls;        /* every rs_call of this conn, live or waiting to be freed */
     struct rs_list ready;        /* of rs_call.ready_link: calls with work to run */
     struct rs_list pending_link; /* in worker->pending */
@@ -122,6 +128,7 @@ enum {
     RS_CONN_F_SENDING = 1u << 1, /* a sendmsg is in flight */
     RS_CONN_F_RECVING = 1u << 2, /* the multishot recv is armed */
     RS_CONN_F_GOAWAY = 1u << 3,  /* GOAWAY submitted for the drain */
+    RS_CONN_F_CALM = 1u << 4,    /* GOAWAY(ENHANCE_YOUR_CALM) submitted */
 };
 
 struct rs_meta {
@@ -210,6 +217,12 @@ int rs_worker_queue_io(struct rs_worker *w, struct rs_call *call, int kind, int 
 void rs_worker_cancel_timers(struct rs_worker *w, struct rs_call *call);
 
 /* conn.c */
+uint64_t rs_now_ms(void);
+/* Counts one suspicious event (a reset, an empty frame, a stream we had to reset) against the
+ * connection's budget; past it the connection ends with GOAWAY(ENHANCE_YOUR_CALM). */
+void rs_conn_glitch(struct rs_conn *c, const char *what);
+/* Once a second: refills the glitch budget, closes idle and handshake-stuck connections. */
+void rs_conn_tick(struct rs_conn *c, uint64_t now_ms);
 struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t gen);
 void rs_conn_on_recv(struct rs_conn *c, const struct rs_ring_cqe *cqe);
 void rs_conn_on_send(struct rs_conn *c, const struct rs_ring_cqe *cqe);

@@ -37,6 +37,13 @@ static void usage(FILE *f)
             "                         (default 100)\n"
             "  --max-header-list BYTES  SETTINGS_MAX_HEADER_LIST_SIZE (default 16384)\n"
             "  --max-conns N          connections per worker (default 4096)\n"
+            "  --idle-timeout-ms MS   close a connection without streams after MS of silence\n"
+            "                         (GOAWAY first; default 300000)\n"
+            "  --handshake-timeout-ms MS  close a connection that sent no HTTP/2 frame\n"
+            "                         within MS (default 10000)\n"
+            "  --glitch-budget N      suspicious frames (resets, empty DATA, invalid frames,\n"
+            "                         streams the server had to fail) a connection may send\n"
+            "                         per 10 s before GOAWAY ENHANCE_YOUR_CALM (default 1000)\n"
             "  --drain-ms MS          on SIGTERM, time in-flight calls get to finish\n"
             "                         (default 5000)\n"
             "  --log-level LEVEL      error, warn, info or debug (default info)\n"
@@ -166,6 +173,9 @@ int main(int argc, char **argv)
         OPT_MAX_HDR,
         OPT_MAX_CONNS,
         OPT_DRAIN,
+        OPT_IDLE,
+        OPT_HANDSHAKE,
+        OPT_GLITCH,
         OPT_LOG,
         OPT_HELP,
     };
@@ -179,6 +189,9 @@ int main(int argc, char **argv)
         { "max-header-list", required_argument, NULL, OPT_MAX_HDR },
         { "max-conns", required_argument, NULL, OPT_MAX_CONNS },
         { "drain-ms", required_argument, NULL, OPT_DRAIN },
+        { "idle-timeout-ms", required_argument, NULL, OPT_IDLE },
+        { "handshake-timeout-ms", required_argument, NULL, OPT_HANDSHAKE },
+        { "glitch-budget", required_argument, NULL, OPT_GLITCH },
         { "log-level", required_argument, NULL, OPT_LOG },
         { "help", no_argument, NULL, OPT_HELP },
         { NULL, 0, NULL, 0 },
@@ -230,6 +243,18 @@ int main(int argc, char **argv)
         case OPT_DRAIN:
             ret = parse_size(optarg, 0, 3600000, &v);
             cfg.drain_ms = (unsigned)v;
+            break;
+        case OPT_IDLE:
+            ret = parse_size(optarg, 100, 86400000, &v);
+            cfg.idle_ms = (unsigned)v;
+            break;
+        case OPT_HANDSHAKE:
+            ret = parse_size(optarg, 100, 3600000, &v);
+            cfg.handshake_ms = (unsigned)v;
+            break;
+        case OPT_GLITCH:
+            ret = parse_size(optarg, 1, 1000000, &v);
+            cfg.glitch_budget = (unsigned)v;
             break;
         case OPT_LOG:
             ret = parse_level(optarg, &level);

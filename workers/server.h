@@ -16,6 +16,10 @@ struct rs_config {
     uint32_t max_header_list; /* SETTINGS_MAX_HEADER_LIST_SIZE (default 16 KiB) */
     unsigned max_conns;       /* connections per worker (default 4096) */
     size_t pool_bytes;        /* cap of each worker's block pool (default 1 GiB) */
+    unsigned idle_ms;         /* close a connection with no stream for this long (default 300000) */
+    unsigned handshake_ms;    /* close a connection that sent no HTTP/2 frame by then (10000) */
+    unsigned glitch_budget;   /* suspicious events per connection per 10 s before GOAWAY
+                               * ENHANCE_YOUR_CALM (default 1000) */
     unsigned drain_ms;        /* graceful shutdown: time in-flight calls get (default 5000) */
 };
 

@@ -29,6 +29,9 @@ void rs_config_defaults(struct rs_config *cfg)
     cfg->max_header_list = 16u << 10;
     cfg->max_conns = 4096;
     cfg->pool_bytes = (size_t)1 << 30;
+    cfg->idle_ms = 300000;
+    cfg->handshake_ms = 10000;
+    cfg->glitch_budget = 1000;
     cfg->drain_ms = 5000;
 }
 
@@ -129,6 +132,24 @@ static void arm_accept(struct rs_worker *w)
         w->flags |= RS_WORKER_F_ACCEPTING;
 }
 
+static void arm_tick(struct rs_worker *w)
+{
+    w->tick_ts.tv_sec = 1;
+    w->tick_ts.tv_nsec = 0;
+    rs_ring_timeout(&w->ring, &w->tick_ts, rs_ud_make(RS_OP_TICK, 0, 0));
+}
+
+static void on_tick(struct rs_worker *w)
+{
+    uint64_t now = rs_now_ms();
+    unsigned i;
+
+    for (i = 1; i < w->nconns; i++)
+        if (w->conns[i] != NULL)
+            rs_conn_tick(w->conns[i], now);
+    arm_tick(w);
+}
+
 static void arm_wake(struct rs_worker *w)
 {
     rs_ring_read(&w->ring, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0,
@@ -167,6 +188,7 @@ static int worker_setup(struct rs_worker *w, char *err, size_t errlen)
     rs_list_init(&w->pending);
     arm_accept(w);
     arm_wake(w);
+    arm_tick(w);
     return 0;
 }
 
@@ -385,6 +407,9 @@ static void on_cqe(void *ctx, const struct rs_ring_cqe *cqe)
         }
         break;
     case RS_OP_CANCEL:
+        break;
+    case RS_OP_TICK:
+        on_tick(w);
         break;
     }
 }

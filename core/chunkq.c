@@ -161,3 +161,34 @@ void rs_chunkq_free(struct rs_chunkq *q)
     }
     q->used = 0;
 }
+
+size_t rs_chunkq_footprint_after(const struct rs_chunkq *q, size_t len)
+{
+    size_t bs = q->pool->block_size, now = 0, slack = 0, over;
+
+    if (!rs_list_empty(&q->blocks)) {
+        const struct rs_block *first = rs_container_of(q->blocks.next, struct rs_block, link);
+        const struct rs_block *last = rs_container_of(q->blocks.prev, struct rs_block, link);
+
+        /* Whole blocks: bytes already sent from the first one and the unwritten end of the last
+         * one are memory too. */
+        now = first->head + q->used + (bs - last->tail);
+        slack = bs - last->tail;
+    }
+    over = len > slack ? len - slack : 0;
+    return now + (over + bs - 1) / bs * bs;
+}
+
+size_t rs_chunkq_admits(const struct rs_chunkq *q)
+{
+    size_t bs = q->pool->block_size, now, slack;
+    const struct rs_block *first, *last;
+
+    if (rs_list_empty(&q->blocks))
+        return q->cap;
+    first = rs_container_of(q->blocks.next, struct rs_block, link);
+    last = rs_container_of(q->blocks.prev, struct rs_block, link);
+    slack = bs - last->tail;
+    now = first->head + q->used + slack;
+    return slack + (now >= q->cap ? 0 : (q->cap - now) / bs * bs);
+}

@@ -28,6 +28,12 @@ size_t rs_chunkq_peek(const struct rs_chunkq *q, size_t off, size_t max, struct 
                       size_t n);
 /* Drops |len| (<= used) oldest bytes, returning emptied blocks to the pool. */
 void rs_chunkq_consume(struct rs_chunkq *q, size_t len);
+/* Bytes of pool blocks the queue would hold after appending |len| more bytes (0: now). Whole
+ * blocks count, so this is the memory the queue pins, not only the bytes it holds. */
+size_t rs_chunkq_footprint_after(const struct rs_chunkq *q, size_t len);
+/* The most bytes an append may bring while the footprint stays within the capacity (the whole
+ * capacity when the queue is empty). */
+size_t rs_chunkq_admits(const struct rs_chunkq *q);
 /* Returns every block to the pool; accepts an initialised empty queue. */
 void rs_chunkq_free(struct rs_chunkq *q);
 

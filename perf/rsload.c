@@ -71,6 +71,7 @@ static struct {
     double stall_seconds;
     bool socket_stall;
     bool unary_probe;
+    double probe_at; /* seconds into the stall; < 0: min(1, stall / 2) */
     unsigned active;
     double read_rate; /* bytes/s during the slow-read phase; 0: none */
     double read_seconds;
@@ -89,6 +90,7 @@ static struct {
     .streams = 1000,
     .conns = 10,
     .stall_seconds = 10,
+    .probe_at = -1,
     .timeout = 900,
     .max_msg = 4 * MiB,
     .check_pattern = true,
@@ -1448,7 +1450,9 @@ static int mode_stall_get(const char *name)
         opt.streams, name, size, opt.conns, win, opt.socket_stall ? "socket" : "window",
         opt.stall_seconds);
     t_end = t_stall + opt.stall_seconds;
-    t_probe = t_stall + (opt.stall_seconds / 2 < 1.0 ? opt.stall_seconds / 2 : 1.0);
+    t_probe = t_stall + (opt.probe_at >= 0             ? opt.probe_at
+                         : opt.stall_seconds / 2 < 1.0 ? opt.stall_seconds / 2
+                                                       : 1.0);
     if (opt.unary_probe) {
         struct conn *pc;
 
@@ -1647,6 +1651,7 @@ static void usage(void)
             "  --stall-mode window|socket  stop giving windows back (default), or stop reading\n"
             "                         the socket\n"
             "  --unary-probe          stall-get: one Stat on a separate connection mid-stall\n"
+            "  --probe-at S           when, in seconds into the stall (default min(1, S/2))\n"
             "  --active K             stall-get: K streams of the first connection read all along\n"
             "  --read-rate BYTES/S --read-seconds S  get: read slowly at first\n"
             "  --progress-ms MS       print PROGRESS lines\n"
@@ -1672,6 +1677,7 @@ int main(int argc, char **argv)
         { "stall-seconds", required_argument, NULL, 'S' },
         { "stall-mode", required_argument, NULL, 'M' },
         { "unary-probe", no_argument, NULL, 'u' },
+        { "probe-at", required_argument, NULL, 'T' },
         { "active", required_argument, NULL, 'A' },
         { "read-rate", required_argument, NULL, 'r' },
         { "read-seconds", required_argument, NULL, 'R' },
@@ -1733,6 +1739,9 @@ int main(int argc, char **argv)
             break;
         case 'u':
             opt.unary_probe = true;
+            break;
+        case 'T':
+            opt.probe_at = strtod(optarg, NULL);
             break;
         case 'A':
             opt.active = (unsigned)strtoul(optarg, NULL, 10);

@@ -396,6 +396,26 @@ static void credit(struct rs_call *call)
     call->uncredited = 0;
 }
 
+/* Credits what the handler consumed, keeping back the bytes of a partly received message: they
+ * sit in memory until it is whole and consumed. Only a message of more than half the window is
+ * credited as it lands, since nghttp2 holds back up to half a window of credit (it sends
+ * WINDOW_UPDATE at half) and such a message could otherwise never complete. */
+static void credit_consumed(struct rs_call *call)
+{
+    size_t partial = rs_deframer_buffered(&call->rx), need = 0, keep;
+    const uint8_t *p = call->rx.buf + call->rx.head;
+
+    if (partial >= RS_GRPC_PREFIX_LEN)
+        need = RS_GRPC_PREFIX_LEN +
+               ((size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | (size_t)p[4]);
+    keep = need <= call->conn->w->srv->cfg.stream_buffer / 2 ? partial : 0;
+    if (keep > call->uncredited)
+        keep = call->uncredited;
+    call->uncredited -= keep;
+    credit(call);
+    call->uncredited += keep;
+}
+
 int rs_call_send(struct rs_call *call, const struct iovec *iov, int iovcnt)
 {
     return rs_call_send_ex(call, iov, iovcnt, 0);
@@ -416,7 +436,11 @@ int rs_call_send_ex(struct rs_call *call, const struct iovec *iov, int iovcnt, u
         total += iov[i].iov_len;
     if (total > call->conn->w->srv->cfg.max_msg)
         return -EMSGSIZE;
-    if (rs_chunkq_room(&call->txq) == 0) {
+    /* Admit a message only if the blocks it needs stay within the stream's capacity; an empty
+     * queue takes any one message (up to max_msg), or a message bigger than the capacity could
+     * never be sent. Compression only shrinks what is admitted here. */
+    if (rs_chunkq_used(&call->txq) > 0 &&
+        rs_chunkq_footprint_after(&call->txq, RS_GRPC_PREFIX_LEN + total) > call->txq.cap) {
         call->flags |= RS_CALL_F_WANT_WRITABLE;
         return -EAGAIN;
     }
@@ -465,7 +489,9 @@ int rs_call_send_ex(struct rs_call *call, const struct iovec *iov, int iovcnt, u
 
 size_t rs_call_send_room(const struct rs_call *call)
 {
-    return rs_chunkq_room(&call->txq);
+    size_t n = rs_chunkq_admits(&call->txq);
+
+    return n > RS_GRPC_PREFIX_LEN ? n - RS_GRPC_PREFIX_LEN : 0;
 }
 
 void rs_call_finish(struct rs_call *call, enum rs_grpc_status status, const char *msg)
@@ -607,7 +633,7 @@ void rs_call_run(struct rs_call *call)
         if (call->flags & RS_CALL_F_STARTED) {
             pump_messages(call);
             if (!(call->flags & RS_CALL_F_HELD))
-                credit(call);
+                credit_consumed(call);
             if ((call->flags & RS_CALL_F_REMOTE_END) &&
                 !(call->flags & (RS_CALL_F_HELD | RS_CALL_F_HALF_CLOSED | RS_CALL_F_FINISHED))) {
                 if (rs_deframer_buffered(&call->rx) > 0) {
@@ -624,7 +650,10 @@ void rs_call_run(struct rs_call *call)
                 if (call->method->on_drain != NULL && !(call->flags & RS_CALL_F_FINISHED))
                     call->method->on_drain(call);
             }
-            if ((call->flags & RS_CALL_F_WANT_WRITABLE) && rs_chunkq_room(&call->txq) > 0 &&
+            /* Low-water mark: wake the handler once half the queue is free (or all of it). */
+            if ((call->flags & RS_CALL_F_WANT_WRITABLE) &&
+                (rs_chunkq_used(&call->txq) == 0 ||
+                 rs_chunkq_admits(&call->txq) >= call->txq.cap / 2) &&
                 !(call->flags & RS_CALL_F_FINISHED)) {
                 call->flags &= ~RS_CALL_F_WANT_WRITABLE;
                 if (call->method->on_writable != NULL)

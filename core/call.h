@@ -128,4 +128,33 @@ int rs_call_fsync(struct rs_call *call, int fd, rs_call_io_cb cb, void *arg);
  * (on_done), so a timer never keeps a finished call alive. Same contract as the I/O above. */
 int rs_call_timer(struct rs_call *call, uint64_t ns, rs_call_io_cb cb, void *arg);
 
+/* Asynchronous file-system metadata on the worker's ring, as the syscalls of the same names
+ * (renameat is renameat2). Same contract as rs_call_pread(): |cb| runs exactly once, on the
+ * worker, the call is kept alive until then, and they may be started after on_done too (to
+ * close an fd or remove a temporary name). |res| is the new fd (openat; owned by the handler
+ * from then on, even when the call is done), the value's length (fgetxattr), otherwise 0; or
+ * -errno. Paths, xattr names and values, and |stx| are borrowed until cb: keep them in the
+ * per-call state (rs_call_state()), never on the stack. |cb| may be NULL: the result is then
+ * dropped (useful for a close nobody waits for). Returns 0 when submitted, or -ENOMEM (no op
+ * slot; |cb| will not run, and for rs_call_close() the fd is still open). */
+struct statx;
+int rs_call_openat(struct rs_call *call, int dirfd, const char *path, int flags, unsigned mode,
+                   rs_call_io_cb cb, void *arg);
+int rs_call_statx(struct rs_call *call, int dirfd, const char *path, int flags, unsigned mask,
+                  struct statx *stx, rs_call_io_cb cb, void *arg);
+int rs_call_linkat(struct rs_call *call, int olddirfd, const char *oldpath, int newdirfd,
+                   const char *newpath, int flags, rs_call_io_cb cb, void *arg);
+/* |flags|: 0 or RENAME_NOREPLACE (fails with -EEXIST instead of replacing |newpath|). */
+int rs_call_renameat(struct rs_call *call, int olddirfd, const char *oldpath, int newdirfd,
+                     const char *newpath, unsigned flags, rs_call_io_cb cb, void *arg);
+int rs_call_unlinkat(struct rs_call *call, int dirfd, const char *path, int flags, rs_call_io_cb cb,
+                     void *arg);
+int rs_call_fgetxattr(struct rs_call *call, int fd, const char *name, void *value, size_t len,
+                      rs_call_io_cb cb, void *arg);
+int rs_call_fsetxattr(struct rs_call *call, int fd, const char *name, const void *value, size_t len,
+                      int flags, rs_call_io_cb cb, void *arg);
+/* Closes |fd| off the worker thread: the last reference's release (truncating an unlinked
+ * O_TMPFILE file, for one) runs in a kernel io-wq thread. Do not use |fd| after this call. */
+int rs_call_close(struct rs_call *call, int fd, rs_call_io_cb cb, void *arg);
+
 #endif /* RS_CORE_CALL_H */

@@ -5,15 +5,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 static const struct {
     int op;
     const char *name;
 } needed_ops[] = {
-    { IORING_OP_ACCEPT, "ACCEPT" },   { IORING_OP_RECV, "RECV" },
-    { IORING_OP_SENDMSG, "SENDMSG" }, { IORING_OP_READ, "READ" },
-    { IORING_OP_WRITE, "WRITE" },     { IORING_OP_FSYNC, "FSYNC" },
-    { IORING_OP_TIMEOUT, "TIMEOUT" }, { IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL" },
+    { IORING_OP_ACCEPT, "ACCEPT" },       { IORING_OP_RECV, "RECV" },
+    { IORING_OP_SENDMSG, "SENDMSG" },     { IORING_OP_READ, "READ" },
+    { IORING_OP_WRITE, "WRITE" },         { IORING_OP_FSYNC, "FSYNC" },
+    { IORING_OP_TIMEOUT, "TIMEOUT" },     { IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL" },
+    { IORING_OP_OPENAT, "OPENAT" },       { IORING_OP_STATX, "STATX" },
+    { IORING_OP_LINKAT, "LINKAT" },       { IORING_OP_RENAMEAT, "RENAMEAT" },
+    { IORING_OP_UNLINKAT, "UNLINKAT" },   { IORING_OP_FGETXATTR, "FGETXATTR" },
+    { IORING_OP_FSETXATTR, "FSETXATTR" }, { IORING_OP_CLOSE, "CLOSE" },
 };
 
 static int explain(int ret, char *err, size_t errlen)
@@ -267,6 +272,101 @@ int rs_ring_cancel(struct rs_ring *r, uint64_t target, uint64_t ud)
     if (sqe == NULL)
         return -EBUSY;
     io_uring_prep_cancel64(sqe, target, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int rs_ring_openat(struct rs_ring *r, int dirfd, const char *path, int flags, mode_t mode,
+                   uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_openat(sqe, dirfd, path, flags, mode);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int rs_ring_statx(struct rs_ring *r, int dirfd, const char *path, int flags, unsigned mask,
+                  struct statx *stx, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_statx(sqe, dirfd, path, flags, mask, stx);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int rs_ring_linkat(struct rs_ring *r, int olddirfd, const char *oldpath, int newdirfd,
+                   const char *newpath, int flags, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_linkat(sqe, olddirfd, oldpath, newdirfd, newpath, flags);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int rs_ring_renameat(struct rs_ring *r, int olddirfd, const char *oldpath, int newdirfd,
+                     const char *newpath, unsigned flags, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_renameat(sqe, olddirfd, oldpath, newdirfd, newpath, flags);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int rs_ring_unlinkat(struct rs_ring *r, int dirfd, const char *path, int flags, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_unlinkat(sqe, dirfd, path, flags);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int rs_ring_fgetxattr(struct rs_ring *r, int fd, const char *name, void *value, size_t len,
+                      uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_fgetxattr(sqe, fd, name, value, (unsigned)len);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int rs_ring_fsetxattr(struct rs_ring *r, int fd, const char *name, const void *value, size_t len,
+                      int flags, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_fsetxattr(sqe, fd, name, value, flags, (unsigned)len);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int rs_ring_close(struct rs_ring *r, int fd, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_close(sqe, fd);
+    sqe->flags |= IOSQE_ASYNC; /* see ring.h: the last fput runs in io-wq, not here */
     io_uring_sqe_set_data64(sqe, ud);
     return 0;
 }

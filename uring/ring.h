@@ -10,11 +10,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 #include <linux/time_types.h>
 
 struct io_uring;
 struct io_uring_buf_ring;
+struct statx;
 
 struct rs_ring {
     struct io_uring *ring;        /* owned */
@@ -87,6 +89,29 @@ int rs_ring_fsync(struct rs_ring *r, int fd, uint64_t ud);
 int rs_ring_timeout(struct rs_ring *r, const struct __kernel_timespec *ts, uint64_t ud);
 /* Cancels every op whose user_data equals |target|; its own completion comes as |ud|. */
 int rs_ring_cancel(struct rs_ring *r, uint64_t target, uint64_t ud);
+
+/* File-system metadata, as the syscalls of the same names (openat, statx, linkat, renameat2,
+ * unlinkat, fgetxattr, fsetxattr, close). Paths, xattr names and values and |stx| are borrowed
+ * until the completion. res: the new fd (openat), the value's length (fgetxattr), else 0; or
+ * -errno. The kernel runs the ones that may sleep in its io-wq threads ("iou-wrk"). */
+int rs_ring_openat(struct rs_ring *r, int dirfd, const char *path, int flags, mode_t mode,
+                   uint64_t ud);
+int rs_ring_statx(struct rs_ring *r, int dirfd, const char *path, int flags, unsigned mask,
+                  struct statx *stx, uint64_t ud);
+int rs_ring_linkat(struct rs_ring *r, int olddirfd, const char *oldpath, int newdirfd,
+                   const char *newpath, int flags, uint64_t ud);
+/* |flags| as renameat2(): 0, RENAME_NOREPLACE or RENAME_EXCHANGE. */
+int rs_ring_renameat(struct rs_ring *r, int olddirfd, const char *oldpath, int newdirfd,
+                     const char *newpath, unsigned flags, uint64_t ud);
+int rs_ring_unlinkat(struct rs_ring *r, int dirfd, const char *path, int flags, uint64_t ud);
+int rs_ring_fgetxattr(struct rs_ring *r, int fd, const char *name, void *value, size_t len,
+                      uint64_t ud);
+int rs_ring_fsetxattr(struct rs_ring *r, int fd, const char *name, const void *value, size_t len,
+                      int flags, uint64_t ud);
+/* Always runs in an io-wq thread (IOSQE_ASYNC): when this is the file's last reference, its
+ * release (truncating an unlinked file, a file system's flush on close) happens there and not
+ * in the task work of the submitting thread. The fd stays open until the op runs. */
+int rs_ring_close(struct rs_ring *r, int fd, uint64_t ud);
 
 /* Submits queued SQEs, waits for at least one completion (or |timeout_ms| when >= 0), and calls
  * |fn| for every completion available, then marks them all seen. Returns the number handled,

@@ -77,7 +77,7 @@ enum {
 
 struct rs_ioreq {
     struct rs_call *call; /* holds a reference while in flight; NULL when the slot is free */
-    rs_call_io_cb cb;
+    rs_call_io_cb cb;     /* NULL: the result is dropped (a fire-and-forget close) */
     void *arg;
     uint32_t gen;
     unsigned next_free;
@@ -89,7 +89,15 @@ enum {
     RS_IO_READ = 1,
     RS_IO_WRITE,
     RS_IO_FSYNC,
-    RS_IO_TIMEOUT
+    RS_IO_TIMEOUT,
+    RS_IO_OPENAT,
+    RS_IO_STATX,
+    RS_IO_LINKAT,
+    RS_IO_RENAMEAT,
+    RS_IO_UNLINKAT,
+    RS_IO_FGETXATTR,
+    RS_IO_FSETXATTR,
+    RS_IO_CLOSE
 };
 
 struct rs_txref {

@@ -265,8 +265,22 @@ static void on_accept(struct rs_worker *w, const struct rs_ring_cqe *cqe)
     rs_worker_mark_pending(w, c);
 }
 
-int rs_worker_queue_io(struct rs_worker *w, struct rs_call *call, int kind, int fd, void *buf,
-                       size_t len, uint64_t off, rs_call_io_cb cb, void *arg)
+/* What one ring operation needs; which fields count depends on its RS_IO_* kind. Every pointer
+ * is borrowed until the completion. */
+struct io_args {
+    int fd;            /* the file, or the directory |path| is relative to */
+    int fd2;           /* linkat, renameat: the directory |path2| is relative to */
+    const char *path;  /* openat, statx, linkat, renameat, unlinkat; an xattr's name */
+    const char *path2; /* linkat, renameat: the new name */
+    void *buf;         /* data, an xattr's value, or a struct statx */
+    size_t len;
+    uint64_t off;  /* file offset; a timer's delay in ns */
+    int flags;     /* of the syscall of the same name */
+    unsigned mode; /* openat: the new file's mode; statx: the mask */
+};
+
+static int queue_op(struct rs_worker *w, struct rs_call *call, int kind, const struct io_args *a,
+                    rs_call_io_cb cb, void *arg)
 {
     struct rs_ioreq *r;
     unsigned slot = w->io_free;
@@ -280,20 +294,44 @@ int rs_worker_queue_io(struct rs_worker *w, struct rs_call *call, int kind, int 
     ud = rs_ud_make(RS_OP_IO, r->gen, slot);
     switch (kind) {
     case RS_IO_READ:
-        ret = rs_ring_read(&w->ring, fd, buf, len, off, ud);
+        ret = rs_ring_read(&w->ring, a->fd, a->buf, a->len, a->off, ud);
         break;
     case RS_IO_WRITE:
-        ret = rs_ring_write(&w->ring, fd, buf, len, off, ud);
+        ret = rs_ring_write(&w->ring, a->fd, a->buf, a->len, a->off, ud);
         break;
     case RS_IO_FSYNC:
-        ret = rs_ring_fsync(&w->ring, fd, ud);
+        ret = rs_ring_fsync(&w->ring, a->fd, ud);
         break;
     case RS_IO_TIMEOUT:
-        r->ts.tv_sec = (long long)(off / 1000000000u);
-        r->ts.tv_nsec = (long long)(off % 1000000000u);
+        r->ts.tv_sec = (long long)(a->off / 1000000000u);
+        r->ts.tv_nsec = (long long)(a->off % 1000000000u);
         ret = rs_ring_timeout(&w->ring, &r->ts, ud);
         if (ret == 0)
             call->ntimers++;
+        break;
+    case RS_IO_OPENAT:
+        ret = rs_ring_openat(&w->ring, a->fd, a->path, a->flags, (mode_t)a->mode, ud);
+        break;
+    case RS_IO_STATX:
+        ret = rs_ring_statx(&w->ring, a->fd, a->path, a->flags, a->mode, a->buf, ud);
+        break;
+    case RS_IO_LINKAT:
+        ret = rs_ring_linkat(&w->ring, a->fd, a->path, a->fd2, a->path2, a->flags, ud);
+        break;
+    case RS_IO_RENAMEAT:
+        ret = rs_ring_renameat(&w->ring, a->fd, a->path, a->fd2, a->path2, (unsigned)a->flags, ud);
+        break;
+    case RS_IO_UNLINKAT:
+        ret = rs_ring_unlinkat(&w->ring, a->fd, a->path, a->flags, ud);
+        break;
+    case RS_IO_FGETXATTR:
+        ret = rs_ring_fgetxattr(&w->ring, a->fd, a->path, a->buf, a->len, ud);
+        break;
+    case RS_IO_FSETXATTR:
+        ret = rs_ring_fsetxattr(&w->ring, a->fd, a->path, a->buf, a->len, a->flags, ud);
+        break;
+    case RS_IO_CLOSE:
+        ret = rs_ring_close(&w->ring, a->fd, ud);
         break;
     default:
         return -EINVAL;
@@ -307,6 +345,14 @@ int rs_worker_queue_io(struct rs_worker *w, struct rs_call *call, int kind, int 
     r->arg = arg;
     call->refs++;
     return 0;
+}
+
+int rs_worker_queue_io(struct rs_worker *w, struct rs_call *call, int kind, int fd, void *buf,
+                       size_t len, uint64_t off, rs_call_io_cb cb, void *arg)
+{
+    struct io_args a = { .fd = fd, .buf = buf, .len = len, .off = off };
+
+    return queue_op(w, call, kind, &a, cb, arg);
 }
 
 static void on_io(struct rs_worker *w, const struct rs_ring_cqe *cqe)
@@ -330,7 +376,7 @@ static void on_io(struct rs_worker *w, const struct rs_ring_cqe *cqe)
     if (r->kind == RS_IO_TIMEOUT) {
         call->ntimers--;
         r->cb(call, r->arg, cqe->res == -ETIME ? 0 : cqe->res);
-    } else {
+    } else if (r->cb != NULL) {
         r->cb(call, r->arg, cqe->res);
     }
     if (!rs_call_maybe_free(call)) {
@@ -559,6 +605,73 @@ int rs_call_timer(struct rs_call *call, uint64_t ns, rs_call_io_cb cb, void *arg
     if (call->flags & RS_CALL_F_DONE)
         return -ECANCELED;
     return rs_worker_queue_io(call->conn->w, call, RS_IO_TIMEOUT, -1, NULL, 0, ns, cb, arg);
+}
+
+int rs_call_openat(struct rs_call *call, int dirfd, const char *path, int flags, unsigned mode,
+                   rs_call_io_cb cb, void *arg)
+{
+    struct io_args a = { .fd = dirfd, .path = path, .flags = flags, .mode = mode };
+
+    return queue_op(call->conn->w, call, RS_IO_OPENAT, &a, cb, arg);
+}
+
+int rs_call_statx(struct rs_call *call, int dirfd, const char *path, int flags, unsigned mask,
+                  struct statx *stx, rs_call_io_cb cb, void *arg)
+{
+    struct io_args a = { .fd = dirfd, .path = path, .flags = flags, .mode = mask, .buf = stx };
+
+    return queue_op(call->conn->w, call, RS_IO_STATX, &a, cb, arg);
+}
+
+int rs_call_linkat(struct rs_call *call, int olddirfd, const char *oldpath, int newdirfd,
+                   const char *newpath, int flags, rs_call_io_cb cb, void *arg)
+{
+    struct io_args a = {
+        .fd = olddirfd, .path = oldpath, .fd2 = newdirfd, .path2 = newpath, .flags = flags
+    };
+
+    return queue_op(call->conn->w, call, RS_IO_LINKAT, &a, cb, arg);
+}
+
+int rs_call_renameat(struct rs_call *call, int olddirfd, const char *oldpath, int newdirfd,
+                     const char *newpath, unsigned flags, rs_call_io_cb cb, void *arg)
+{
+    struct io_args a = {
+        .fd = olddirfd, .path = oldpath, .fd2 = newdirfd, .path2 = newpath, .flags = (int)flags
+    };
+
+    return queue_op(call->conn->w, call, RS_IO_RENAMEAT, &a, cb, arg);
+}
+
+int rs_call_unlinkat(struct rs_call *call, int dirfd, const char *path, int flags, rs_call_io_cb cb,
+                     void *arg)
+{
+    struct io_args a = { .fd = dirfd, .path = path, .flags = flags };
+
+    return queue_op(call->conn->w, call, RS_IO_UNLINKAT, &a, cb, arg);
+}
+
+int rs_call_fgetxattr(struct rs_call *call, int fd, const char *name, void *value, size_t len,
+                      rs_call_io_cb cb, void *arg)
+{
+    struct io_args a = { .fd = fd, .path = name, .buf = value, .len = len };
+
+    return queue_op(call->conn->w, call, RS_IO_FGETXATTR, &a, cb, arg);
+}
+
+int rs_call_fsetxattr(struct rs_call *call, int fd, const char *name, const void *value, size_t len,
+                      int flags, rs_call_io_cb cb, void *arg)
+{
+    struct io_args a = { .fd = fd, .path = name, .buf = (void *)value, .len = len, .flags = flags };
+
+    return queue_op(call->conn->w, call, RS_IO_FSETXATTR, &a, cb, arg);
+}
+
+int rs_call_close(struct rs_call *call, int fd, rs_call_io_cb cb, void *arg)
+{
+    struct io_args a = { .fd = fd };
+
+    return queue_op(call->conn->w, call, RS_IO_CLOSE, &a, cb, arg);
 }
 
 void rs_worker_cancel_timers(struct rs_worker *w, struct rs_call *call)

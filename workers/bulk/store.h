@@ -19,9 +19,11 @@
  * It is written with fsetxattr() on the unnamed (O_TMPFILE) file before the file gets its
  * name, so data and metadata appear together, and Stat and List never read data.
  *
- * Only metadata calls live here (they are plain syscalls for now); file data goes through the
- * worker's ring (rs_call_pread/pwrite/fsync). Every function that takes a name expects one
- * that passed rs_bulk_name_valid(). Thread-safe: a struct rs_store is read-only once open. */
+ * This module holds the layout: names, the metadata codec, and opening the store at startup
+ * (plain syscalls on the main thread, before any worker runs). What requests do to the store
+ * runs on the worker's ring: metadata steps in storeop.h, file data with rs_call_pread/pwrite/
+ * fsync. Every function that takes a name expects one that passed rs_bulk_name_valid().
+ * Thread-safe: a struct rs_store is read-only once open. */
 #ifndef RS_WORKERS_BULK_STORE_H
 #define RS_WORKERS_BULK_STORE_H
 #include <stdbool.h>
@@ -30,8 +32,12 @@
 #include "core/sha256.h"
 #include "workers/bulk/name.h"
 
-#define RS_STORE_KEY_LEN 64 /* hex digits of a key, without the NUL */
-#define RS_STORE_XATTR   "user.ringstream.meta"
+#define RS_STORE_KEY_LEN      64 /* hex digits of a key, without the NUL */
+#define RS_STORE_AUX_LEN      20 /* "tmp-" or "del-" and 16 hex digits, without the NUL */
+#define RS_STORE_META_FIXED   52 /* bytes of the xattr before the name */
+#define RS_STORE_META_MAX     (RS_STORE_META_FIXED + RS_BULK_NAME_MAX)
+#define RS_STORE_XATTR        "user.ringstream.meta"
+#define RS_STORE_DIRECT_ALIGN 4096
 
 struct rs_store {
     int objfd; /* owned; <data>/objects opened O_RDONLY|O_DIRECTORY; -1 when closed */
@@ -47,56 +53,33 @@ struct rs_store_meta {
 
 /* Creates |data_dir| and its objects/ folder when missing, checks that the file system takes
  * O_TMPFILE, user xattrs and linkat() through /proc/self/fd, and removes leftover tmp-/del-
- * entries. Returns 0, or -errno with a one-line reason in |err|. Release with
- * rs_store_close(). */
+ * entries. Blocking: call it once at startup, before the workers run. Returns 0, or -errno
+ * with a one-line reason in |err|. Release with rs_store_close(). */
 int rs_store_open(struct rs_store *s, const char *data_dir, char *err, size_t errlen);
 /* Accepts a store whose open failed. */
 void rs_store_close(struct rs_store *s);
+/* The objects/ directory fd, borrowed for the store's life. */
+int rs_store_dirfd(const struct rs_store *s);
 
 /* Writes the hex key of |name| and a NUL. Returns 0 or -ENOMEM / -EIO (hash provider). */
 int rs_store_key(const char *name, size_t len, char key[RS_STORE_KEY_LEN + 1]);
+/* True when |s| is a key (64 lower-case hex digits), the name of an object file. */
+bool rs_store_is_key(const char *s);
+/* Writes |kind| ("tmp-" or "del-"), 16 random hex digits and a NUL. Returns 0 or -EIO. */
+int rs_store_aux_name(char out[RS_STORE_AUX_LEN + 1], const char *kind);
 
-/* Returns 1 when an object called |key| exists, 0 when not, or -errno. */
-int rs_store_exists(const struct rs_store *s, const char *key);
+/* Encodes |m| as the xattr value. Returns its length, or 0 for a name of a bad length. */
+size_t rs_store_meta_encode(const struct rs_store_meta *m, uint8_t buf[RS_STORE_META_MAX]);
+/* Decodes what fgetxattr(RS_STORE_XATTR) answered: |res| bytes of |buf|, or -errno. Returns 0,
+ * -EBADMSG (no such xattr, too long, or corrupt), or |res| when it is another -errno. */
+int rs_store_meta_decode(const uint8_t *buf, int res, struct rs_store_meta *m);
+/* Checks that the metadata found under the key of |name| is really |name|'s: 0 or -EBADMSG. */
+int rs_store_meta_check_name(const struct rs_store_meta *m, const char *name, size_t len);
 
-/* Opens the object for reading and reads its metadata. Returns an owned fd (close it) and
- * fills |m|, or -ENOENT, -EBADMSG (metadata missing, corrupt, or disagreeing with the file's
- * size), or another -errno. */
-int rs_store_open_object(const struct rs_store *s, const char *name, size_t len,
-                         struct rs_store_meta *m);
-/* Reads the metadata only. Same errors as rs_store_open_object(). */
-int rs_store_stat(const struct rs_store *s, const char *name, size_t len, struct rs_store_meta *m);
-
-/* Returns an owned fd of a new unnamed file in objects/ (O_TMPFILE|O_RDWR), or -errno. The
- * file is opened with O_DIRECT where the file system has it (*direct set): uploads then skip
- * the page-cache copy, so writes must be aligned to RS_STORE_DIRECT_ALIGN in address, length
- * and offset until rs_store_buffered() turns O_DIRECT off (for an unaligned tail). */
-#define RS_STORE_DIRECT_ALIGN 4096
-int rs_store_create(const struct rs_store *s, bool *direct);
-/* Clears O_DIRECT on |fd|. Returns 0 or -errno. */
+/* Clears O_DIRECT on |fd| (fcntl: only a flag on the open file, never I/O). Returns 0 or
+ * -errno. An unnamed file is created with O_DIRECT where the file system has it: full stages
+ * then skip the page-cache copy, so writes must be aligned to RS_STORE_DIRECT_ALIGN in
+ * address, length and offset until this turns it off (for an unaligned tail). */
 int rs_store_buffered(int fd);
-/* Writes |m| as the xattr of the unnamed file |fd|. Returns 0 or -errno. */
-int rs_store_set_meta(int fd, const struct rs_store_meta *m);
-/* Gives the unnamed file |fd| the name |key|. Without |overwrite| an existing object fails
- * with -EEXIST (atomic: of concurrent publishers exactly one wins); with it the object is
- * replaced in one rename. Returns 0 or -errno. The caller fsyncs objects/ afterwards
- * (rs_store_dirfd()) to make the new name durable. */
-int rs_store_publish(const struct rs_store *s, int fd, const char *key, bool overwrite);
-/* The objects/ directory fd, borrowed for the store's life (for an fsync through the ring). */
-int rs_store_dirfd(const struct rs_store *s);
-
-/* Removes the object called |name| and fills |m| with the metadata of exactly the version
- * removed (it is first renamed aside, so a concurrent overwrite cannot slip in between).
- * Returns 0, -ENOENT, another -errno, or -EBADMSG: the object was removed but its metadata
- * was unreadable (then |m| is undefined). */
-int rs_store_delete(const struct rs_store *s, const char *name, size_t len,
-                    struct rs_store_meta *m);
-
-/* Metadata of every object whose name starts with the |plen| bytes of |prefix| (any bytes),
- * in ascending byte order of name. Objects with unreadable metadata are skipped and logged.
- * Returns 0 with an owned array in |*out| (release with free(); NULL when |*n| is 0), or
- * -errno. Reads the whole directory: memory grows with the number of matching objects. */
-int rs_store_list(const struct rs_store *s, const char *prefix, size_t plen,
-                  struct rs_store_meta **out, size_t *n);
 
 #endif /* RS_WORKERS_BULK_STORE_H */

@@ -100,8 +100,23 @@ int rs_call_send_ex(struct rs_call *call, const struct iovec *iov, int iovcnt, u
 bool rs_call_msg_was_compressed(const struct rs_call *call);
 /* True when the server is draining (see on_drain). */
 bool rs_call_server_draining(const struct rs_call *call);
-/* Bytes the send queue takes before it answers -EAGAIN. */
+/* Zero-copy sends. rs_call_buf_get() returns an owned buffer of *cap bytes from the worker's
+ * block pool (NULL when the pool is exhausted): fill it (say with rs_call_pread()), then give
+ * it to rs_call_send_buf(), or back with rs_call_buf_put(). */
+void *rs_call_buf_get(struct rs_call *call, size_t *cap);
+void rs_call_buf_put(struct rs_call *call, void *buf);
+/* Queues one message: |hdr| (copied) followed by the first |len| bytes of |buf| (queued by
+ * reference and sent from there). Takes ownership of |buf| when it returns 0; otherwise the
+ * caller keeps it. Returns as rs_call_send(); never compresses. */
+int rs_call_send_buf(struct rs_call *call, const struct iovec *hdr, int hdrcnt, void *buf,
+                     size_t len);
+/* Payload bytes of the largest message the send queue takes now without answering -EAGAIN. */
 size_t rs_call_send_room(const struct rs_call *call);
+/* True when nothing is queued: the next message is taken whatever its size (up to the max). */
+bool rs_call_send_idle(const struct rs_call *call);
+/* Asks for on_writable once the send queue has room again, without a failed rs_call_send()
+ * (a handler that waits for room before reading data it would send). */
+void rs_call_want_writable(struct rs_call *call);
 
 /* Ends the call: queued messages, then trailers with grpc-status and a percent-encoded
  * grpc-message (|msg| may be NULL). With nothing sent yet this is a trailers-only response.

@@ -162,33 +162,41 @@ void rs_chunkq_free(struct rs_chunkq *q)
     q->used = 0;
 }
 
+/* Whole blocks held, and the unwritten end of the last one. Blocks linked by reference
+ * (rs_chunkq_append_block) may be partly filled anywhere in the list, so count them. */
+static size_t blocks_held(const struct rs_chunkq *q, size_t *slack)
+{
+    const struct rs_list *e;
+    size_t n = 0;
+
+    *slack = 0;
+    for (e = q->blocks.next; e != &q->blocks; e = e->next)
+        n++;
+    if (n > 0)
+        *slack = q->pool->block_size - last_block(q)->tail;
+    return n;
+}
+
 size_t rs_chunkq_footprint_after(const struct rs_chunkq *q, size_t len)
 {
-    size_t bs = q->pool->block_size, now = 0, slack = 0, over;
+    size_t bs = q->pool->block_size, slack, now = blocks_held(q, &slack) * bs;
+    size_t over = len > slack ? len - slack : 0;
 
-    if (!rs_list_empty(&q->blocks)) {
-        const struct rs_block *first = rs_container_of(q->blocks.next, struct rs_block, link);
-        const struct rs_block *last = rs_container_of(q->blocks.prev, struct rs_block, link);
-
-        /* Whole blocks: bytes already sent from the first one and the unwritten end of the last
-         * one are memory too. */
-        now = first->head + q->used + (bs - last->tail);
-        slack = bs - last->tail;
-    }
-    over = len > slack ? len - slack : 0;
     return now + (over + bs - 1) / bs * bs;
 }
 
 size_t rs_chunkq_admits(const struct rs_chunkq *q)
 {
-    size_t bs = q->pool->block_size, now, slack;
-    const struct rs_block *first, *last;
+    size_t bs = q->pool->block_size, slack, now = blocks_held(q, &slack) * bs;
 
-    if (rs_list_empty(&q->blocks))
+    if (now == 0)
         return q->cap;
-    first = rs_container_of(q->blocks.next, struct rs_block, link);
-    last = rs_container_of(q->blocks.prev, struct rs_block, link);
-    slack = bs - last->tail;
-    now = first->head + q->used + slack;
     return slack + (now >= q->cap ? 0 : (q->cap - now) / bs * bs);
+}
+
+void rs_chunkq_append_block(struct rs_chunkq *q, struct rs_block *b)
+{
+    assert(b->head <= b->tail && b->tail <= q->pool->block_size);
+    rs_list_insert_tail(&q->blocks, &b->link);
+    q->used += b->tail - b->head;
 }

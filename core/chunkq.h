@@ -34,6 +34,10 @@ size_t rs_chunkq_footprint_after(const struct rs_chunkq *q, size_t len);
 /* The most bytes an append may bring while the footprint stays within the capacity (the whole
  * capacity when the queue is empty). */
 size_t rs_chunkq_admits(const struct rs_chunkq *q);
+/* Links |b| (a block of q's pool, unlinked, bytes [head, tail) filled) at the end: its bytes
+ * are queued without a copy. Takes ownership; ignores the capacity, as _append does. */
+struct rs_block;
+void rs_chunkq_append_block(struct rs_chunkq *q, struct rs_block *b);
 /* Returns every block to the pool; accepts an initialised empty queue. */
 void rs_chunkq_free(struct rs_chunkq *q);
 

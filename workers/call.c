@@ -421,9 +421,49 @@ int rs_call_send(struct rs_call *call, const struct iovec *iov, int iovcnt)
     return rs_call_send_ex(call, iov, iovcnt, 0);
 }
 
-int rs_call_send_ex(struct rs_call *call, const struct iovec *iov, int iovcnt, unsigned flags)
+/* Appends the 5-byte prefix of a |total|-byte message and the bytes of |iov|. Returns 0, or
+ * -ENOMEM: with nothing queued when the prefix did not fit, else with the stream reset (half a
+ * message is queued and nothing can follow it). */
+static int queue_prefix_and(struct rs_call *call, const struct iovec *iov, int iovcnt,
+                            bool compressed, size_t total)
 {
     uint8_t prefix[RS_GRPC_PREFIX_LEN];
+    int i, ret;
+
+    rs_grpc_prefix_write(prefix, compressed, (uint32_t)total);
+    ret = rs_chunkq_append(&call->txq, prefix, sizeof(prefix));
+    if (ret < 0)
+        return ret;
+    for (i = 0; i < iovcnt; i++) {
+        ret = rs_chunkq_append(&call->txq, iov[i].iov_base, iov[i].iov_len);
+        if (ret < 0) {
+            call->flags |= RS_CALL_F_FAILED | RS_CALL_F_FINISHED;
+            nghttp2_submit_rst_stream(h2_of(call), NGHTTP2_FLAG_NONE, call->stream_id,
+                                      NGHTTP2_INTERNAL_ERROR);
+            rs_worker_mark_pending(call->conn->w, call->conn);
+            return ret;
+        }
+    }
+    return 0;
+}
+
+/* A message is queued: send the response headers first if needed, wake the data provider. */
+static int queued(struct rs_call *call)
+{
+    if (!(call->flags & RS_CALL_F_RESP_SUBMITTED)) {
+        /* The encoding is declared once, in the response headers, before the handler has said
+         * which messages it compresses: declare gzip whenever the client takes it. A message
+         * sent plain under grpc-encoding gzip simply has its compressed flag clear. */
+        call->resp_gzip = call->accept_gzip;
+        if (submit_response_headers(call) != 0)
+            return -ENOMEM;
+    }
+    kick(call);
+    return 0;
+}
+
+int rs_call_send_ex(struct rs_call *call, const struct iovec *iov, int iovcnt, unsigned flags)
+{
     struct iovec ziov;
     uint8_t *zbuf = NULL;
     size_t total = 0, zlen;
@@ -444,9 +484,6 @@ int rs_call_send_ex(struct rs_call *call, const struct iovec *iov, int iovcnt, u
         call->flags |= RS_CALL_F_WANT_WRITABLE;
         return -EAGAIN;
     }
-    /* The encoding is declared once, in the response headers, before the handler has said which
-     * messages it compresses: declare gzip whenever the client takes it. A message sent plain
-     * under grpc-encoding gzip simply has its compressed flag clear. */
     if (!(call->flags & RS_CALL_F_RESP_SUBMITTED))
         call->resp_gzip = call->accept_gzip;
     compress = (flags & RS_CALL_SEND_COMPRESS) && call->resp_gzip;
@@ -460,31 +497,92 @@ int rs_call_send_ex(struct rs_call *call, const struct iovec *iov, int iovcnt, u
         iovcnt = 1;
         total = zlen;
     }
-    rs_grpc_prefix_write(prefix, compress, (uint32_t)total);
-    ret = rs_chunkq_append(&call->txq, prefix, sizeof(prefix));
-    if (ret < 0) {
-        free(zbuf);
-        return ret;
-    }
-    for (i = 0; i < iovcnt; i++) {
-        ret = rs_chunkq_append(&call->txq, iov[i].iov_base, iov[i].iov_len);
-        if (ret < 0) {
-            free(zbuf);
-            /* Half a message is queued: the stream can only be reset. */
-            call->flags |= RS_CALL_F_FAILED | RS_CALL_F_FINISHED;
-            nghttp2_submit_rst_stream(h2_of(call), NGHTTP2_FLAG_NONE, call->stream_id,
-                                      NGHTTP2_INTERNAL_ERROR);
-            rs_worker_mark_pending(call->conn->w, call->conn);
-            return ret;
-        }
-    }
+    ret = queue_prefix_and(call, iov, iovcnt, compress, total);
     free(zbuf);
-    if (!(call->flags & RS_CALL_F_RESP_SUBMITTED)) {
-        if (submit_response_headers(call) != 0)
-            return -ENOMEM;
+    if (ret < 0)
+        return ret;
+    return queued(call);
+}
+
+void *rs_call_buf_get(struct rs_call *call, size_t *cap)
+{
+    struct rs_block *b = rs_pool_get(&call->conn->w->pool);
+
+    if (b == NULL)
+        return NULL;
+    *cap = call->conn->w->pool.block_size - RS_BUF_HEADROOM;
+    return b->data + RS_BUF_HEADROOM;
+}
+
+static struct rs_block *buf_block(void *buf)
+{
+    return rs_container_of((uint8_t *)buf - RS_BUF_HEADROOM, struct rs_block, data);
+}
+
+void rs_call_buf_put(struct rs_call *call, void *buf)
+{
+    if (buf != NULL)
+        rs_pool_put(&call->conn->w->pool, buf_block(buf));
+}
+
+int rs_call_send_buf(struct rs_call *call, const struct iovec *hdr, int hdrcnt, void *buf,
+                     size_t len)
+{
+    struct rs_block *b = buf_block(buf);
+    size_t bs = call->conn->w->pool.block_size, total = len, hlen;
+    uint8_t *p;
+    int i, ret;
+
+    if (call->flags & (RS_CALL_F_FINISHED | RS_CALL_F_CLOSED | RS_CALL_F_DONE))
+        return -ECANCELED;
+    if (len > bs - RS_BUF_HEADROOM)
+        return -EINVAL;
+    for (i = 0; i < hdrcnt; i++)
+        total += hdr[i].iov_len;
+    hlen = RS_GRPC_PREFIX_LEN + total - len;
+    if (total > call->conn->w->srv->cfg.max_msg)
+        return -EMSGSIZE;
+    if (hlen <= RS_BUF_HEADROOM) {
+        /* The common case: prefix and headers go into the headroom, one block per message. */
+        if (rs_chunkq_used(&call->txq) > 0 &&
+            rs_chunkq_footprint_after(&call->txq, 0) + bs > call->txq.cap) {
+            call->flags |= RS_CALL_F_WANT_WRITABLE;
+            return -EAGAIN;
+        }
+        p = b->data + RS_BUF_HEADROOM - hlen;
+        rs_grpc_prefix_write(p, false, (uint32_t)total);
+        p += RS_GRPC_PREFIX_LEN;
+        for (i = 0; i < hdrcnt; i++) {
+            memcpy(p, hdr[i].iov_base, hdr[i].iov_len);
+            p += hdr[i].iov_len;
+        }
+        b->head = RS_BUF_HEADROOM - hlen;
+    } else {
+        if (rs_chunkq_used(&call->txq) > 0 &&
+            rs_chunkq_footprint_after(&call->txq, hlen) + bs > call->txq.cap) {
+            call->flags |= RS_CALL_F_WANT_WRITABLE;
+            return -EAGAIN;
+        }
+        ret = queue_prefix_and(call, hdr, hdrcnt, false, total);
+        if (ret < 0)
+            return ret;
+        b->head = RS_BUF_HEADROOM;
     }
-    kick(call);
-    return 0;
+    b->tail = RS_BUF_HEADROOM + len;
+    rs_chunkq_append_block(&call->txq, b);
+    return queued(call);
+}
+
+bool rs_call_send_idle(const struct rs_call *call)
+{
+    return rs_chunkq_used(&call->txq) == 0;
+}
+
+void rs_call_want_writable(struct rs_call *call)
+{
+    call->flags |= RS_CALL_F_WANT_WRITABLE;
+    if (rs_chunkq_used(&call->txq) == 0)
+        rs_call_mark_ready(call); /* already writable: on_writable on the next turn */
 }
 
 size_t rs_call_send_room(const struct rs_call *call)

@@ -247,6 +247,25 @@ static int send_chunk(struct rs_call *call, const uint8_t *data, size_t len, uin
     return rs_call_send(call, iov, n);
 }
 
+/* A Chunk whose data lives in a buffer from rs_call_buf_get(): the offset field first, then the
+ * data field's header, so the data goes last and is queued by reference (protobuf accepts
+ * fields in any order). Takes ownership of |buf| when it returns 0. */
+static int send_chunk_buf(struct rs_call *call, void *buf, size_t len, uint64_t offset)
+{
+    uint8_t head[2 * (1 + VARINT_MAX)];
+    struct iovec iov = { .iov_base = head, .iov_len = 0 };
+
+    if (offset > 0) {
+        head[0] = (2u << 3) | PB_WT_VARINT;
+        iov.iov_len = 1 + put_varint(head + 1, offset);
+    }
+    if (len > 0) {
+        head[iov.iov_len] = (1u << 3) | PB_WT_STRING;
+        iov.iov_len += 1 + put_varint(head + iov.iov_len + 1, len);
+    }
+    return rs_call_send_buf(call, &iov, 1, buf, len);
+}
+
 static size_t encode_info(uint8_t *buf, size_t cap, const struct rs_store_meta *m)
 {
     ringstream_v1_ObjectInfo info = ringstream_v1_ObjectInfo_init_zero;
@@ -937,7 +956,8 @@ static void put_on_done(struct rs_call *call, enum rs_grpc_status status)
 struct get;
 struct get_slot {
     struct get *g;
-    uint8_t *buf;  /* owned; |chunk| bytes, allocated on first use */
+    uint8_t *buf;  /* owned; |chunk| bytes: a pool buffer (|pooled|) or malloc'd */
+    bool pooled;   /* from rs_call_buf_get(): sent by reference, no copy */
     uint64_t pos;  /* object offset of the chunk */
     size_t want;   /* bytes of the chunk */
     size_t filled; /* of them, bytes read so far */
@@ -972,7 +992,10 @@ static void get_release(struct rs_call *call, struct get *g)
         rs_store_close_fd(call, g->fd);
     g->has_fd = false;
     for (unsigned i = 0; i < GET_READS; i++) {
-        free(g->slot[i].buf);
+        if (g->slot[i].pooled)
+            rs_call_buf_put(call, g->slot[i].buf);
+        else
+            free(g->slot[i].buf);
         g->slot[i].buf = NULL;
     }
 }
@@ -992,13 +1015,16 @@ static bool get_read(struct rs_call *call, struct get *g, struct get_slot *s)
     return true;
 }
 
-/* Chunks that may be read ahead now: as many as the send queue has room for (a chunk read
- * while the queue is full would only wait in memory), at least one, at most GET_READS. */
+/* Chunks that may be read ahead now: as many as the send queue has room for, at most
+ * GET_READS. A chunk read while the queue is full would only wait in memory, so with no room
+ * nothing is read (an idle queue takes one chunk of any size). */
 static unsigned get_window(const struct rs_call *call, const struct get *g)
 {
     size_t n = rs_call_send_room(call) / (g->chunk + CHUNK_OVERHEAD + RS_GRPC_PREFIX_LEN);
 
-    return n < 1 ? 1 : n > GET_READS ? GET_READS : (unsigned)n;
+    if (n == 0 && g->nused == 0 && rs_call_send_idle(call))
+        n = 1;
+    return n > GET_READS ? GET_READS : (unsigned)n;
 }
 
 /* Sends the chunks that are read, in order, then starts the reads the window allows. */
@@ -1007,7 +1033,8 @@ static void get_pump(struct rs_call *call, struct get *g)
     /* A slot not reading holds a whole chunk: its short reads were completed first. */
     while (g->nused > 0 && !g->slot[g->head].reading) {
         struct get_slot *s = &g->slot[g->head];
-        int ret = send_chunk(call, s->buf, s->want, s->pos);
+        int ret = s->pooled ? send_chunk_buf(call, s->buf, s->want, s->pos)
+                            : send_chunk(call, s->buf, s->want, s->pos);
 
         if (ret == -EAGAIN) {
             g->holding = true; /* on_writable resumes */
@@ -1018,6 +1045,11 @@ static void get_pump(struct rs_call *call, struct get *g)
             fail_send(call, &g->finished, ret);
             return;
         }
+        /* The queue has the bytes (a pool buffer went by reference): a stalled client then
+         * costs its queue and no buffer. */
+        if (!s->pooled)
+            free(s->buf);
+        s->buf = NULL;
         g->head = (g->head + 1) % GET_READS;
         g->nused--;
     }
@@ -1025,11 +1057,24 @@ static void get_pump(struct rs_call *call, struct get *g)
         finish_ok(call, &g->finished);
         return;
     }
+    if (g->next < g->end && g->nused == 0 && get_window(call, g) == 0) {
+        rs_call_want_writable(call); /* read on once the queue drains */
+        return;
+    }
     while (g->next < g->end && g->nused < get_window(call, g)) {
         struct get_slot *s = &g->slot[(g->head + g->nused) % GET_READS];
 
         if (s->buf == NULL) {
-            s->buf = malloc(g->chunk);
+            size_t cap = 0;
+
+            s->buf = rs_call_buf_get(call, &cap);
+            s->pooled = s->buf != NULL && cap >= g->chunk;
+            if (s->buf != NULL && !s->pooled) {
+                rs_call_buf_put(call, s->buf); /* chunks above a pool block go by copy */
+                s->buf = NULL;
+            }
+            if (s->buf == NULL)
+                s->buf = malloc(g->chunk);
             if (s->buf == NULL && g->nused > 0)
                 return; /* go on with the buffers we have */
             if (s->buf == NULL) {
@@ -1165,7 +1210,8 @@ static void get_on_writable(struct rs_call *call)
 {
     struct get *g = rs_call_state(call);
 
-    if (g->holding && !g->finished)
+    /* Either a chunk waits for room (holding) or reading waits for it (rs_call_want_writable). */
+    if (!g->finished && g->has_fd && !g->opening)
         get_pump(call, g);
 }
 

@@ -223,7 +223,11 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *
 static int on_invalid_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, int lib_error,
                                  void *user_data)
 {
-    rs_conn_glitch(user_data, nghttp2_strerror(lib_error));
+    struct rs_conn *c = user_data;
+
+    rs_log_debug("conn %u: invalid frame type %u on stream %d: %s", c->slot, frame->hd.type,
+                 frame->hd.stream_id, nghttp2_strerror(lib_error));
+    rs_conn_glitch(c, nghttp2_strerror(lib_error));
     return 0;
 }
 
@@ -256,7 +260,12 @@ static int on_data_chunk_recv(nghttp2_session *h2, uint8_t flags, int32_t stream
 
 static int on_frame_send(nghttp2_session *h2, const nghttp2_frame *frame, void *user_data)
 {
+    struct rs_conn *c = user_data;
     struct rs_call *call;
+
+    if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR)
+        rs_log_warn("conn %u: sent GOAWAY %s (last stream %d)", c->slot,
+                    nghttp2_http2_strerror(frame->goaway.error_code), frame->goaway.last_stream_id);
 
     if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
         !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
@@ -373,6 +382,11 @@ struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t
     }
     /* Receive windows are credited by hand: a stream's only once its bytes were consumed. */
     nghttp2_option_set_no_auto_window_update(opt, 1);
+    /* nghttp2's rapid-reset limiter follows the glitch budget: the same burst, refilled at the
+     * same pace (budget per 10 s), so --glitch-budget is the one knob for both. */
+    nghttp2_option_set_stream_reset_rate_limit(
+            opt, w->srv->cfg.glitch_budget,
+            w->srv->cfg.glitch_budget / 10 > 0 ? w->srv->cfg.glitch_budget / 10 : 1);
     rv = nghttp2_session_server_new2(&c->h2, cbs, c, opt);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);

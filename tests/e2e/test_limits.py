@@ -81,4 +81,42 @@ def _(srv):
     still_serving(srv)
 
 
+def raw_call(srv, path, body, headers=()):
+    """POSTs |body| with nghttp (HTTP/2 prior knowledge) and returns its verbose output, which
+    shows the response headers and trailers as received."""
+    import subprocess
+    import tempfile
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(body)
+        f.flush()
+        cmd = ["nghttp", "-v", "-t", "10", "-d", f.name, "-H", "content-type: application/grpc",
+               "-H", "te: trailers"]
+        for h in headers:
+            cmd += ["-H", h]
+        out = subprocess.run(cmd + ["http://%s%s" % (srv.address, path)], capture_output=True,
+                             timeout=20)
+    return out.stdout.decode("utf-8", "replace")
+
+
+@run.case("a compressed flag without grpc-encoding is INTERNAL")
+def _(srv):
+    out = raw_call(srv, EMPTY, b"\x01\x00\x00\x00\x00")
+    check("grpc-status: 13" in out, "want grpc-status 13, got:\n" + out[-800:])
+    still_serving(srv)
+
+
+@run.case("a stream that ends inside a message is INTERNAL")
+def _(srv):
+    out = raw_call(srv, EMPTY, b"\x00\x00\x00\x00\x10abc")  # announces 16 bytes, sends 3
+    check("grpc-status: 13" in out, "want grpc-status 13, got:\n" + out[-800:])
+    still_serving(srv)
+
+
+@run.case("a corrupt gzip message is INTERNAL")
+def _(srv):
+    out = raw_call(srv, EMPTY, b"\x01\x00\x00\x00\x04junk", headers=("grpc-encoding: gzip",))
+    check("grpc-status: 13" in out, "want grpc-status 13, got:\n" + out[-800:])
+    still_serving(srv)
+
+
 run.main()

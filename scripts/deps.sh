@@ -7,7 +7,7 @@ PACKAGES=(
     # build
     cmake gcc pkg-config
     liburing-dev libnghttp2-dev libnanopb-dev nanopb protobuf-compiler
-    libwolfssl-dev libcunit1-dev libssl-dev zlib1g-dev
+    libwolfssl-dev libcunit1-dev libssl-dev zlib1g-dev libsystemd-dev
     # wolfSSL built from Debian's source
     dpkg-dev build-essential autoconf automake libtool
     # end-to-end tests

@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#ifdef RS_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 #include "core/log.h"
 #include "core/tlsinfo.h"
 #include "uring/ring.h"
@@ -324,10 +327,16 @@ int main(int argc, char **argv)
     describe_addr(&cfg, addr, sizeof(addr));
     rs_log_info("crypto: %s", rs_tls_describe());
     rs_log_info("listening on %s (h2c), %u workers, data dir %s", addr, cfg.workers, data_dir);
+#ifdef RS_HAVE_SYSTEMD
+    sd_notifyf(0, "READY=1\nSTATUS=serving on %s", addr); /* no-op outside systemd */
+#endif
     do {
         if (sigwait(&sigs, &sig) != 0)
             sig = SIGTERM;
     } while (sig == SIGPIPE);
+#ifdef RS_HAVE_SYSTEMD
+    sd_notify(0, "STOPPING=1");
+#endif
     rs_log_info("%s: draining for up to %u ms", strsignal(sig), cfg.drain_ms);
     rs_server_stop(srv);
     rs_server_destroy(srv);

@@ -129,4 +129,39 @@ def _(srv):
         s.close()
 
 
+@run.case("systemd notify: READY=1 once listening, STOPPING=1 on SIGTERM, exit 0")
+def _(srv):
+    import shutil
+    import signal
+    import subprocess
+    import tempfile
+    from harness import free_port
+    tmp = tempfile.mkdtemp(prefix="rs-notify-")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    proc = None
+    try:
+        path = os.path.join(tmp, "notify")
+        sock.bind(path)
+        sock.settimeout(WAIT_S)
+        env = dict(os.environ, NOTIFY_SOCKET=path)
+        port = free_port()
+        proc = subprocess.Popen([srv.binary, "--listen", "127.0.0.1:%d" % port, "--data-dir",
+                                 os.path.join(tmp, "data"), "--workers", "1"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        msg = sock.recv(4096).decode()
+        check("READY=1" in msg, "first notification %r" % msg)
+        c = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)  # really listening
+        c.close()
+        proc.send_signal(signal.SIGTERM)
+        msg = sock.recv(4096).decode()
+        check("STOPPING=1" in msg, "notification after SIGTERM %r" % msg)
+        check(proc.wait(WAIT_S) == 0, "exit code %r" % proc.returncode)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sock.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 run.main()

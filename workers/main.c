@@ -291,7 +291,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (rs_bulk_open(&bulk, data_dir, err, sizeof(err)) < 0) {
-        fprintf(stderr, "ringstreamd: data dir %s: %s\n", data_dir, err);
+        fprintf(stderr, "ringstreamd: %s\n", err); /* names the directory */
         return 1;
     }
     /* Signals go to this thread only, and only through sigwait() below. */

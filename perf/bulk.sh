@@ -3,6 +3,7 @@
 #   GET / and a unary gRPC call (Stat) in requests/s, and one-stream 1 GiB Put and Get in MB/s
 #   (Get cold, after dropping the page cache when root, then warm).
 # Usage: perf/bulk.sh [BUILD_DIR] [SIZE_BYTES]    (defaults: build, 1073741824)
+# RS_SERVER_ARGS="--send-zc-threshold 65536" adds server flags.
 # Prints a markdown table. The server runs on a free 127.0.0.1 port and is always stopped.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,7 +18,8 @@ cleanup() {
 trap cleanup EXIT
 
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$build/ringstreamd" --listen "127.0.0.1:$port" --data-dir "$work/data" 2>"$work/server.log" &
+# shellcheck disable=SC2086 # RS_SERVER_ARGS: extra flags, split on spaces
+"$build/ringstreamd" --listen "127.0.0.1:$port" --data-dir "$work/data" ${RS_SERVER_ARGS:-} 2>"$work/server.log" &
 pid=$!
 for _ in $(seq 50); do
     grep -q "listening on" "$work/server.log" && break

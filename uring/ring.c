@@ -220,6 +220,29 @@ int rs_ring_sendmsg(struct rs_ring *r, int fd, const struct msghdr *msg, uint64_
     return 0;
 }
 
+int rs_ring_sendmsg_zc(struct rs_ring *r, int fd, const struct msghdr *msg, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_sendmsg_zc(sqe, fd, msg, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int rs_ring_has_sendmsg_zc(void)
+{
+    struct io_uring_probe *probe = io_uring_get_probe();
+    int ret;
+
+    if (probe == NULL)
+        return -ENOSYS;
+    ret = io_uring_opcode_supported(probe, IORING_OP_SENDMSG_ZC) ? 1 : 0;
+    io_uring_free_probe(probe);
+    return ret;
+}
+
 int rs_ring_read(struct rs_ring *r, int fd, void *buf, size_t len, uint64_t off, uint64_t ud)
 {
     struct io_uring_sqe *sqe = get_sqe(r);

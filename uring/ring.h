@@ -81,6 +81,11 @@ void rs_ring_buf_recycle(struct rs_ring *r, unsigned bid);
 int rs_ring_accept_multishot(struct rs_ring *r, int fd, uint64_t ud);
 int rs_ring_recv_multishot(struct rs_ring *r, int fd, uint64_t ud);
 int rs_ring_sendmsg(struct rs_ring *r, int fd, const struct msghdr *msg, uint64_t ud);
+/* Zero-copy sendmsg: the result CQE has RS_RING_F_MORE, then an RS_RING_F_NOTIF CQE with the
+ * same user_data says the kernel is done with the buffers (not before). */
+int rs_ring_sendmsg_zc(struct rs_ring *r, int fd, const struct msghdr *msg, uint64_t ud);
+/* 1 when this kernel has IORING_OP_SENDMSG_ZC, 0 when not, -errno when the probe failed. */
+int rs_ring_has_sendmsg_zc(void);
 int rs_ring_read(struct rs_ring *r, int fd, void *buf, size_t len, uint64_t off, uint64_t ud);
 int rs_ring_write(struct rs_ring *r, int fd, const void *buf, size_t len, uint64_t off,
                   uint64_t ud);

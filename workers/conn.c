@@ -513,31 +513,66 @@ static void release_txrefs(struct rs_conn *c)
     c->ntxrefs = 0;
 }
 
+static void send_done(struct rs_conn *c);
+
 static void submit_send(struct rs_conn *c)
 {
+    uint64_t ud = rs_ud_make(RS_OP_SEND, c->gen, c->slot);
+    int ret;
+
     memset(&c->msg, 0, sizeof(c->msg));
     c->msg.msg_iov = &c->iov[c->iovoff];
     c->msg.msg_iovlen = (size_t)(c->iovcnt - c->iovoff);
-    if (rs_ring_sendmsg(&c->w->ring, c->fd, &c->msg, rs_ud_make(RS_OP_SEND, c->gen, c->slot)) < 0) {
-        release_txrefs(c);
+    ret = c->zc ? rs_ring_sendmsg_zc(&c->w->ring, c->fd, &c->msg, ud)
+                : rs_ring_sendmsg(&c->w->ring, c->fd, &c->msg, ud);
+    if (ret < 0) {
+        c->send_failed = true;
         rs_conn_close(c);
+        send_done(c);
         return;
     }
     c->flags |= RS_CONN_F_SENDING;
+    c->send_op = true;
     c->inflight++;
+}
+
+/* The flush is over once its last byte went out (or the send failed) and, for a zero-copy
+ * send, the kernel has said it no longer reads the pages: only then may the queued blocks be
+ * consumed and out[] be reused. */
+static void send_done(struct rs_conn *c)
+{
+    if (c->send_op || c->zc_notifs > 0 || !(c->flags & RS_CONN_F_SENDING))
+        return;
+    release_txrefs(c);
+    c->flags &= ~RS_CONN_F_SENDING;
+    c->iovcnt = 0;
+    c->iovoff = 0;
+    c->outlen = 0;
+    c->send_failed = false;
+    rs_worker_mark_pending(c->w, c);
 }
 
 void rs_conn_on_send(struct rs_conn *c, const struct rs_ring_cqe *cqe)
 {
     size_t n;
 
-    c->flags &= ~RS_CONN_F_SENDING;
     c->inflight--;
-    if (cqe->res < 0 || (c->flags & RS_CONN_F_CLOSING)) {
+    if (cqe->flags & RS_RING_F_NOTIF) {
+        c->zc_notifs--;
+        send_done(c);
+        return;
+    }
+    c->send_op = false;
+    if (cqe->flags & RS_RING_F_MORE) { /* a zero-copy send: its notification follows */
+        c->zc_notifs++;
+        c->inflight++;
+    }
+    if (cqe->res < 0 || (c->flags & RS_CONN_F_CLOSING) || c->send_failed) {
         if (cqe->res < 0 && cqe->res != -EPIPE && cqe->res != -ECONNRESET)
             rs_log_debug("conn %u: send: %s", c->slot, strerror(-cqe->res));
-        release_txrefs(c);
+        c->send_failed = true;
         rs_conn_close(c);
+        send_done(c);
         return;
     }
     /* A short send: skip what went out and send the rest before anything new. */
@@ -552,11 +587,7 @@ void rs_conn_on_send(struct rs_conn *c, const struct rs_ring_cqe *cqe)
         submit_send(c);
         return;
     }
-    release_txrefs(c);
-    c->iovcnt = 0;
-    c->iovoff = 0;
-    c->outlen = 0;
-    rs_worker_mark_pending(c->w, c);
+    send_done(c);
 }
 
 static void flush(struct rs_conn *c)
@@ -575,8 +606,17 @@ static void flush(struct rs_conn *c)
         rs_conn_close(c);
         return;
     }
-    if (c->iovcnt > 0)
+    if (c->iovcnt > 0) {
+        size_t data = 0;
+        unsigned i;
+
+        /* Zero-copy pays only for large payloads (page pinning and a second completion per
+         * send); the threshold is --send-zc-threshold, off by default (perf/RESULTS.md). */
+        for (i = 0; i < c->ntxrefs; i++)
+            data += c->txrefs[i].len;
+        c->zc = c->w->srv->cfg.send_zc_threshold > 0 && data >= c->w->srv->cfg.send_zc_threshold;
         submit_send(c);
+    }
 }
 
 void rs_conn_run(struct rs_conn *c)

@@ -130,6 +130,10 @@ struct rs_conn {
     struct msghdr msg;
     struct rs_txref txrefs[RS_CONN_TXREFS];
     unsigned ntxrefs;
+    unsigned zc_notifs; /* zero-copy notifications still to come for this flush */
+    bool zc;            /* this flush goes by IORING_OP_SENDMSG_ZC */
+    bool send_op;       /* a sendmsg (or its retry after a short send) is in flight */
+    bool send_failed;   /* the flush failed; the conn is closing */
 };
 
 enum {

@@ -48,6 +48,9 @@ static void usage(FILE *f)
             "                         streams the server had to fail) a connection may send\n"
             "                         per 10 s before GOAWAY ENHANCE_YOUR_CALM (default 1000);\n"
             "                         also nghttp2's rapid-reset limit (burst N, N/10 a second)\n"
+            "  --send-zc-threshold BYTES  send with IORING_OP_SENDMSG_ZC when a flush carries\n"
+            "                         at least BYTES of DATA payload; 0 = never (default 0;\n"
+            "                         it cannot win on loopback, see perf/RESULTS.md)\n"
             "  --drain-ms MS          on SIGTERM, time in-flight calls get to finish\n"
             "                         (default 5000)\n"
             "  --log-level LEVEL      error, warn, info or debug (default info)\n"
@@ -180,6 +183,7 @@ int main(int argc, char **argv)
         OPT_IDLE,
         OPT_HANDSHAKE,
         OPT_GLITCH,
+        OPT_SEND_ZC,
         OPT_LOG,
         OPT_HELP,
     };
@@ -196,6 +200,7 @@ int main(int argc, char **argv)
         { "idle-timeout-ms", required_argument, NULL, OPT_IDLE },
         { "handshake-timeout-ms", required_argument, NULL, OPT_HANDSHAKE },
         { "glitch-budget", required_argument, NULL, OPT_GLITCH },
+        { "send-zc-threshold", required_argument, NULL, OPT_SEND_ZC },
         { "log-level", required_argument, NULL, OPT_LOG },
         { "help", no_argument, NULL, OPT_HELP },
         { NULL, 0, NULL, 0 },
@@ -260,6 +265,9 @@ int main(int argc, char **argv)
             ret = parse_size(optarg, 1, 1000000, &v);
             cfg.glitch_budget = (unsigned)v;
             break;
+        case OPT_SEND_ZC:
+            ret = parse_size(optarg, 0, (size_t)1 << 30, &cfg.send_zc_threshold);
+            break;
         case OPT_LOG:
             ret = parse_level(optarg, &level);
             break;
@@ -288,6 +296,11 @@ int main(int argc, char **argv)
     rs_log_set_level(level);
     if (rs_ring_probe(err, sizeof(err)) < 0) {
         fprintf(stderr, "ringstreamd: %s\n", err);
+        return 1;
+    }
+    if (cfg.send_zc_threshold > 0 && rs_ring_has_sendmsg_zc() != 1) {
+        fprintf(stderr, "ringstreamd: --send-zc-threshold needs IORING_OP_SENDMSG_ZC "
+                        "(Linux >= 6.1); use --send-zc-threshold 0\n");
         return 1;
     }
     if (rs_bulk_open(&bulk, data_dir, err, sizeof(err)) < 0) {

@@ -20,6 +20,7 @@ struct rs_config {
     unsigned handshake_ms;    /* close a connection that sent no HTTP/2 frame by then (10000) */
     unsigned glitch_budget;   /* suspicious events per connection per 10 s before GOAWAY
                                * ENHANCE_YOUR_CALM (default 1000) */
+    size_t send_zc_threshold; /* DATA bytes per flush from which sends are zero-copy; 0 = off */
     unsigned drain_ms;        /* graceful shutdown: time in-flight calls get (default 5000) */
 };
 

@@ -218,7 +218,7 @@ def _(srv):
 def _(srv):
     delay_us = 250000
     total = 16 * MiB
-    stage = 512 * KiB   # Put's staging buffer (workers/bulk/bulk.c PUT_STAGE): two of them
+    stage = 512 * KiB   # Put's staging buffer (workers/bulk/put.c PUT_STAGE): two of them
     os.environ["RINGSTREAM_TEST_WRITE_DELAY_US"] = str(delay_us)
     try:
         slow = Server(srv.binary, SERVER_ARGS)

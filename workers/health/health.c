@@ -17,6 +17,7 @@
 #include <pb_encode.h>
 #include "health.pb.h"
 #include "core/log.h"
+#include "proto/pbview.h"
 
 #define STATUS_NONE grpc_health_v1_HealthCheckResponse_ServingStatus_UNKNOWN
 #define SERVING     grpc_health_v1_HealthCheckResponse_ServingStatus_SERVING
@@ -35,23 +36,7 @@ struct rs_health {
     size_t n;
 };
 
-struct view {
-    const uint8_t *p; /* into the message handed to on_message */
-    size_t len;
-};
-
-/* nanopb decode callback: records the field as a view and skips it (stream->state is the read
- * position of a pb_istream_from_buffer() stream, as workers/bulk/bulk.c relies on too). */
-static bool view_cb(pb_istream_t *stream, const pb_field_t *field, void **arg)
-{
-    struct view *v = *arg;
-
-    v->p = stream->state;
-    v->len = stream->bytes_left;
-    return pb_read(stream, NULL, stream->bytes_left);
-}
-
-static bool known(const struct rs_health *h, const struct view *name)
+static bool known(const struct rs_health *h, const struct rs_pb_view *name)
 {
     size_t i;
 
@@ -66,7 +51,7 @@ static bool known(const struct rs_health *h, const struct view *name)
 /* --- both methods ---------------------------------------------------------------------- */
 
 struct hcall {
-    struct view name;                                     /* valid during on_message only */
+    struct rs_pb_view name;                               /* valid during on_message only */
     grpc_health_v1_HealthCheckResponse_ServingStatus due; /* to send; STATUS_NONE: nothing */
     bool finish_after;                                    /* finish OK once |due| is sent */
     bool got;                                             /* the request arrived */
@@ -134,9 +119,8 @@ static bool take_request(struct rs_call *call, struct hcall *hc, const uint8_t *
         return false;
     }
     hc->got = true;
-    hc->name = (struct view){ .len = 0 };
-    req.service.funcs.decode = view_cb;
-    req.service.arg = &hc->name;
+    hc->name = (struct rs_pb_view){ .len = 0 };
+    rs_pb_view_bind(&req.service, &hc->name);
     if (!pb_decode(&s, grpc_health_v1_HealthCheckRequest_fields, &req)) {
         rs_call_finishf(call, RS_GRPC_INVALID_ARGUMENT, "malformed HealthCheckRequest: %s",
                         PB_GET_ERROR(&s));
@@ -252,7 +236,7 @@ struct rs_health *rs_health_new(void)
 
 int rs_health_add(struct rs_health *h, const char *service_name)
 {
-    struct view v;
+    struct rs_pb_view v = { 0 };
     struct health_name *names;
     char *s;
 

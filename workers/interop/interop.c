@@ -26,6 +26,7 @@
 #include <pb_encode.h>
 #include "grpc_testing.pb.h"
 #include "core/list.h"
+#include "proto/pbview.h"
 
 #define ECHO_INITIAL  "x-grpc-test-echo-initial"
 #define ECHO_TRAILING "x-grpc-test-echo-trailing-bin"
@@ -36,18 +37,6 @@
 static const uint8_t zeros[ZERO_BLOCK];
 
 /* --- wire helpers ---------------------------------------------------------------------- */
-
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
 
 static size_t varint_len(uint64_t v)
 {
@@ -66,10 +55,10 @@ size_t rs_interop_payload_head(uint8_t out[RS_INTEROP_PAYLOAD_HEAD_MAX], uint32_
     size_t n;
 
     out[0] = (1u << 3) | PB_WT_STRING;
-    n = 1 + put_varint(out + 1, (uint64_t)blen + size);
+    n = 1 + rs_pb_put_varint(out + 1, (uint64_t)blen + size);
     if (size > 0) {
         out[n] = (2u << 3) | PB_WT_STRING;
-        n += 1 + put_varint(out + n + 1, size);
+        n += 1 + rs_pb_put_varint(out + n + 1, size);
     }
     return n;
 }
@@ -171,29 +160,6 @@ static void on_start_common(struct rs_call *call)
         failf(call, c, RS_GRPC_RESOURCE_EXHAUSTED, "cannot echo %s", ECHO_INITIAL);
 }
 
-struct view {
-    const uint8_t *p; /* into the message handed to on_message */
-    size_t len;
-};
-
-/* nanopb decode callback for a string/bytes field: records a view and skips the bytes. For a
- * stream from pb_istream_from_buffer(), stream->state is the read position (buf_read() in
- * pb_decode.c, unchanged since 0.4.0; tests/unit/test_interop_codec.c pins it). */
-static bool view_cb(pb_istream_t *stream, const pb_field_t *field, void **arg)
-{
-    struct view *v = *arg;
-
-    v->p = stream->state;
-    v->len = stream->bytes_left;
-    return pb_read(stream, NULL, stream->bytes_left);
-}
-
-static void view_bind(pb_callback_t *cb, struct view *v)
-{
-    cb->funcs.decode = view_cb;
-    cb->arg = v;
-}
-
 /* Decodes a request; on failure finishes the call with INVALID_ARGUMENT. */
 static bool decode(struct rs_call *call, struct common *c, const uint8_t *msg, size_t len,
                    const pb_msgdesc_t *fields, void *dst, const char *what)
@@ -222,7 +188,7 @@ static bool compression_ok(struct rs_call *call, struct common *c, bool has,
 
 /* A response_status the client asks to be finished with; |msg| views the request. */
 struct echo_status {
-    struct view msg;
+    struct rs_pb_view msg;
     int32_t code;
     bool set;
 };
@@ -386,7 +352,7 @@ static void simple_on_message(struct rs_call *call, const uint8_t *msg, size_t l
 
     if (!unary_first(call, &u->c))
         goto out;
-    view_bind(&req.response_status.message, &es.msg);
+    rs_pb_view_bind(&req.response_status.message, &es.msg);
     if (!decode(call, &u->c, msg, len, grpc_testing_SimpleRequest_fields, &req, "SimpleRequest") ||
         !compression_ok(call, &u->c, req.has_expect_compressed, &req.expect_compressed,
                         "SimpleRequest"))
@@ -416,12 +382,12 @@ static void input_on_message(struct rs_call *call, const uint8_t *msg, size_t le
 {
     struct unary *u = rs_call_state(call);
     grpc_testing_StreamingInputCallRequest req = grpc_testing_StreamingInputCallRequest_init_zero;
-    struct view body = { .len = 0 };
+    struct rs_pb_view body = { .len = 0 };
 
     if (u->c.finished)
         goto out;
     u->c.got = true;
-    view_bind(&req.payload.body, &body);
+    rs_pb_view_bind(&req.payload.body, &body);
     if (decode(call, &u->c, msg, len, grpc_testing_StreamingInputCallRequest_fields, &req,
                "StreamingInputCallRequest") &&
         compression_ok(call, &u->c, req.has_expect_compressed, &req.expect_compressed,
@@ -488,7 +454,7 @@ static const char *out_parse(const uint8_t *msg, size_t len, struct echo_status 
 
     *es = (struct echo_status){ .set = false };
     /* response_parameters stays unbound: nanopb skips it, rs_interop_next_params reads it. */
-    view_bind(&req.response_status.message, &es->msg);
+    rs_pb_view_bind(&req.response_status.message, &es->msg);
     if (!pb_decode(&s, grpc_testing_StreamingOutputCallRequest_fields, &req))
         return PB_GET_ERROR(&s);
     if (req.response_type != grpc_testing_PayloadType_COMPRESSABLE)

@@ -1,0 +1,95 @@
+/* workers/bulk/bulk_internal.h: what the files of the Bulk service share (bulk.c holds the
+ * helpers, the service table and rs_bulk_open/close; put.c, get.c, echo.c, list.c and unary.c
+ * hold one method each, Stat and Delete together). Not for use outside workers/bulk/.
+ *
+ * |finished| below is the flag of the caller's per-call state that says we called
+ * rs_call_finish(): the helpers that finish the call set it, and later events only release
+ * resources. */
+#ifndef RS_WORKERS_BULK_BULK_INTERNAL_H
+#define RS_WORKERS_BULK_BULK_INTERNAL_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pb.h>
+#include "bulk.pb.h"
+#include "core/call.h"
+#include "proto/pbview.h"
+#include "workers/bulk/bulk.h"
+#include "workers/bulk/store.h"
+
+struct rs_bulk {
+    struct rs_store store;
+    struct rs_service svc;
+    /* TEST-ONLY knob, never for production: RINGSTREAM_TEST_WRITE_DELAY_US (read once in
+     * rs_bulk_open) makes every Put write completion take effect that much later (the stage
+     * stays busy, held messages stay unconsumed), so tests can watch a slow consumer push back
+     * on the client through flow control (tests/e2e/test_backpressure.py). 0: no delay. */
+    uint64_t test_write_delay_ns;
+    struct rs_method methods[6]; /* the service table, copied in by rs_bulk_open */
+};
+
+/* One per method, in put.c, get.c, echo.c, list.c and unary.c; rs_bulk_open lists them. */
+extern const struct rs_method rs_bulk_put_method;
+extern const struct rs_method rs_bulk_get_method;
+extern const struct rs_method rs_bulk_echo_method;
+extern const struct rs_method rs_bulk_stat_method;
+extern const struct rs_method rs_bulk_list_method;
+extern const struct rs_method rs_bulk_delete_method;
+
+/* The store of the service |call| belongs to; borrowed, lives as long as the service. */
+struct rs_store *rs_bulk_call_store(struct rs_call *call);
+/* An on_start for methods with nothing to do before the first message. */
+void rs_bulk_on_start_nothing(struct rs_call *call);
+
+/* --- finishing ------------------------------------------------------------------------- */
+
+/* rs_call_finishf() that also records that the call is finished. */
+__attribute__((format(printf, 4, 5))) void rs_bulk_fail(struct rs_call *call, bool *finished,
+                                                        enum rs_grpc_status status, const char *fmt,
+                                                        ...);
+void rs_bulk_finish_ok(struct rs_call *call, bool *finished);
+/* A failed rs_call_send(); -EAGAIN is the caller's business. */
+void rs_bulk_fail_send(struct rs_call *call, bool *finished, int err);
+/* An error from store.c about object |name| (valid, so safe to print). */
+void rs_bulk_fail_store(struct rs_call *call, bool *finished, int err, const char *doing,
+                        const char *name, size_t len);
+/* A store operation that failed to start or ended with |err|. */
+void rs_bulk_fail_op(struct rs_call *call, bool *finished, int err, const char *doing,
+                     const char *name, size_t len);
+
+/* --- decoding -------------------------------------------------------------------------- */
+
+/* Decodes a whole request with nanopb; its views must already be bound. On failure the call
+ * is finished with INVALID_ARGUMENT. */
+bool rs_bulk_decode(struct rs_call *call, bool *finished, const uint8_t *msg, size_t len,
+                    const pb_msgdesc_t *fields, void *dst, const char *what);
+/* Checks a request's name; on failure finishes the call with INVALID_ARGUMENT. */
+bool rs_bulk_name_ok(struct rs_call *call, bool *finished, const struct rs_pb_view *v,
+                     const char *field);
+
+/* --- encoding -------------------------------------------------------------------------- */
+
+/* Sends one Chunk { data = 1; offset = 2 }, data by reference (rs_call_send copies it into
+ * the send queue). Returns what rs_call_send() returns. */
+int rs_bulk_send_chunk(struct rs_call *call, const uint8_t *data, size_t len, uint64_t offset);
+/* A Chunk whose data lives in a buffer from rs_call_buf_get(). Takes ownership of |buf| when
+ * it returns 0. Returns what rs_call_send_buf() returns. */
+int rs_bulk_send_chunk_buf(struct rs_call *call, void *buf, size_t len, uint64_t offset);
+/* Encodes |m| as an ObjectInfo into |buf|. Returns its length, or 0 (a bug, logged). */
+size_t rs_bulk_encode_info(uint8_t *buf, size_t cap, const struct rs_store_meta *m);
+
+/* The one ObjectInfo a unary call answers with; held while the send queue is full. */
+struct rs_bulk_reply {
+    uint8_t buf[ringstream_v1_ObjectInfo_size];
+    size_t len;
+    bool pending;
+};
+
+/* Sends a pending reply and finishes OK; keeps it pending on -EAGAIN (call again from
+ * on_writable). */
+void rs_bulk_reply_flush(struct rs_call *call, struct rs_bulk_reply *r, bool *finished);
+/* Answers |m| and finishes OK (now, or from on_writable). */
+void rs_bulk_reply_info(struct rs_call *call, struct rs_bulk_reply *r, bool *finished,
+                        const struct rs_store_meta *m);
+
+#endif /* RS_WORKERS_BULK_BULK_INTERNAL_H */

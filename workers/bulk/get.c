@@ -1,0 +1,303 @@
+/* workers/bulk/get.c: Get: downloads an object as a stream of Chunks read ahead on the ring.
+ * How the methods run: workers/bulk/bulk.c. */
+#include "workers/bulk/bulk_internal.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <pb_decode.h>
+#include <pb_encode.h>
+#include "core/log.h"
+#include "workers/bulk/storeop.h"
+
+/* --- Get ------------------------------------------------------------------------------- */
+
+/* Chunks are read ahead into up to GET_READS buffers while the send queue has room for them,
+ * so the next reads overlap the sending of the current chunk; chunks are sent strictly in
+ * object order whatever order their reads complete in. Memory: at most GET_READS chunks. */
+#define CHUNK_DEFAULT  (64u * 1024)
+#define CHUNK_MAX      (1024u * 1024)
+#define CHUNK_OVERHEAD 22 /* Chunk field headers: tag + 10-byte varint, twice */
+#define GET_READS      4
+
+struct get;
+struct get_slot {
+    struct get *g;
+    uint8_t *buf;  /* owned; |chunk| bytes: a pool buffer (|pooled|) or malloc'd */
+    bool pooled;   /* from rs_call_buf_get(): sent by reference, no copy */
+    uint64_t pos;  /* object offset of the chunk */
+    size_t want;   /* bytes of the chunk */
+    size_t filled; /* of them, bytes read so far */
+    bool reading;  /* a pread is in flight */
+};
+
+struct get {
+    struct rs_store_op op;           /* opens the object; in flight while |opening| */
+    struct get_slot slot[GET_READS]; /* a ring of chunks in object order, from |head| */
+    unsigned head;                   /* the slot of the next chunk to send */
+    unsigned nused;                  /* slots holding a chunk (being read or waiting to go) */
+    unsigned nreading;               /* preads in flight */
+    size_t chunk;                    /* effective chunk size */
+    uint64_t next;                   /* object offset of the next chunk to read */
+    uint64_t end;                    /* one past the last byte to send */
+    uint64_t req_offset, req_length, req_chunk; /* from the GetRequest, used once it is open */
+    int fd; /* the object, when has_fd; held so one version is sent */
+    bool has_fd;
+    bool got;     /* the request arrived */
+    bool opening; /* the open is in flight */
+    bool holding; /* the chunk at |head| waits for room in the send queue */
+    bool finished;
+};
+
+static void get_on_read(struct rs_call *call, void *arg, int res);
+
+static void get_release(struct rs_call *call, struct get *g)
+{
+    if (g->opening || g->nreading > 0)
+        return;
+    if (g->has_fd)
+        rs_store_close_fd(call, g->fd);
+    g->has_fd = false;
+    for (unsigned i = 0; i < GET_READS; i++) {
+        if (g->slot[i].pooled)
+            rs_call_buf_put(call, g->slot[i].buf);
+        else
+            free(g->slot[i].buf);
+        g->slot[i].buf = NULL;
+    }
+}
+
+/* Reads what is left of the chunk in |s|. */
+static bool get_read(struct rs_call *call, struct get *g, struct get_slot *s)
+{
+    int ret = rs_call_pread(call, g->fd, s->buf + s->filled, s->want - s->filled,
+                            s->pos + s->filled, get_on_read, s);
+
+    if (ret < 0) {
+        rs_bulk_fail(call, &g->finished, RS_GRPC_RESOURCE_EXHAUSTED,
+                     "no free I/O slot on this worker");
+        return false;
+    }
+    s->reading = true;
+    g->nreading++;
+    return true;
+}
+
+/* Chunks that may be read ahead now: as many as the send queue has room for, at most
+ * GET_READS. A chunk read while the queue is full would only wait in memory, so with no room
+ * nothing is read (an idle queue takes one chunk of any size). */
+static unsigned get_window(const struct rs_call *call, const struct get *g)
+{
+    size_t n = rs_call_send_room(call) / (g->chunk + CHUNK_OVERHEAD + RS_GRPC_PREFIX_LEN);
+
+    if (n == 0 && g->nused == 0 && rs_call_send_idle(call))
+        n = 1;
+    return n > GET_READS ? GET_READS : (unsigned)n;
+}
+
+/* Sends the chunks that are read, in order, then starts the reads the window allows. */
+static void get_pump(struct rs_call *call, struct get *g)
+{
+    /* A slot not reading holds a whole chunk: its short reads were completed first. */
+    while (g->nused > 0 && !g->slot[g->head].reading) {
+        struct get_slot *s = &g->slot[g->head];
+        int ret = s->pooled ? rs_bulk_send_chunk_buf(call, s->buf, s->want, s->pos)
+                            : rs_bulk_send_chunk(call, s->buf, s->want, s->pos);
+
+        if (ret == -EAGAIN) {
+            g->holding = true; /* on_writable resumes */
+            return;
+        }
+        g->holding = false;
+        if (ret < 0) {
+            rs_bulk_fail_send(call, &g->finished, ret);
+            return;
+        }
+        /* The queue has the bytes (a pool buffer went by reference): a stalled client then
+         * costs its queue and no buffer. */
+        if (!s->pooled)
+            free(s->buf);
+        s->buf = NULL;
+        g->head = (g->head + 1) % GET_READS;
+        g->nused--;
+    }
+    if (g->nused == 0 && g->next == g->end) {
+        rs_bulk_finish_ok(call, &g->finished);
+        return;
+    }
+    if (g->next < g->end && g->nused == 0 && get_window(call, g) == 0) {
+        rs_call_want_writable(call); /* read on once the queue drains */
+        return;
+    }
+    while (g->next < g->end && g->nused < get_window(call, g)) {
+        struct get_slot *s = &g->slot[(g->head + g->nused) % GET_READS];
+
+        if (s->buf == NULL) {
+            size_t cap = 0;
+
+            s->buf = rs_call_buf_get(call, &cap);
+            s->pooled = s->buf != NULL && cap >= g->chunk;
+            if (s->buf != NULL && !s->pooled) {
+                rs_call_buf_put(call, s->buf); /* chunks above a pool block go by copy */
+                s->buf = NULL;
+            }
+            if (s->buf == NULL)
+                s->buf = malloc(g->chunk);
+            if (s->buf == NULL && g->nused > 0)
+                return; /* go on with the buffers we have */
+            if (s->buf == NULL) {
+                rs_bulk_fail(call, &g->finished, RS_GRPC_RESOURCE_EXHAUSTED,
+                             "no memory for a %zu-byte chunk", g->chunk);
+                return;
+            }
+        }
+        s->g = g;
+        s->pos = g->next;
+        s->want = g->end - g->next < g->chunk ? (size_t)(g->end - g->next) : g->chunk;
+        s->filled = 0;
+        if (!get_read(call, g, s))
+            return;
+        g->next += s->want;
+        g->nused++;
+    }
+}
+
+static void get_on_read(struct rs_call *call, void *arg, int res)
+{
+    struct get_slot *s = arg;
+    struct get *g = s->g;
+
+    s->reading = false;
+    g->nreading--;
+    if (rs_call_is_done(call)) {
+        get_release(call, g);
+        return;
+    }
+    if (g->finished)
+        return;
+    if (res < 0) {
+        rs_bulk_fail(call, &g->finished, rs_grpc_status_from_errno(res), "reading the object: %s",
+                     strerror(-res));
+        return;
+    }
+    if (res == 0) {
+        rs_bulk_fail(call, &g->finished, RS_GRPC_DATA_LOSS,
+                     "the object is shorter than its recorded size");
+        return;
+    }
+    s->filled += (size_t)res;
+    if (s->filled < s->want)
+        get_read(call, g, s); /* short read: the rest */
+    else if (!g->holding)
+        get_pump(call, g);
+}
+
+/* The object is open (or not): check the range, then start reading. */
+static void get_on_open(struct rs_call *call, struct rs_store_op *op, int res)
+{
+    struct get *g = op->arg;
+    const struct rs_store_meta *m = &op->meta;
+    uint64_t chunk;
+
+    g->opening = false;
+    if (res >= 0) {
+        g->fd = res;
+        g->has_fd = true;
+    }
+    if (rs_call_is_done(call)) {
+        get_release(call, g);
+        return;
+    }
+    if (g->finished)
+        return;
+    if (res < 0) {
+        rs_bulk_fail_op(call, &g->finished, res, "opening", op->want, op->want_len);
+        return;
+    }
+    if (g->req_offset > m->size) {
+        rs_bulk_fail(call, &g->finished, RS_GRPC_OUT_OF_RANGE,
+                     "offset %" PRIu64 " is past the end of \"%s\" (%" PRIu64 " bytes)",
+                     g->req_offset, m->name, m->size);
+        return;
+    }
+    g->next = g->req_offset;
+    g->end = g->req_length == 0 || g->req_length > m->size - g->req_offset
+                     ? m->size
+                     : g->req_offset + g->req_length;
+    chunk = g->req_chunk == 0 ? CHUNK_DEFAULT : g->req_chunk;
+    if (chunk > CHUNK_MAX)
+        chunk = CHUNK_MAX;
+    if (chunk + CHUNK_OVERHEAD > rs_call_max_msg(call)) /* a tiny --max-msg */
+        chunk = rs_call_max_msg(call) > CHUNK_OVERHEAD + 1 ? rs_call_max_msg(call) - CHUNK_OVERHEAD
+                                                           : 1;
+    g->chunk = (size_t)chunk;
+    get_pump(call, g);
+}
+
+static void get_on_message(struct rs_call *call, const uint8_t *msg, size_t len)
+{
+    struct get *g = rs_call_state(call);
+    ringstream_v1_GetRequest req = ringstream_v1_GetRequest_init_zero;
+    struct rs_pb_view name = { 0 };
+    int ret;
+
+    if (g->got || g->finished) {
+        if (!g->finished)
+            rs_bulk_fail(call, &g->finished, RS_GRPC_INVALID_ARGUMENT, "Get takes one GetRequest");
+        rs_call_consume(call);
+        return;
+    }
+    g->got = true;
+    rs_pb_view_bind(&req.name, &name);
+    if (!rs_bulk_decode(call, &g->finished, msg, len, ringstream_v1_GetRequest_fields, &req,
+                        "GetRequest") ||
+        !rs_bulk_name_ok(call, &g->finished, &name, "GetRequest.name"))
+        goto out;
+    g->req_offset = req.offset;
+    g->req_length = req.length;
+    g->req_chunk = req.chunk_size;
+    rs_store_op_init(&g->op, rs_bulk_call_store(call), get_on_open, g);
+    ret = rs_store_op_open(call, &g->op, (const char *)name.p, name.len); /* copies the name */
+    if (ret < 0) {
+        rs_bulk_fail_op(call, &g->finished, ret, "opening", (const char *)name.p, name.len);
+        goto out;
+    }
+    g->opening = true;
+out:
+    rs_call_consume(call);
+}
+
+static void get_on_half_close(struct rs_call *call)
+{
+    struct get *g = rs_call_state(call);
+
+    if (!g->got && !g->finished)
+        rs_bulk_fail(call, &g->finished, RS_GRPC_INVALID_ARGUMENT, "Get needs a GetRequest");
+}
+
+static void get_on_writable(struct rs_call *call)
+{
+    struct get *g = rs_call_state(call);
+
+    /* Either a chunk waits for room (holding) or reading waits for it (rs_call_want_writable). */
+    if (!g->finished && g->has_fd && !g->opening)
+        get_pump(call, g);
+}
+
+static void get_on_done(struct rs_call *call, enum rs_grpc_status status)
+{
+    get_release(call, rs_call_state(call)); /* or the last completion does */
+}
+
+const struct rs_method rs_bulk_get_method = {
+    .path = "/ringstream.v1.Bulk/Get",
+    .state_size = sizeof(struct get),
+    .on_start = rs_bulk_on_start_nothing,
+    .on_message = get_on_message,
+    .on_half_close = get_on_half_close,
+    .on_writable = get_on_writable,
+    .on_done = get_on_done,
+};

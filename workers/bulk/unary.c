@@ -1,0 +1,131 @@
+/* workers/bulk/unary.c: Stat and Delete: one name in, one ObjectInfo or nothing out.
+ * How the methods run: workers/bulk/bulk.c. */
+#include "workers/bulk/bulk_internal.h"
+#include <errno.h>
+#include <string.h>
+#include <pb_decode.h>
+#include <pb_encode.h>
+#include "core/log.h"
+#include "workers/bulk/storeop.h"
+
+/* --- Stat and Delete ------------------------------------------------------------------- */
+
+struct unary {
+    struct rs_bulk_reply reply;
+    struct rs_store_op op; /* the store operation; it cleans up after itself if the call ends */
+    bool got;
+    bool finished;
+};
+
+/* Decodes a request whose only field is the name (StatRequest, DeleteRequest have the same
+ * shape) and checks it. */
+static bool unary_name(struct rs_call *call, struct unary *u, const uint8_t *msg, size_t len,
+                       const pb_msgdesc_t *fields, pb_callback_t *cb, void *req,
+                       struct rs_pb_view *name, const char *what, const char *field)
+{
+    if (u->got) {
+        rs_bulk_fail(call, &u->finished, RS_GRPC_INVALID_ARGUMENT, "%s: one request message only",
+                     what);
+        return false;
+    }
+    u->got = true;
+    rs_pb_view_bind(cb, name);
+    return rs_bulk_decode(call, &u->finished, msg, len, fields, req, what) &&
+           rs_bulk_name_ok(call, &u->finished, name, field);
+}
+
+static void stat_on_op(struct rs_call *call, struct rs_store_op *op, int res)
+{
+    struct unary *u = op->arg;
+
+    if (rs_call_is_done(call) || u->finished)
+        return;
+    if (res < 0)
+        rs_bulk_fail_op(call, &u->finished, res, "reading", op->want, op->want_len);
+    else
+        rs_bulk_reply_info(call, &u->reply, &u->finished, &op->meta);
+}
+
+static void stat_on_message(struct rs_call *call, const uint8_t *msg, size_t len)
+{
+    struct unary *u = rs_call_state(call);
+    ringstream_v1_StatRequest req = ringstream_v1_StatRequest_init_zero;
+    struct rs_pb_view name = { 0 };
+
+    if (!u->finished && unary_name(call, u, msg, len, ringstream_v1_StatRequest_fields, &req.name,
+                                   &req, &name, "StatRequest", "StatRequest.name")) {
+        int ret;
+
+        rs_store_op_init(&u->op, rs_bulk_call_store(call), stat_on_op, u);
+        ret = rs_store_op_stat(call, &u->op, (const char *)name.p, name.len);
+        if (ret < 0)
+            rs_bulk_fail_op(call, &u->finished, ret, "reading", (const char *)name.p, name.len);
+    }
+    rs_call_consume(call);
+}
+
+static void delete_on_op(struct rs_call *call, struct rs_store_op *op, int res)
+{
+    struct unary *u = op->arg;
+
+    if (rs_call_is_done(call) || u->finished)
+        return;
+    if (res == -EBADMSG)
+        rs_bulk_fail(call, &u->finished, RS_GRPC_DATA_LOSS,
+                     "object \"%s\" deleted, but its stored metadata was corrupt", op->want);
+    else if (res < 0)
+        rs_bulk_fail_op(call, &u->finished, res, "deleting", op->want, op->want_len);
+    else
+        rs_bulk_reply_info(call, &u->reply, &u->finished, &op->meta);
+}
+
+static void delete_on_message(struct rs_call *call, const uint8_t *msg, size_t len)
+{
+    struct unary *u = rs_call_state(call);
+    ringstream_v1_DeleteRequest req = ringstream_v1_DeleteRequest_init_zero;
+    struct rs_pb_view name = { 0 };
+
+    if (!u->finished && unary_name(call, u, msg, len, ringstream_v1_DeleteRequest_fields, &req.name,
+                                   &req, &name, "DeleteRequest", "DeleteRequest.name")) {
+        int ret;
+
+        rs_store_op_init(&u->op, rs_bulk_call_store(call), delete_on_op, u);
+        ret = rs_store_op_delete(call, &u->op, (const char *)name.p, name.len);
+        if (ret < 0)
+            rs_bulk_fail_op(call, &u->finished, ret, "deleting", (const char *)name.p, name.len);
+    }
+    rs_call_consume(call);
+}
+
+static void unary_on_half_close(struct rs_call *call)
+{
+    struct unary *u = rs_call_state(call);
+
+    if (!u->got && !u->finished)
+        rs_bulk_fail(call, &u->finished, RS_GRPC_INVALID_ARGUMENT, "missing request message");
+}
+
+static void unary_on_writable(struct rs_call *call)
+{
+    struct unary *u = rs_call_state(call);
+
+    rs_bulk_reply_flush(call, &u->reply, &u->finished);
+}
+
+const struct rs_method rs_bulk_stat_method = {
+    .path = "/ringstream.v1.Bulk/Stat",
+    .state_size = sizeof(struct unary),
+    .on_start = rs_bulk_on_start_nothing,
+    .on_message = stat_on_message,
+    .on_half_close = unary_on_half_close,
+    .on_writable = unary_on_writable,
+};
+
+const struct rs_method rs_bulk_delete_method = {
+    .path = "/ringstream.v1.Bulk/Delete",
+    .state_size = sizeof(struct unary),
+    .on_start = rs_bulk_on_start_nothing,
+    .on_message = delete_on_message,
+    .on_half_close = unary_on_half_close,
+    .on_writable = unary_on_writable,
+};

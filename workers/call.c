@@ -189,7 +189,17 @@ void rs_call_route(struct rs_call *call)
     const struct rs_method *m;
 
     if (call->flags & RS_CALL_F_FAILED) {
-        http_answer(call, "431", "request header fields too large\n", NULL);
+        /* The header list passed SETTINGS_MAX_HEADER_LIST_SIZE: a gRPC client gets a status it
+         * can show, anything else 431. */
+        if (strcmp(method, "POST") == 0 && grpc_content_type(call->content_type)) {
+            call->route = RS_ROUTE_GRPC;
+            call->flags |= RS_CALL_F_MSG_DRAIN;
+            rs_call_finishf(call, RS_GRPC_RESOURCE_EXHAUSTED,
+                            "request metadata larger than %u bytes (SETTINGS_MAX_HEADER_LIST_SIZE)",
+                            srv->cfg.max_header_list);
+        } else {
+            http_answer(call, "431", "request header fields too large\n", NULL);
+        }
         return;
     }
     if (strcmp(path, "/") == 0 || strcmp(path, "/healthz") == 0) {

@@ -28,10 +28,10 @@ enum rs_op {
 };
 
 #define RS_CONN_IOV     128 /* iovecs gathered into one sendmsg */
-#define RS_CONN_OUTBUF  (64 * 1024)
+#define RS_CONN_OUTBUF  ((size_t)64 * 1024)
 #define RS_CONN_TXREFS  64 /* DATA frames referenced by one sendmsg */
 #define RS_RECV_BUFS    64
-#define RS_RECV_BUFSIZE (64 * 1024)
+#define RS_RECV_BUFSIZE ((size_t)64 * 1024)
 #define RS_BUF_HEADROOM 64 /* room before a zero-copy buffer for its message's headers */
 #define RS_POOL_BLOCK   (64 * 1024 + RS_BUF_HEADROOM)
 

@@ -213,7 +213,7 @@ int main(int argc, char **argv)
     struct rs_health *health = NULL;
     char err[512], addr[128];
     sigset_t sigs;
-    size_t v;
+    size_t v = 0;
     int opt, sig, ret;
 
     rs_config_defaults(&cfg);

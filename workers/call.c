@@ -127,21 +127,36 @@ static void http_answer(struct rs_call *call, const char *status, const char *bo
 
 /* grpc-timeout expired: the client is told DEADLINE_EXCEEDED (trailers, then RST_STREAM
  * CANCEL), the handler through on_done. */
+#define RS_DEADLINE_GRACE_NS (200 * 1000000ull)
+
+/* The grace after a deadline is over and the stream still stands: the client is not reading
+ * what is queued ahead of the trailers, so reset it. */
+static void on_deadline_grace(struct rs_call *call, void *arg, int res)
+{
+    if (res != 0 || (call->flags & (RS_CALL_F_DONE | RS_CALL_F_CLOSED)))
+        return;
+    nghttp2_submit_rst_stream(h2_of(call), NGHTTP2_FLAG_NONE, call->stream_id, NGHTTP2_CANCEL);
+    rs_worker_mark_pending(call->conn->w, call->conn);
+}
+
 static void on_deadline(struct rs_call *call, void *arg, int res)
 {
     if (res != 0 || (call->flags & (RS_CALL_F_DONE | RS_CALL_F_CLOSED)))
         return;
     call->flags |= RS_CALL_F_DEADLINE;
-    if (call->flags & RS_CALL_F_FINISHED) {
-        /* Trailers are queued behind data the client is not reading: reset now. */
-        nghttp2_submit_rst_stream(h2_of(call), NGHTTP2_FLAG_NONE, call->stream_id, NGHTTP2_CANCEL);
+    if ((call->flags & RS_CALL_F_FINISHED) && !(call->flags & RS_CALL_F_TRAILERS)) {
+        /* The trailers are not out yet: they report the deadline instead. */
         call->status = RS_GRPC_DEADLINE_EXCEEDED;
-        rs_worker_mark_pending(call->conn->w, call->conn);
-        return;
-    }
-    rs_call_finish(call, RS_GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
-    if (rs_chunkq_used(&call->txq) > call->tx_framed)
-        nghttp2_submit_rst_stream(h2_of(call), NGHTTP2_FLAG_NONE, call->stream_id, NGHTTP2_CANCEL);
+        free(call->status_msg);
+        call->status_msg = strdup("deadline exceeded");
+    } else if (!(call->flags & RS_CALL_F_FINISHED))
+        rs_call_finish(call, RS_GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
+    /* With nothing queued the trailers go now and RST_STREAM(CANCEL) follows them
+     * (on_frame_send). Queued data goes first, so a reading client still gets the status in
+     * the trailers, not a bare reset; one that does not read is reset after a short grace. */
+    if (rs_chunkq_used(&call->txq) > 0 &&
+        rs_call_timer(call, RS_DEADLINE_GRACE_NS, on_deadline_grace, NULL) < 0)
+        on_deadline_grace(call, NULL, 0);
 }
 
 static const struct rs_method *find_method(const struct rs_server *srv, const char *path,

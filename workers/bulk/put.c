@@ -155,6 +155,18 @@ static void put_release(struct rs_call *call, struct put *p)
     p->stage[1].buf = NULL;
 }
 
+/* Where every completion starts: counts it in, releases the Put once the call is over.
+ * Returns true while the Put goes on. */
+static bool put_step(struct rs_call *call, struct put *p)
+{
+    p->inflight--;
+    if (rs_call_is_done(call)) {
+        put_release(call, p);
+        return false;
+    }
+    return !p->finished;
+}
+
 static void put_on_create(struct rs_call *call, struct rs_store_op *op, int res);
 static void put_write(struct rs_call *call, struct put *p, struct put_stage *s);
 static void put_drain(struct rs_call *call, struct put *p);
@@ -420,12 +432,7 @@ static void put_on_meta(struct rs_call *call, struct rs_store_op *op, int res)
 {
     struct put *p = op->arg;
 
-    p->inflight--;
-    if (rs_call_is_done(call)) {
-        put_release(call, p);
-        return;
-    }
-    if (p->finished)
+    if (!put_step(call, p))
         return;
     if (res < 0) {
         rs_bulk_fail_store(call, &p->finished, res, "storing metadata of", p->meta.name,
@@ -545,12 +552,7 @@ static void put_on_fsync(struct rs_call *call, void *arg, int res)
     struct put *p = arg;
     int ret;
 
-    p->inflight--;
-    if (rs_call_is_done(call)) {
-        put_release(call, p);
-        return;
-    }
-    if (p->finished)
+    if (!put_step(call, p))
         return;
     if (res < 0) {
         rs_bulk_fail(call, &p->finished, rs_grpc_status_from_errno(res), "syncing \"%s\": %s",
@@ -570,12 +572,7 @@ static void put_on_publish(struct rs_call *call, struct rs_store_op *op, int res
 {
     struct put *p = op->arg;
 
-    p->inflight--;
-    if (rs_call_is_done(call)) {
-        put_release(call, p);
-        return;
-    }
-    if (p->finished)
+    if (!put_step(call, p))
         return;
     if (res == -EEXIST) {
         rs_bulk_fail(
@@ -601,12 +598,7 @@ static void put_on_dirsync(struct rs_call *call, void *arg, int res)
 {
     struct put *p = arg;
 
-    p->inflight--;
-    if (rs_call_is_done(call)) {
-        put_release(call, p);
-        return;
-    }
-    if (p->finished)
+    if (!put_step(call, p))
         return;
     if (res < 0) {
         rs_log_error("bulk: object \"%s\" published but syncing objects/ failed: %s", p->meta.name,

@@ -40,6 +40,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
+#include "proto/pbview.h"
 #include <unistd.h>
 
 #define KiB              1024u
@@ -227,18 +228,6 @@ static int64_t pattern_check(const uint8_t *p, uint64_t off, size_t len)
 }
 
 /* ---- protobuf bits ---------------------------------------------------------------------- */
-
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
 
 static size_t varint_len(uint64_t v)
 {
@@ -511,7 +500,7 @@ static void gen_data_message(struct stream *st, unsigned field)
     p = st->obuf;
     prefix_write(p, (uint32_t)(hl + n));
     p[PREFIX] = (uint8_t)(field << 3 | 2);
-    put_varint(p + PREFIX + 1, n);
+    rs_pb_put_varint(p + PREFIX + 1, n);
     pattern_fill(p + PREFIX + hl, st->gen, n);
     EVP_DigestUpdate(st->tx_sha, p + PREFIX + hl, n);
     st->gen += n;
@@ -531,11 +520,11 @@ static size_t encode_put_header(uint8_t *out, const char *name, uint64_t size, c
     size_t hn = 0, nl = strlen(name), n;
 
     hdr[hn++] = 1 << 3 | 2; /* PutHeader.name */
-    hn += put_varint(hdr + hn, nl);
+    hn += rs_pb_put_varint(hdr + hn, nl);
     memcpy(hdr + hn, name, nl);
     hn += nl;
     hdr[hn++] = 2 << 3 | 0; /* size */
-    hn += put_varint(hdr + hn, size);
+    hn += rs_pb_put_varint(hdr + hn, size);
     if (sha != NULL) {
         hdr[hn++] = 3 << 3 | 2; /* sha256 */
         hdr[hn++] = SHA_LEN;
@@ -545,7 +534,7 @@ static size_t encode_put_header(uint8_t *out, const char *name, uint64_t size, c
     hdr[hn++] = 4 << 3 | 0; /* overwrite */
     hdr[hn++] = 1;
     out[PREFIX] = 1 << 3 | 2; /* PutRequest.header */
-    n = PREFIX + 1 + put_varint(out + PREFIX + 1, hn);
+    n = PREFIX + 1 + rs_pb_put_varint(out + PREFIX + 1, hn);
     memcpy(out + n, hdr, hn);
     n += hn;
     prefix_write(out, (uint32_t)(n - PREFIX));
@@ -942,7 +931,7 @@ static struct stream *submit_stat(struct conn *c, const char *name)
     size_t n = 0, nl = strlen(name);
 
     m[n++] = 1 << 3 | 2;
-    n += put_varint(m + n, nl);
+    n += rs_pb_put_varint(m + n, nl);
     memcpy(m + n, name, nl);
     n += nl;
     snprintf(st->name, sizeof(st->name), "%s", name);
@@ -958,12 +947,12 @@ static struct stream *submit_get(struct conn *c, const char *name)
     size_t n = 0, nl = strlen(name);
 
     m[n++] = 1 << 3 | 2;
-    n += put_varint(m + n, nl);
+    n += rs_pb_put_varint(m + n, nl);
     memcpy(m + n, name, nl);
     n += nl;
     if (opt.get_chunk > 0) {
         m[n++] = 4 << 3 | 0;
-        n += put_varint(m + n, opt.get_chunk);
+        n += rs_pb_put_varint(m + n, opt.get_chunk);
     }
     snprintf(st->name, sizeof(st->name), "%s", name);
     stream_set_request(st, m, n);

@@ -362,7 +362,7 @@ static int submit_response_headers(struct rs_call *call)
     nva[n++] = (nghttp2_nv)MAKE_NV(":status", "200", 3);
     nva[n++] = (nghttp2_nv)MAKE_NV("content-type", "application/grpc", 16);
     nva[n++] = (nghttp2_nv)MAKE_NV("grpc-accept-encoding", "identity,gzip", 13);
-    if (call->resp_gzip)
+    if (call->accept_gzip)
         nva[n++] = (nghttp2_nv)MAKE_NV("grpc-encoding", "gzip", 4);
     for (i = 0; i < call->nresp_meta && n < sizeof(nva) / sizeof(nva[0]); i++)
         nva[n++] =
@@ -476,10 +476,6 @@ static int queue_prefix_and(struct rs_call *call, const struct iovec *iov, int i
 static int queued(struct rs_call *call)
 {
     if (!(call->flags & RS_CALL_F_RESP_SUBMITTED)) {
-        /* The encoding is declared once, in the response headers, before the handler has said
-         * which messages it compresses: declare gzip whenever the client takes it. A message
-         * sent plain under grpc-encoding gzip simply has its compressed flag clear. */
-        call->resp_gzip = call->accept_gzip;
         if (submit_response_headers(call) != 0)
             return -ENOMEM;
     }
@@ -509,9 +505,9 @@ int rs_call_send_ex(struct rs_call *call, const struct iovec *iov, int iovcnt, u
         call->flags |= RS_CALL_F_WANT_WRITABLE;
         return -EAGAIN;
     }
-    if (!(call->flags & RS_CALL_F_RESP_SUBMITTED))
-        call->resp_gzip = call->accept_gzip;
-    compress = (flags & RS_CALL_SEND_COMPRESS) && call->resp_gzip;
+    /* The response headers declare gzip whenever the client takes it, before the handler has
+     * said which messages it compresses; a message sent plain just has its flag clear. */
+    compress = (flags & RS_CALL_SEND_COMPRESS) && call->accept_gzip;
     if (compress) {
         ret = rs_gzip_deflate(iov, iovcnt, &zbuf, &zlen);
         if (ret < 0)

@@ -171,7 +171,6 @@ struct rs_call {
     uint8_t *inflated;         /* owned: the decompressed message with the handler, or NULL */
     bool req_gzip;             /* grpc-encoding: gzip on the request */
     bool accept_gzip;          /* grpc-accept-encoding lists gzip */
-    bool resp_gzip;            /* response headers declared grpc-encoding: gzip */
     bool last_compressed;      /* the message with the handler arrived compressed */
     struct rs_list link;       /* in conn->calls */
     struct rs_list ready_link; /* in conn->ready while it has work */

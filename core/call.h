@@ -126,6 +126,20 @@ void rs_call_finish(struct rs_call *call, enum rs_grpc_status status, const char
 void rs_call_finishf(struct rs_call *call, enum rs_grpc_status status, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 
+/* A handler that is about to make its work visible (publish an upload, apply a delete) brackets
+ * that step so that what it did and the status the client is told always agree:
+ *
+ * rs_call_commit_begin() returns 0 when the call is still open, or -ECANCELED when the core has
+ * already ended it (deadline, client reset, drain timeout, transport failure, or an earlier
+ * rs_call_finish): the handler must then abandon the step and change nothing. After 0, the core
+ * no longer ends the call on its own for a deadline: an expiry during the commit is deferred,
+ * and the status the handler gives rs_call_finish() is what the client gets (the work was done
+ * or was not). rs_call_finish() ends the commit. A client reset during the commit still closes
+ * the stream (the client chose not to hear the outcome); on_done follows as usual. */
+int rs_call_commit_begin(struct rs_call *call);
+/* True between a successful rs_call_commit_begin() and the rs_call_finish() that ends it. */
+bool rs_call_committing(const struct rs_call *call);
+
 /* True once on_done has been called (or is running). */
 bool rs_call_is_done(const struct rs_call *call);
 

@@ -143,6 +143,11 @@ static void on_deadline(struct rs_call *call, void *arg, int res)
 {
     if (res != 0 || (call->flags & (RS_CALL_F_DONE | RS_CALL_F_CLOSED)))
         return;
+    if (call->flags & RS_CALL_F_COMMIT) {
+        /* The handler is making its work visible: its own status will say whether it did. */
+        call->flags |= RS_CALL_F_DEADLINE_OWED;
+        return;
+    }
     call->flags |= RS_CALL_F_DEADLINE;
     if ((call->flags & RS_CALL_F_FINISHED) && !(call->flags & RS_CALL_F_TRAILERS)) {
         /* The trailers are not out yet: they report the deadline instead. */
@@ -620,6 +625,7 @@ void rs_call_finish(struct rs_call *call, enum rs_grpc_status status, const char
 
     if (call->flags & (RS_CALL_F_FINISHED | RS_CALL_F_CLOSED | RS_CALL_F_DONE))
         return;
+    call->flags &= ~(RS_CALL_F_COMMIT | RS_CALL_F_DEADLINE_OWED);
     call->flags |= RS_CALL_F_FINISHED | RS_CALL_F_MSG_DRAIN;
     call->status = status;
     if (msg != NULL && msg[0] != '\0') {
@@ -819,6 +825,20 @@ bool rs_call_msg_was_compressed(const struct rs_call *call)
 bool rs_call_server_draining(const struct rs_call *call)
 {
     return (call->conn->w->flags & RS_WORKER_F_DRAINING) != 0;
+}
+
+int rs_call_commit_begin(struct rs_call *call)
+{
+    if (call->flags & (RS_CALL_F_FINISHED | RS_CALL_F_CLOSED | RS_CALL_F_DONE |
+                       RS_CALL_F_DEADLINE | RS_CALL_F_FAILED))
+        return -ECANCELED;
+    call->flags |= RS_CALL_F_COMMIT;
+    return 0;
+}
+
+bool rs_call_committing(const struct rs_call *call)
+{
+    return (call->flags & RS_CALL_F_COMMIT) != 0;
 }
 
 bool rs_call_is_done(const struct rs_call *call)

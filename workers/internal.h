@@ -219,6 +219,8 @@ enum {
     RS_CALL_F_DEADLINE = 1u << 15,      /* grpc-timeout expired */
     RS_CALL_F_DRAIN = 1u << 16,         /* on_drain is owed */
     RS_CALL_F_DRAINED = 1u << 17,       /* on_drain delivered */
+    RS_CALL_F_COMMIT = 1u << 18,        /* the handler is committing: no core-made finish */
+    RS_CALL_F_DEADLINE_OWED = 1u << 19, /* the deadline expired during the commit */
 };
 
 /* worker.c */

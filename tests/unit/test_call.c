@@ -279,6 +279,92 @@ static void metadata_after_trailers_is_refused(void)
     stop();
 }
 
+/* ---- the stream state machine ------------------------------------------------------- */
+
+static unsigned starts, dones;
+static enum rs_grpc_status done_status;
+
+static void count_start(struct rs_call *c)
+{
+    starts++;
+}
+
+static void count_done(struct rs_call *c, enum rs_grpc_status st)
+{
+    dones++;
+    done_status = st;
+}
+
+static const struct rs_method counting = { .path = "/t.S/M",
+                                           .on_start = count_start,
+                                           .on_done = count_done };
+
+static void start_counting(void)
+{
+    start(0);
+    starts = dones = 0;
+    done_status = RS_GRPC_UNKNOWN;
+    call->method = &counting;
+    rs_stream_run(call); /* on_start */
+    CU_ASSERT_EQUAL(starts, 1);
+}
+
+static void finished_call_reports_its_status_once(void)
+{
+    start_counting();
+    rs_call_finish(call, RS_GRPC_NOT_FOUND, "gone");
+    CU_ASSERT_EQUAL(call->state, RS_STREAM_TRAILERS_SENT);
+    rs_call_finish(call, RS_GRPC_OK, NULL); /* ignored: the status is final */
+    pump();
+    rs_stream_close(call);
+    CU_ASSERT_EQUAL(call->state, RS_STREAM_CLOSED);
+    CU_ASSERT_FALSE(rs_call_is_done(call));
+    rs_stream_run(call);
+    rs_stream_run(call);
+    CU_ASSERT_TRUE(rs_call_is_done(call));
+    CU_ASSERT_EQUAL(dones, 1);
+    CU_ASSERT_EQUAL(done_status, RS_GRPC_NOT_FOUND);
+    CU_ASSERT_EQUAL(starts, 1);
+    stop();
+}
+
+static void reset_before_trailers_is_cancelled(void)
+{
+    struct iovec msg = { (void *)"x", 1 };
+
+    start_counting();
+    CU_ASSERT_EQUAL(rs_call_send(call, &msg, 1), 0);
+    rs_call_finish(call, RS_GRPC_OK, NULL);
+    CU_ASSERT_EQUAL(call->state, RS_STREAM_FINISHED); /* the message goes before the trailers */
+    rs_stream_close(call);                            /* the client reset the stream */
+    rs_stream_run(call);
+    CU_ASSERT_EQUAL(dones, 1);
+    CU_ASSERT_EQUAL(done_status, RS_GRPC_CANCELLED);
+    CU_ASSERT_EQUAL(rs_call_send(call, &msg, 1), -ECANCELED);
+    CU_ASSERT_EQUAL(rs_call_commit_begin(call), -ECANCELED);
+    CU_ASSERT_EQUAL(rs_call_add_metadata(call, "x-a", "b", 1), -EALREADY);
+    stop();
+}
+
+static void done_call_is_reaped_only_when_nothing_holds_it(void)
+{
+    start_counting();
+    rs_stream_close(call);
+    call->refs = 1; /* an I/O request still in flight */
+    rs_stream_run(call);
+    CU_ASSERT_TRUE(rs_call_is_done(call));
+    CU_ASSERT_FALSE(rs_stream_reapable(call));
+    CU_ASSERT_FALSE(rs_stream_maybe_reap(call));
+    call->refs = 0;
+    call->tx_framed = 5; /* bytes referenced by a sendmsg in flight */
+    CU_ASSERT_FALSE(rs_stream_reapable(call));
+    call->tx_framed = 0;
+    CU_ASSERT_TRUE(rs_stream_maybe_reap(call));
+    CU_ASSERT_TRUE(rs_list_linked(&conn.pending_link)); /* its rs_conn_run() will reap it */
+    CU_ASSERT_EQUAL(dones, 1);
+    stop();
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -289,6 +375,10 @@ int main(void)
           bounded_by_client_max_header_list },
         { "metadata bounded without a client setting", bounded_without_client_setting },
         { "metadata after the trailers is refused", metadata_after_trailers_is_refused },
+        { "a finished call reports its status once", finished_call_reports_its_status_once },
+        { "a reset before the trailers is CANCELLED", reset_before_trailers_is_cancelled },
+        { "a done call is reaped only when nothing holds it",
+          done_call_is_reaped_only_when_nothing_holds_it },
         CU_TEST_INFO_NULL,
     };
     CU_SuiteInfo suites[] = {

@@ -126,7 +126,8 @@ static bool id_skipped(const struct rs_conn *c, int32_t id)
  * RST_STREAM must be ignored, RFC 9113 5.1). Records the skipped ids of a new stream id. */
 static bool headers_id_invalid(struct rs_conn *c, nghttp2_session *h2, int32_t id)
 {
-    int32_t next = c->last_begun_id == 0 ? 1 : c->last_begun_id + 2;
+    /* the id a client counting up by two would use next; 64-bit: last may be 2^31-1 */
+    int64_t next = c->last_begun_id == 0 ? 1 : (int64_t)c->last_begun_id + 2;
 
     if (nghttp2_session_find_stream(h2, id) != NULL)
         return false; /* trailers, or a stream nghttp2 still knows */
@@ -134,7 +135,7 @@ static bool headers_id_invalid(struct rs_conn *c, nghttp2_session *h2, int32_t i
         return true;
     if (id > c->last_begun_id) {
         if (id > next) {
-            c->idgaps[c->nidgaps % 8] = (struct rs_idgap){ next, id - 2 };
+            c->idgaps[c->nidgaps % 8] = (struct rs_idgap){ (int32_t)next, id - 2 };
             c->nidgaps++;
         }
         c->last_begun_id = id;

@@ -281,6 +281,8 @@ def lower_stream_case(first, bad):
 
 run.case("HEADERS on unused stream 1 after stream 3 (x%d)" % REPEAT)(lower_stream_case(3, 1))
 run.case("HEADERS on unused stream 5 after stream 9 (x%d)" % REPEAT)(lower_stream_case(9, 5))
+run.case("HEADERS on unused stream 7 after stream 2^31-1 (x%d)" % REPEAT)(
+    lower_stream_case(0x7fffffff, 7))
 run.case("HEADERS on even stream 2 (x%d)" % REPEAT)(lower_stream_case(1, 2))
 
 

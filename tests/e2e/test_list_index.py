@@ -36,7 +36,7 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Bulk, CaseFailure, TestRun, check, check_eq, free_port,  # noqa: E402
-                     SANITIZER_PATTERNS)
+                     pb2, SANITIZER_PATTERNS)
 
 MiB = 1024 * 1024
 FIRST_RESULT_BOUND_S = 0.100  # the issue's bound for List of 1,000,000 objects
@@ -272,9 +272,10 @@ def _(srv):
 
 # --- crash ----------------------------------------------------------------------------------
 
-def churn(address, seconds, acked_puts, acked_deletes, attempted, stop):
+def churn(address, rnd_no, seconds, acked_puts, acked_deletes, tried_deletes, attempted, stop):
     """Puts and Deletes from 4 threads until |stop| or |seconds|; records what was answered OK."""
     lock = threading.Lock()
+    pb2()  # generated once here, not by four threads at once
 
     def worker(t):
         b = Bulk(chan(address))
@@ -283,7 +284,7 @@ def churn(address, seconds, acked_puts, acked_deletes, attempted, stop):
         end = time.monotonic() + seconds
         while not stop.is_set() and time.monotonic() < end and i < 100000:
             i += 1
-            name = "c/%d/%05d" % (t, i)
+            name = "c/%d/%d/%05d" % (rnd_no, t, i)
             with lock:
                 attempted.add(name)
             try:
@@ -291,7 +292,9 @@ def churn(address, seconds, acked_puts, acked_deletes, attempted, stop):
                 with lock:
                     acked_puts.append(name)
                 if rnd.random() < 0.4:
-                    victim = "c/%d/%05d" % (t, rnd.randrange(1, i + 1))
+                    victim = "c/%d/%d/%05d" % (rnd_no, t, rnd.randrange(1, i + 1))
+                    with lock:
+                        tried_deletes.add(victim)
                     b.delete(victim, timeout=10)
                     with lock:
                         acked_deletes.append(victim)
@@ -306,7 +309,7 @@ def churn(address, seconds, acked_puts, acked_deletes, attempted, stop):
     return ts
 
 
-def check_agreement(address, attempted, acked_puts, acked_deletes, what):
+def check_agreement(address, attempted, acked_puts, acked_deletes, tried_deletes, what):
     b = Bulk(chan(address))
     listed = [o.name for o in b.list("c/", timeout=120)]
     check_eq(listed, byte_sorted(set(listed)), "%s: List order, no duplicates" % what)
@@ -319,10 +322,11 @@ def check_agreement(address, attempted, acked_puts, acked_deletes, what):
             check(e.code() == grpc.StatusCode.NOT_FOUND, "%s: Stat %s: %s" % (what, n, e.code()))
     check_eq(set(listed) - found, set(), "%s: listed but Stat finds nothing" % what)
     check_eq(found - set(listed), set(), "%s: Stat finds them but List misses them" % what)
-    # Deletes pick victims among their own thread's earlier names, so a name acknowledged as
-    # deleted is never put again: it must be gone, and every other acknowledged Put listed.
+    # Deletes pick victims among their own thread's earlier names of the round, so a name acknowledged as
+    # deleted is never put again: it must be gone, and every acknowledged Put no Delete was
+    # sent for must be listed.
     deleted = set(acked_deletes)
-    missing = [n for n in acked_puts if n not in deleted and n not in found]
+    missing = [n for n in acked_puts if n not in tried_deletes and n not in found]
     check_eq(missing, [], "%s: acknowledged Puts missing" % what)
     check_eq(deleted & found, set(), "%s: acknowledged Deletes still there" % what)
     return len(listed)
@@ -332,11 +336,12 @@ def check_agreement(address, attempted, acked_puts, acked_deletes, what):
 def _(srv):
     with Workspace() as ws:
         d = ws.daemon(run.args.server)
-        attempted, acked_puts, acked_deletes = set(), [], []
+        attempted, acked_puts, acked_deletes, tried_deletes = set(), [], [], set()
         for rnd in range(3):
             d.start()
             stop = threading.Event()
-            ts = churn(d.address, 30, acked_puts, acked_deletes, attempted, stop)
+            ts = churn(d.address, rnd, 30, acked_puts, acked_deletes, tried_deletes, attempted,
+                       stop)
             time.sleep(1.0 + 0.7 * rnd)  # kill at a different moment each round
             d.kill9()
             stop.set()
@@ -346,7 +351,7 @@ def _(srv):
             d.start()
             check_eq(d.log_text().count("rebuilt from objects/ (no clean-stop marker)"),
                      rebuilds + 1, "rebuild lines after kill -9 and restart")
-            n = check_agreement(d.address, attempted, acked_puts, acked_deletes,
+            n = check_agreement(d.address, attempted, acked_puts, acked_deletes, tried_deletes,
                                 "round %d" % rnd)
             check(len(acked_puts) > 0, "no Put was acknowledged before the kill")
             print("      round %d: %d puts, %d deletes acknowledged, %d listed"
@@ -359,7 +364,7 @@ def _(srv):
         d.start()
         check_eq(d.log_text().count("opened after a clean stop"), before + 1,
                  "start after a clean stop opened the index without a rebuild")
-        check_agreement(d.address, attempted, acked_puts, acked_deletes, "after clean restart")
+        check_agreement(d.address, attempted, acked_puts, acked_deletes, tried_deletes, "after clean restart")
         d.stop()
 
 

@@ -573,6 +573,8 @@ static void put_on_publish(struct rs_call *call, struct rs_store_op *op, int res
 {
     struct put *p = op->arg;
 
+    if (res == 0) /* published: list it even if the call has ended meanwhile */
+        rs_index_add(rs_bulk_call_index(call), p->meta.name, p->meta.name_len);
     if (!put_step(call, p))
         return;
     if (res == -EEXIST) {
@@ -586,7 +588,6 @@ static void put_on_publish(struct rs_call *call, struct rs_store_op *op, int res
         rs_bulk_fail_op(call, &p->finished, res, "publishing", p->meta.name, p->meta.name_len);
         return;
     }
-    rs_index_add(rs_bulk_call_index(call), p->meta.name, p->meta.name_len); /* logs failures */
     /* The new name is durable once objects/ itself is synced. */
     if (rs_call_fsync(call, rs_store_dirfd(rs_bulk_call_store(call)), put_on_dirsync, p) < 0) {
         rs_bulk_fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED,

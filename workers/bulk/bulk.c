@@ -16,9 +16,9 @@
  * frees what the I/O uses only once on_done has run and the last completion has arrived.
  * |finished| in a state means we called rs_call_finish(): later events only release resources.
  * What still runs on the worker thread: List's reads of the name index and a publish's one
- * index write (LMDB, page-cache only, see index.c), fcntl to clear O_DIRECT and posix_fadvise
- * (flags on an open file, never I/O), and a close() or unlinkat() only as the fallback when no ring
- * slot is free. */
+ * index write (LMDB, page cache only, see index.c), fcntl to clear O_DIRECT and posix_fadvise
+ * (flags on an open file, never I/O), and a close() or unlinkat() only as the fallback when no
+ * ring slot is free. */
 #include "workers/bulk/bulk_internal.h"
 #include <errno.h>
 #include <inttypes.h>

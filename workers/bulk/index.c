@@ -28,15 +28,16 @@
  * - Reads (List): LMDB reads are loads from its read-only map: page-cache reads, as allowed.
  * - rs_index_add() (a publish) runs on the worker: one write transaction with MDB_NOSYNC. It
  *   never fsyncs; its commit is a pwritev of the few dirty pages (whole pages, so no read
- *   before write) and a pwrite of the meta page into the page cache: 24 us per add measured
- *   by perf/index_add on a loaded 2-core VM (1M names), against ~1.2 ms of server CPU per
- *   small Put (its data and directory fsyncs), so within the noise of perf/put_small.py. We accept
- * these two buffered writes on the worker rather than a thread hop, because the Put must not be
- * answered before its name is listed (a client's Put then List must see it) and core/call.h has no
- * way to wake a call from another thread; they block only under the kernel's dirty-page throttling,
- * which then slows every writer, Puts' data writes included. MDB_WRITEMAP would save the pwrites,
- * but a page fault on a sparse map at ENOSPC is SIGBUS: a full disk must fail an index write
- *   (logged, index marked broken, List UNAVAILABLE until a restart rebuilds), not the process.
+ *   before write) and a pwrite of the meta page, both into the page cache: 24 us per add
+ *   measured by perf/index_add on a loaded 2-core VM (1M names), against ~1.2 ms of server
+ *   CPU per small Put (its data and directory fsyncs), within the noise of
+ *   perf/put_small.py. We accept these two buffered writes on the worker rather than a thread
+ *   hop because the Put must not be answered before its name is listed (Put then List must
+ *   see it) and core/call.h has no way to wake a call from another thread; they block only
+ *   under the kernel's dirty-page throttling, which then slows every writer, the Puts' data
+ *   writes included. MDB_WRITEMAP would save the pwrites, but a page fault on a sparse map at
+ *   ENOSPC is SIGBUS: a full disk must fail an index write (logged, index marked broken, List
+ *   UNAVAILABLE until a restart rebuilds it), not kill the process.
  * - Removing names needs a stat of the object (is it really gone?), a file-system syscall, so
  *   it runs on the index thread: rs_index_recheck() queues a name (bounded queue, a mutex held
  *   for a copy), and the thread removes it when the object is absent. The thread's statx runs

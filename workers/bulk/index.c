@@ -27,9 +27,9 @@
  * Writes and the worker rule ("a worker never blocks on a file-system syscall").
  * - Reads (List): LMDB reads are loads from its read-only map: page-cache reads, as allowed.
  * - rs_index_add() (a publish) runs on the worker: one write transaction with MDB_NOSYNC. It
- *   never fsyncs; its commit is a pwritev of the few dirty pages (whole pages, so no read
- *   before write) and a pwrite of the meta page, both into the page cache: 24 us per add
- *   measured by perf/index_add on a loaded 2-core VM (1M names), against ~1.2 ms of server
+ *   never fsyncs; its commit writes the few dirty pages (whole pages, so no read before
+ *   write) and the meta page into the page cache, about 4 pwrite/writev calls (strace): 18-24
+ *   us per add measured by perf/index_add on a loaded 2-core VM, against ~1.2 ms of server
  *   CPU per small Put (its data and directory fsyncs), within the noise of
  *   perf/put_small.py. We accept these two buffered writes on the worker rather than a thread
  *   hop because the Put must not be answered before its name is listed (Put then List must

@@ -8,6 +8,7 @@ PACKAGES=(
     cmake gcc pkg-config
     liburing-dev libnghttp2-dev libnanopb-dev nanopb protobuf-compiler
     libwolfssl-dev libcunit1-dev libssl-dev zlib1g-dev libsystemd-dev
+    liblmdb-dev # the bulk store's sorted index of names (workers/bulk/index.c)
     # wolfSSL built from Debian's source
     dpkg-dev build-essential autoconf automake libtool
     # end-to-end tests

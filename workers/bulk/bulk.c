@@ -15,9 +15,10 @@
  * a small state machine advanced by completions. A method that starts ring I/O counts it and
  * frees what the I/O uses only once on_done has run and the last completion has arrived.
  * |finished| in a state means we called rs_call_finish(): later events only release resources.
- * What still runs on the worker thread: List's getdents64 (io_uring has no getdents; bounded
- * to one batch per turn), fcntl to clear O_DIRECT and posix_fadvise (flags on an open file,
- * never I/O), and a close() or unlinkat() only as the fallback when no ring slot is free. */
+ * What still runs on the worker thread: List's reads of the name index and a publish's one
+ * index write (LMDB, page cache only, see index.c), fcntl to clear O_DIRECT and posix_fadvise
+ * (flags on an open file, never I/O), and a close() or unlinkat() only as the fallback when no
+ * ring slot is free. */
 #include "workers/bulk/bulk_internal.h"
 #include <errno.h>
 #include <inttypes.h>
@@ -28,6 +29,7 @@
 #include <pb_decode.h>
 #include <pb_encode.h>
 #include "core/log.h"
+#include "workers/bulk/index.h"
 #include "workers/bulk/name.h"
 #include "workers/bulk/storeop.h"
 
@@ -38,6 +40,13 @@ struct rs_store *rs_bulk_call_store(struct rs_call *call)
     struct rs_bulk *b = rs_call_service_ctx(call);
 
     return &b->store;
+}
+
+struct rs_index *rs_bulk_call_index(struct rs_call *call)
+{
+    struct rs_bulk *b = rs_call_service_ctx(call);
+
+    return b->index;
 }
 
 /* --- finishing ------------------------------------------------------------------------- */
@@ -263,6 +272,12 @@ int rs_bulk_open(struct rs_bulk **out, const char *data_dir, char *err, size_t e
         free(b);
         return ret;
     }
+    ret = rs_index_open(&b->index, data_dir, rs_store_dirfd(&b->store), err, errlen);
+    if (ret < 0) {
+        rs_store_close(&b->store);
+        free(b);
+        return ret;
+    }
     /* The hash provider reads its configuration file on first use: do that here, on the main
      * thread, rather than on a worker during the first request. Only a warm-up. */
     {
@@ -296,6 +311,7 @@ void rs_bulk_close(struct rs_bulk *b)
 {
     if (b == NULL)
         return;
+    rs_index_close(b->index); /* before the store: it uses objects/ */
     rs_store_close(&b->store);
     free(b);
 }

@@ -17,8 +17,11 @@
 #include "workers/bulk/bulk.h"
 #include "workers/bulk/store.h"
 
+struct rs_index;
+
 struct rs_bulk {
     struct rs_store store;
+    struct rs_index *index; /* owned; the sorted names List walks (index.h) */
     struct rs_service svc;
     /* TEST-ONLY knob, never for production: RINGSTREAM_TEST_WRITE_DELAY_US (read once in
      * rs_bulk_open) makes every Put write completion take effect that much later (the stage
@@ -38,6 +41,8 @@ extern const struct rs_method rs_bulk_delete_method;
 
 /* The store of the service |call| belongs to; borrowed, lives as long as the service. */
 struct rs_store *rs_bulk_call_store(struct rs_call *call);
+/* The store's name index (index.h); borrowed, lives as long as the service. */
+struct rs_index *rs_bulk_call_index(struct rs_call *call);
 /* An on_start for methods with nothing to do before the first message. */
 void rs_bulk_on_start_nothing(struct rs_call *call);
 

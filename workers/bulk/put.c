@@ -13,6 +13,7 @@
 #include <pb_encode.h>
 #include "core/log.h"
 #include "core/sha256.h"
+#include "workers/bulk/index.h"
 #include "workers/bulk/storeop.h"
 
 /* --- Put ------------------------------------------------------------------------------- */
@@ -572,6 +573,8 @@ static void put_on_publish(struct rs_call *call, struct rs_store_op *op, int res
 {
     struct put *p = op->arg;
 
+    if (res == 0) /* published: list it even if the call has ended meanwhile */
+        rs_index_add(rs_bulk_call_index(call), p->meta.name, p->meta.name_len);
     if (!put_step(call, p))
         return;
     if (res == -EEXIST) {

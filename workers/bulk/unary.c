@@ -6,6 +6,7 @@
 #include <pb_decode.h>
 #include <pb_encode.h>
 #include "core/log.h"
+#include "workers/bulk/index.h"
 #include "workers/bulk/storeop.h"
 
 /* --- Stat and Delete ------------------------------------------------------------------- */
@@ -68,6 +69,7 @@ static void delete_on_op(struct rs_call *call, struct rs_store_op *op, int res)
 {
     struct unary *u = op->arg;
 
+    rs_index_recheck(rs_bulk_call_index(call), op->want, op->want_len); /* drops a gone name */
     if (rs_call_is_done(call) || u->finished)
         return;
     if (res == -EBADMSG)

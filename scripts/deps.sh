@@ -12,6 +12,8 @@ PACKAGES=(
     dpkg-dev build-essential autoconf automake libtool
     # end-to-end tests
     python3-grpcio python3-protobuf nghttp2-client curl
+    # tests/e2e/test_attacks.py: ss(8) reads the bytes a server socket sent
+    iproute2
 )
 
 missing=()

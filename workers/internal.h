@@ -48,6 +48,14 @@ struct rs_server {
     pthread_barrier_t barrier; /* workers + main: setup done; then go or give up */
 };
 
+/* A token bucket of uncompressed bytes the server may gzip; see rs_call_compress_budget(). */
+struct rs_zbucket {
+    uint64_t tokens;
+    uint64_t last_ns; /* monotonic time of the last refill */
+    uint32_t gen;     /* zconn: the connection generation the bucket belongs to */
+    bool live;        /* zconn: |gen| is meaningful */
+};
+
 struct rs_worker {
     struct rs_ring ring;
     struct rs_server *srv; /* borrowed; read-only after start */
@@ -86,6 +94,9 @@ struct rs_worker {
     unsigned accept_backoff_ms; /* 0 = accepting normally */
     unsigned accept_refused;    /* accept failures since the last log line */
     uint64_t accept_logged_ms;  /* monotonic time of the last such log line; 0 = none */
+    /* compression budget (workers/callx.c): per connection slot, and the worker's */
+    struct rs_zbucket *zconn; /* owned, nconns entries */
+    struct rs_zbucket zworker;
 };
 
 enum {

@@ -198,7 +198,8 @@ static int worker_setup(struct rs_worker *w, char *err, size_t errlen)
         w->nioreqs_max = RS_IOREQ_LIMIT;
     w->ioreqs = calloc(w->nioreqs, sizeof(*w->ioreqs));
     rs_timerheap_init(&w->timers);
-    if (w->conns == NULL || w->conn_gen == NULL || w->ioreqs == NULL) {
+    w->zconn = calloc(w->nconns, sizeof(*w->zconn));
+    if (w->conns == NULL || w->conn_gen == NULL || w->ioreqs == NULL || w->zconn == NULL) {
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
@@ -219,6 +220,8 @@ static void timers_free_all(struct rs_worker *w);
 static void worker_teardown(struct rs_worker *w)
 {
     timers_free_all(w);
+    free(w->zconn);
+    w->zconn = NULL;
     free(w->conns);
     w->conns = NULL;
     free(w->conn_gen);

@@ -123,7 +123,7 @@ static size_t head_msg_size(const struct rs_deframer *d, const uint8_t *in, size
 
     for (; n < RS_GRPC_PREFIX_LEN && n < used; n++)
         p[n] = d->buf[d->head + n];
-    for (; n < RS_GRPC_PREFIX_LEN && n - used < inlen; n++)
+    for (; in != NULL && n < RS_GRPC_PREFIX_LEN && n - used < inlen; n++)
         p[n] = in[n - used];
     if (n < RS_GRPC_PREFIX_LEN || p[0] > 1)
         return 0;

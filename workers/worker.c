@@ -793,9 +793,12 @@ struct call_timer {
 static void timers_arm(struct rs_worker *w)
 {
     struct rs_timer *first = rs_timerheap_peek(&w->timers);
-    uint64_t now, delay;
+    uint64_t now, delay, want;
 
-    if (first == NULL || (w->timer_armed_ns != 0 && w->timer_armed_ns <= first->expiry))
+    if (first == NULL)
+        return;
+    want = first->expiry != 0 ? first->expiry : 1; /* never 0 while armed: 0 means "none" */
+    if (w->timer_armed_ns != 0 && w->timer_armed_ns <= want)
         return;
     if (w->timer_armed_ns != 0)
         rs_ring_cancel(&w->ring, rs_ud_make(RS_OP_TIMERS, w->timer_gen, 0),
@@ -811,8 +814,7 @@ static void timers_arm(struct rs_worker *w)
         w->timer_armed_ns = 0;
         return;
     }
-    /* never 0 while armed, so 0 can mean "none" */
-    w->timer_armed_ns = first->expiry != 0 ? first->expiry : 1;
+    w->timer_armed_ns = want;
 }
 
 static void timer_fire(struct rs_worker *w, struct call_timer *ct)

@@ -174,10 +174,12 @@ def idle_stream_conn(srv, nstreams, timeout_hdr):
 
 
 def drain(socks):
+    """Reads what the server sent (SETTINGS and the like), at most 4 MiB per socket."""
     for s in socks:
         try:
-            while s.recv(65536):
-                pass
+            for _ in range(64):
+                if not s.recv(65536):
+                    break
         except (BlockingIOError, OSError):
             pass
 

@@ -100,6 +100,13 @@ enum {
     RS_CALL_SEND_COMPRESS = 1u << 0
 };
 int rs_call_send_ex(struct rs_call *call, const struct iovec *iov, int iovcnt, unsigned flags);
+/* Charges |len| uncompressed bytes to the call's connection's and worker's compression
+ * budgets (workers/callx.c: 16 MiB/s per connection, 64 MiB/s per worker, in bursts of as
+ * much) and returns true, or returns false, charging nothing, when either is spent: send that
+ * message without RS_CALL_SEND_COMPRESS (plain; the client then pays in bytes). True without
+ * charging when the client does not accept gzip. A handler calls it before every
+ * rs_call_send_ex() with RS_CALL_SEND_COMPRESS. */
+bool rs_call_compress_budget(struct rs_call *call, size_t len);
 /* True when the client's last request message arrived compressed (grpc-encoding gzip). */
 bool rs_call_msg_was_compressed(const struct rs_call *call);
 /* True when the server is draining (see on_drain). */
@@ -118,6 +125,19 @@ int rs_call_send_buf(struct rs_call *call, const struct iovec *hdr, int hdrcnt, 
 size_t rs_call_send_room(const struct rs_call *call);
 /* True when nothing is queued: the next message is taken whatever its size (up to the max). */
 bool rs_call_send_idle(const struct rs_call *call);
+/* Flow control as the peer sees it (workers/callx.c), so a handler that produces data on
+ * demand (a file download) reads ahead only what can leave soon:
+ * rs_call_send_window() is what the peer's flow control takes now on this stream (the least
+ * of its stream and connection windows; 0 once the stream is closed), and
+ * rs_call_send_unframed() the bytes queued that no DATA frame carries yet (they will use
+ * that window first). A WINDOW_UPDATE alone wakes no handler: on_writable (when asked for)
+ * follows queued bytes leaving, so a handler that waits for the window keeps a message
+ * queued while it waits. */
+size_t rs_call_send_window(const struct rs_call *call);
+size_t rs_call_send_unframed(const struct rs_call *call);
+/* The server's --stream-buffer: each stream's receive window and send queue capacity. A
+ * handler that keeps request bytes (HalfDuplexCall) bounds them by it. */
+size_t rs_call_stream_buffer(const struct rs_call *call);
 /* Asks for on_writable once the send queue has room again, without a failed rs_call_send()
  * (a handler that waits for room before reading data it would send). */
 void rs_call_want_writable(struct rs_call *call);

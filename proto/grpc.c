@@ -99,7 +99,8 @@ static uint32_t prefix_len(const uint8_t *p)
 
 /* ---- deframer ---------------------------------------------------------------------------- */
 
-#define DEFRAMER_MIN_CAP 256
+#define DEFRAMER_MIN_CAP     256
+#define DEFRAMER_SHRINK_OVER ((size_t)64 * 1024) /* smaller buffers are kept as they are */
 
 void rs_deframer_init(struct rs_deframer *d, size_t max_msg)
 {
@@ -111,12 +112,37 @@ void rs_deframer_init(struct rs_deframer *d, size_t max_msg)
     d->held = false;
 }
 
+/* Bytes of the oldest buffered message with its prefix, when its prefix is known from the
+ * buffered bytes followed by |in| (|inlen| bytes about to be pushed) and announces an
+ * acceptable size; 0 otherwise. */
+static size_t head_msg_size(const struct rs_deframer *d, const uint8_t *in, size_t inlen)
+{
+    uint8_t p[RS_GRPC_PREFIX_LEN];
+    size_t used = d->tail - d->head, n = 0;
+    uint32_t len;
+
+    for (; n < RS_GRPC_PREFIX_LEN && n < used; n++)
+        p[n] = d->buf[d->head + n];
+    for (; in != NULL && n < RS_GRPC_PREFIX_LEN && n - used < inlen; n++)
+        p[n] = in[n - used];
+    if (n < RS_GRPC_PREFIX_LEN || p[0] > 1)
+        return 0;
+    len = prefix_len(p);
+    return len <= d->max_msg ? RS_GRPC_PREFIX_LEN + (size_t)len : 0;
+}
+
 /* Makes |need| bytes available past the buffered ones by compacting, then by growing. Only
- * when nothing is held: both move the bytes. */
-static int deframer_make_room(struct rs_deframer *d, size_t need)
+ * when nothing is held: both move the bytes. |in| is what will be pushed (NULL when |need|
+ * is room reserved for later).
+ *
+ * Sizing is exact, never a doubling: the buffer grows to what is buffered plus |need|, and
+ * when the oldest message's prefix is known, at once to that whole message (at most max_msg
+ * plus the prefix), so a message arriving in many DATA frames is reallocated once and a
+ * partial 4 MiB message holds 4 MiB, not 8. */
+static int deframer_make_room(struct rs_deframer *d, size_t need, const uint8_t *in)
 {
     size_t used = d->tail - d->head;
-    size_t want, ncap;
+    size_t want, ncap, msg;
     uint8_t *nbuf;
 
     assert(!d->held);
@@ -125,27 +151,51 @@ static int deframer_make_room(struct rs_deframer *d, size_t need)
     want = used + need;
     if (d->cap - d->tail >= need)
         return 0;
-    if (want <= d->cap) {
-        memmove(d->buf, d->buf + d->head, used);
-        d->head = 0;
-        d->tail = used;
-        return 0;
-    }
-    ncap = d->cap < DEFRAMER_MIN_CAP ? DEFRAMER_MIN_CAP : d->cap;
-    while (ncap < want)
-        ncap = ncap > SIZE_MAX / 2 ? want : ncap * 2;
     /* Compact first so realloc copies only live bytes and the new tail space is contiguous. */
     if (d->head > 0) {
         memmove(d->buf, d->buf + d->head, used);
         d->head = 0;
         d->tail = used;
     }
+    if (want <= d->cap)
+        return 0;
+    ncap = want;
+    msg = head_msg_size(d, in, in != NULL ? need : 0);
+    if (msg > ncap)
+        ncap = msg;
+    if (ncap < DEFRAMER_MIN_CAP)
+        ncap = DEFRAMER_MIN_CAP;
     nbuf = realloc(d->buf, ncap);
     if (nbuf == NULL)
         return -ENOMEM;
     d->buf = nbuf;
     d->cap = ncap;
     return 0;
+}
+
+/* After a pop: a large buffer holding only a small remainder shrinks to what is needed. */
+static void deframer_shrink(struct rs_deframer *d)
+{
+    size_t used = d->tail - d->head, ncap;
+    uint8_t *nbuf;
+
+    if (d->cap <= DEFRAMER_SHRINK_OVER || used > d->cap / 4)
+        return;
+    memmove(d->buf, d->buf + d->head, used);
+    d->head = 0;
+    d->tail = used;
+    ncap = head_msg_size(d, NULL, 0);
+    if (ncap < used)
+        ncap = used;
+    if (ncap < DEFRAMER_MIN_CAP)
+        ncap = DEFRAMER_MIN_CAP;
+    if (ncap > d->cap / 2)
+        return;
+    nbuf = realloc(d->buf, ncap);
+    if (nbuf == NULL)
+        return; /* keeping the larger buffer is fine */
+    d->buf = nbuf;
+    d->cap = ncap;
 }
 
 static void deframer_release(struct rs_deframer *d)
@@ -167,7 +217,7 @@ int rs_deframer_push(struct rs_deframer *d, const void *data, size_t len)
         if (d->cap - d->tail < len)
             return -ENOSPC;
     } else {
-        ret = deframer_make_room(d, len);
+        ret = deframer_make_room(d, len, data);
         if (ret < 0)
             return ret;
     }
@@ -204,7 +254,7 @@ int rs_deframer_next(struct rs_deframer *d, size_t room, struct rs_grpc_msg *m)
         if (d->cap - d->tail < room)
             return -ENOSPC;
     } else {
-        ret = deframer_make_room(d, room);
+        ret = deframer_make_room(d, room, NULL);
         if (ret < 0)
             return ret;
     }
@@ -224,6 +274,8 @@ void rs_deframer_pop(struct rs_deframer *d)
     d->held = false;
     if (d->head == d->tail)
         deframer_release(d);
+    else
+        deframer_shrink(d);
 }
 
 size_t rs_deframer_buffered(const struct rs_deframer *d)

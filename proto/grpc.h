@@ -54,7 +54,10 @@ struct rs_grpc_msg {
 
 /* Receive side of one stream: bytes arrive in arbitrary pieces (DATA frames split messages
  * anywhere); whole messages come out, one at a time, contiguous. The buffer is heap memory
- * that exists only while bytes are buffered: an idle stream holds none. */
+ * that exists only while bytes are buffered: an idle stream holds none. It is sized exactly:
+ * once a message's prefix is known it grows once to that message (at most max_msg plus the
+ * prefix) plus any room reserved by rs_deframer_next(), never by doubling, and shrinks again
+ * after a large message when only a small remainder is left. */
 struct rs_deframer {
     uint8_t *buf;   /* owned; NULL when nothing is buffered */
     size_t head;    /* first unparsed byte */

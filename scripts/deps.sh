@@ -15,6 +15,8 @@ PACKAGES=(
     python3-grpcio python3-protobuf nghttp2-client curl
     # raw HTTP/2 frames for tests/e2e/test_protocol.py (pulls python3-hyperframe, python3-hpack)
     python3-h2
+    # tests/e2e/test_attacks.py: ss(8) reads the bytes a server socket sent
+    iproute2
 )
 
 missing=()

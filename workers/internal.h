@@ -11,6 +11,7 @@
 #include "core/chunkq.h"
 #include "core/list.h"
 #include "core/pool.h"
+#include "core/timerheap.h"
 #include "proto/grpc.h"
 #include "uring/ring.h"
 #include "workers/server.h"
@@ -25,6 +26,8 @@ enum rs_op {
     RS_OP_TIMER,      /* slot 0: the drain deadline */
     RS_OP_CANCEL,     /* slot 0: completion of a cancel request, nothing to do */
     RS_OP_TICK,       /* slot 0: the once-a-second sweep of idle and stuck connections */
+    RS_OP_TIMERS,     /* slot 0, gen = arming: the ring timeout of the worker's timer heap */
+    RS_OP_BACKOFF,    /* slot 0: the accept backoff after EMFILE/ENFILE is over */
 };
 
 #define RS_CONN_IOV     128 /* iovecs gathered into one sendmsg */
@@ -43,6 +46,14 @@ struct rs_server {
     bool started;
     bool setup_failed;         /* written before the second barrier, read after it */
     pthread_barrier_t barrier; /* workers + main: setup done; then go or give up */
+};
+
+/* A token bucket of uncompressed bytes the server may gzip; see rs_call_compress_budget(). */
+struct rs_zbucket {
+    uint64_t tokens;
+    uint64_t last_ns; /* monotonic time of the last refill */
+    uint32_t gen;     /* zconn: the connection generation the bucket belongs to */
+    bool live;        /* zconn: |gen| is meaningful */
 };
 
 struct rs_worker {
@@ -69,11 +80,29 @@ struct rs_worker {
     struct __kernel_timespec tick_ts;
     int setup_ret;
     char setup_err[256];
+
+    /* limits (issue 15). The ioreq table above grows on demand up to nioreqs_max; nothing the
+     * kernel reads lives in it, so moving it is safe. */
+    unsigned nioreqs_max; /* derived from --max-conns at setup */
+    /* call timers: one heap, one ring timeout armed for the earliest expiry */
+    struct rs_timerheap timers;        /* of struct call_timer (worker.c), owned */
+    struct __kernel_timespec timer_ts; /* delay of the armed ring timeout */
+    uint64_t timer_armed_ns;           /* monotonic expiry it was armed for; 0 = none armed */
+    uint32_t timer_gen;                /* generation of the armed one; older ones are stale */
+    /* accept backoff after EMFILE/ENFILE */
+    struct __kernel_timespec accept_ts;
+    unsigned accept_backoff_ms; /* 0 = accepting normally */
+    unsigned accept_refused;    /* accept failures since the last log line */
+    uint64_t accept_logged_ms;  /* monotonic time of the last such log line; 0 = none */
+    /* compression budget (workers/callx.c): per connection slot, and the worker's */
+    struct rs_zbucket *zconn; /* owned, nconns entries */
+    struct rs_zbucket zworker;
 };
 
 enum {
     RS_WORKER_F_DRAINING = 1u << 0,
-    RS_WORKER_F_ACCEPTING = 1u << 1, /* a multishot accept is armed */
+    RS_WORKER_F_ACCEPTING = 1u << 1,   /* a multishot accept is armed */
+    RS_WORKER_F_ACCEPT_WAIT = 1u << 2, /* out of descriptors: the retry timeout is armed */
 };
 
 struct rs_ioreq {
@@ -82,15 +111,13 @@ struct rs_ioreq {
     void *arg;
     uint32_t gen;
     unsigned next_free;
-    int kind;                    /* RS_IO_* */
-    struct __kernel_timespec ts; /* a timer's delay; read by the kernel until completion */
+    int kind; /* RS_IO_* */
 };
 
 enum {
     RS_IO_READ = 1,
     RS_IO_WRITE,
     RS_IO_FSYNC,
-    RS_IO_TIMEOUT,
     RS_IO_OPENAT,
     RS_IO_STATX,
     RS_IO_LINKAT,
@@ -197,6 +224,7 @@ struct rs_call {
     unsigned flags;
     unsigned refs;             /* in-flight file I/O requests and timers */
     unsigned ntimers;          /* of |refs|, timers (cancelled when the call ends) */
+    struct rs_list timers;     /* of call_timer.link (worker.c); all-zero until the first */
     int64_t timeout_ns;        /* from grpc-timeout; 0 = none */
     uint8_t *inflated;         /* owned: the decompressed message with the handler, or NULL */
     bool req_gzip;             /* grpc-encoding: gzip on the request */

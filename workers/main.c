@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #ifdef RS_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
@@ -171,6 +172,56 @@ static void describe_addr(const struct rs_config *cfg, char *buf, size_t len)
     }
 }
 
+/* Descriptors the process needs besides connections: stdio, the data directory, each worker's
+ * listening socket, eventfd and ring, and a little headroom. Files calls hold open (a Get's
+ * object, a Put's O_TMPFILE) come out of what the hard limit gives beyond that: the soft
+ * limit is raised all the way. A file open that fails with EMFILE fails that one call, and
+ * an accept that fails with it pauses accepting (workers/worker.c). */
+#define RS_FD_MARGIN            32u
+#define RS_FD_MARGIN_PER_WORKER 8u
+
+/* Raises RLIMIT_NOFILE's soft limit to the hard one when --max-conns x workers (plus the
+ * margin) needs more than the soft limit. A hard limit below the need is a configuration
+ * error: refusing to start with one line naming the fix is better than a server that runs
+ * out of descriptors (EMFILE) under load it was told to take. Returns 0 or -1 (|err| set). */
+static int raise_fd_limit(const struct rs_config *cfg, char *err, size_t errlen)
+{
+    struct rlimit rl;
+    rlim_t need = (rlim_t)cfg->max_conns * cfg->workers + RS_FD_MARGIN +
+                  (rlim_t)RS_FD_MARGIN_PER_WORKER * cfg->workers;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        snprintf(err, errlen, "getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+        return -1;
+    }
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+        rlim_t other = need - (rlim_t)cfg->max_conns * cfg->workers;
+        unsigned long long fit = rl.rlim_max > other ? (rl.rlim_max - other) / cfg->workers : 0;
+
+        snprintf(err, errlen,
+                 "--max-conns %u x %u workers needs %llu file descriptors but the hard limit "
+                 "is %llu: raise it (LimitNOFILE=%llu in the systemd unit, or ulimit -n %llu) "
+                 "or lower --max-conns to %llu",
+                 cfg->max_conns, cfg->workers, (unsigned long long)need,
+                 (unsigned long long)rl.rlim_max, (unsigned long long)need,
+                 (unsigned long long)need, fit);
+        return -1;
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < rl.rlim_max) {
+        /* All of the hard limit: what is left after connections serves open files. */
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+            snprintf(err, errlen, "setrlimit(RLIMIT_NOFILE, %llu): %s",
+                     (unsigned long long)rl.rlim_cur, strerror(errno));
+            return -1;
+        }
+    }
+    rs_log_info("file descriptors: limit %llu, %llu needed for --max-conns %u x %u workers",
+                (unsigned long long)rl.rlim_cur, (unsigned long long)need, cfg->max_conns,
+                cfg->workers);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     enum {
@@ -303,6 +354,10 @@ int main(int argc, char **argv)
         return 2;
     }
     rs_log_set_level(level);
+    if (raise_fd_limit(&cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ringstreamd: %s\n", err);
+        return 1;
+    }
     if (rs_ring_probe(err, sizeof(err)) < 0) {
         fprintf(stderr, "ringstreamd: %s\n", err);
         return 1;

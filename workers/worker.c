@@ -8,9 +8,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 #include "core/log.h"
 #include "workers/internal.h"
+
+#define RS_IOREQ_INITIAL         4096u
+#define RS_IOREQ_PER_CONN        64u /* the table's bound: this many per allowed connection */
+#define RS_IOREQ_LIMIT           (1u << 22)
+#define RS_ACCEPT_BACKOFF_MIN_MS 100u
+#define RS_ACCEPT_BACKOFF_MAX_MS 1000u /* also the interval between two refusal log lines */
 
 void rs_config_defaults(struct rs_config *cfg)
 {
@@ -126,7 +133,7 @@ int rs_server_add_service(struct rs_server *s, const struct rs_service *svc)
 
 static void arm_accept(struct rs_worker *w)
 {
-    if (w->flags & RS_WORKER_F_DRAINING)
+    if (w->flags & (RS_WORKER_F_DRAINING | RS_WORKER_F_ACCEPT_WAIT))
         return;
     if (rs_ring_accept_multishot(&w->ring, w->listen_fd, rs_ud_make(RS_OP_ACCEPT, 0, 0)) == 0)
         w->flags |= RS_WORKER_F_ACCEPTING;
@@ -139,10 +146,15 @@ static void arm_tick(struct rs_worker *w)
     rs_ring_timeout(&w->ring, &w->tick_ts, rs_ud_make(RS_OP_TICK, 0, 0));
 }
 
+static void timers_run(struct rs_worker *w);
+
 static void on_tick(struct rs_worker *w)
 {
     uint64_t now = rs_now_ms();
     unsigned i;
+
+    if (w->timer_armed_ns == 0 && rs_timerheap_count(&w->timers) > 0)
+        timers_run(w); /* arming failed earlier (ring full): catch up */
 
     for (i = 1; i < w->nconns; i++)
         if (w->conns[i] != NULL)
@@ -174,9 +186,20 @@ static int worker_setup(struct rs_worker *w, char *err, size_t errlen)
     w->nconns = cfg->max_conns + 1;
     w->conns = calloc(w->nconns, sizeof(*w->conns));
     w->conn_gen = calloc(w->nconns, sizeof(*w->conn_gen));
-    w->nioreqs = 4096;
+    /* The I/O table starts small and grows on demand (io_grow) up to 64 slots per allowed
+     * connection: slots are held only while a file operation is in flight (timers live in
+     * the timer heap), so a bound in proportion to --max-conns is reached only when every
+     * connection keeps that many operations in flight at once. */
+    w->nioreqs = RS_IOREQ_INITIAL;
+    w->nioreqs_max = cfg->max_conns > RS_IOREQ_INITIAL / RS_IOREQ_PER_CONN
+                             ? cfg->max_conns * RS_IOREQ_PER_CONN
+                             : RS_IOREQ_INITIAL;
+    if (w->nioreqs_max > RS_IOREQ_LIMIT)
+        w->nioreqs_max = RS_IOREQ_LIMIT;
     w->ioreqs = calloc(w->nioreqs, sizeof(*w->ioreqs));
-    if (w->conns == NULL || w->conn_gen == NULL || w->ioreqs == NULL) {
+    rs_timerheap_init(&w->timers);
+    w->zconn = calloc(w->nconns, sizeof(*w->zconn));
+    if (w->conns == NULL || w->conn_gen == NULL || w->ioreqs == NULL || w->zconn == NULL) {
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
@@ -192,8 +215,13 @@ static int worker_setup(struct rs_worker *w, char *err, size_t errlen)
     return 0;
 }
 
+static void timers_free_all(struct rs_worker *w);
+
 static void worker_teardown(struct rs_worker *w)
 {
+    timers_free_all(w);
+    free(w->zconn);
+    w->zconn = NULL;
     free(w->conns);
     w->conns = NULL;
     free(w->conn_gen);
@@ -228,6 +256,56 @@ static uint32_t conn_slot_alloc(struct rs_worker *w)
     return 0;
 }
 
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Out of descriptors (EMFILE/ENFILE): the pending connection stays in the listen backlog, and
+ * accepting again at once would only fail again, in a loop. Stop accepting, retry after a
+ * delay that doubles up to RS_ACCEPT_BACKOFF_MAX_MS, and log once per interval with a count;
+ * existing connections keep being served meanwhile. */
+static void accept_backoff(struct rs_worker *w, int err)
+{
+    uint64_t now = mono_ns() / 1000000u;
+    unsigned ms;
+
+    w->accept_refused++;
+    if (w->flags & RS_WORKER_F_ACCEPT_WAIT)
+        return;
+    ms = w->accept_backoff_ms == 0 ? RS_ACCEPT_BACKOFF_MIN_MS : w->accept_backoff_ms * 2;
+    if (ms > RS_ACCEPT_BACKOFF_MAX_MS)
+        ms = RS_ACCEPT_BACKOFF_MAX_MS;
+    w->accept_backoff_ms = ms;
+    if (w->accept_logged_ms == 0 || now - w->accept_logged_ms >= RS_ACCEPT_BACKOFF_MAX_MS) {
+        rs_log_warn("worker %u: accept: %s (%u failures since the last report); pausing "
+                    "accept for %u ms, existing connections are still served",
+                    w->id, strerror(-err), w->accept_refused, ms);
+        w->accept_refused = 0;
+        w->accept_logged_ms = now;
+    }
+    if (w->flags & RS_WORKER_F_ACCEPTING)
+        rs_ring_cancel(&w->ring, rs_ud_make(RS_OP_ACCEPT, 0, 0), rs_ud_make(RS_OP_CANCEL, 0, 0));
+    w->accept_ts.tv_sec = ms / 1000;
+    w->accept_ts.tv_nsec = (long long)(ms % 1000) * 1000000;
+    if (rs_ring_timeout(&w->ring, &w->accept_ts, rs_ud_make(RS_OP_BACKOFF, 0, 0)) < 0) {
+        rs_log_error("worker %u: cannot arm the accept backoff; accepting again now", w->id);
+        arm_accept(w);
+        return;
+    }
+    w->flags |= RS_WORKER_F_ACCEPT_WAIT;
+}
+
+static void on_accept_retry(struct rs_worker *w)
+{
+    w->flags &= ~RS_WORKER_F_ACCEPT_WAIT;
+    if (!(w->flags & RS_WORKER_F_ACCEPTING))
+        arm_accept(w);
+}
+
 static void on_accept(struct rs_worker *w, const struct rs_ring_cqe *cqe)
 {
     struct rs_conn *c;
@@ -236,12 +314,22 @@ static void on_accept(struct rs_worker *w, const struct rs_ring_cqe *cqe)
 
     if (!(cqe->flags & RS_RING_F_MORE)) {
         w->flags &= ~RS_WORKER_F_ACCEPTING;
-        arm_accept(w);
+        if (fd != -EMFILE && fd != -ENFILE)
+            arm_accept(w);
     }
     if (fd < 0) {
-        if (fd != -ECANCELED)
+        if (fd == -EMFILE || fd == -ENFILE)
+            accept_backoff(w, fd);
+        else if (fd != -ECANCELED)
             rs_log_warn("worker %u: accept: %s", w->id, strerror(-fd));
         return;
+    }
+    if (w->accept_backoff_ms != 0) {
+        rs_log_info("worker %u: accepting again (%u accept failures since the last report)", w->id,
+                    w->accept_refused);
+        w->accept_backoff_ms = 0;
+        w->accept_refused = 0;
+        w->accept_logged_ms = 0;
     }
     if (w->flags & RS_WORKER_F_DRAINING) {
         close(fd);
@@ -279,16 +367,39 @@ struct io_args {
     unsigned mode; /* openat: the new file's mode; statx: the mask */
 };
 
+/* Doubles the I/O table up to nioreqs_max. Returns 0 or -ENOMEM (at the bound, or no memory). */
+static int io_grow(struct rs_worker *w)
+{
+    unsigned n = w->nioreqs * 2, i;
+    struct rs_ioreq *v;
+
+    if (n > w->nioreqs_max)
+        n = w->nioreqs_max;
+    if (n <= w->nioreqs)
+        return -ENOMEM;
+    v = realloc(w->ioreqs, n * sizeof(*v));
+    if (v == NULL)
+        return -ENOMEM;
+    memset(v + w->nioreqs, 0, (n - w->nioreqs) * sizeof(*v));
+    for (i = w->nioreqs; i < n; i++)
+        v[i].next_free = i + 1 < n ? i + 1 : w->io_free;
+    w->io_free = w->nioreqs;
+    w->ioreqs = v;
+    w->nioreqs = n;
+    return 0;
+}
+
 static int queue_op(struct rs_worker *w, struct rs_call *call, int kind, const struct io_args *a,
                     rs_call_io_cb cb, void *arg)
 {
     struct rs_ioreq *r;
-    unsigned slot = w->io_free;
+    unsigned slot;
     uint64_t ud;
     int ret;
 
-    if (slot == 0)
+    if (w->io_free == 0 && io_grow(w) < 0)
         return -ENOMEM;
+    slot = w->io_free;
     r = &w->ioreqs[slot];
     r->gen = (r->gen + 1) & 0xffffffu;
     ud = rs_ud_make(RS_OP_IO, r->gen, slot);
@@ -301,13 +412,6 @@ static int queue_op(struct rs_worker *w, struct rs_call *call, int kind, const s
         break;
     case RS_IO_FSYNC:
         ret = rs_ring_fsync(&w->ring, a->fd, ud);
-        break;
-    case RS_IO_TIMEOUT:
-        r->ts.tv_sec = (long long)(a->off / 1000000000u);
-        r->ts.tv_nsec = (long long)(a->off % 1000000000u);
-        ret = rs_ring_timeout(&w->ring, &r->ts, ud);
-        if (ret == 0)
-            call->ntimers++;
         break;
     case RS_IO_OPENAT:
         ret = rs_ring_openat(&w->ring, a->fd, a->path, a->flags, (mode_t)a->mode, ud);
@@ -373,15 +477,12 @@ static void on_io(struct rs_worker *w, const struct rs_ring_cqe *cqe)
     r->next_free = w->io_free;
     w->io_free = slot;
     call->refs--;
-    if (r->kind == RS_IO_TIMEOUT) {
-        call->ntimers--;
-        r->cb(call, r->arg, cqe->res == -ETIME ? 0 : cqe->res);
-    } else if (r->cb != NULL) {
+    if (r->cb != NULL)
         r->cb(call, r->arg, cqe->res);
-    }
-    if (!rs_stream_maybe_reap(call)) {
-        rs_stream_mark_ready(call);
-    }
+}
+if (!rs_stream_maybe_reap(call)) {
+    rs_stream_mark_ready(call);
+}
 }
 
 static void start_drain(struct rs_worker *w)
@@ -410,6 +511,8 @@ static struct rs_conn *conn_of(struct rs_worker *w, uint64_t ud)
         return NULL;
     return w->conns[slot];
 }
+
+static void on_timers(struct rs_worker *w, const struct rs_ring_cqe *cqe);
 
 static void on_cqe(void *ctx, const struct rs_ring_cqe *cqe)
 {
@@ -456,6 +559,12 @@ static void on_cqe(void *ctx, const struct rs_ring_cqe *cqe)
         break;
     case RS_OP_TICK:
         on_tick(w);
+        break;
+    case RS_OP_TIMERS:
+        on_timers(w, cqe);
+        break;
+    case RS_OP_BACKOFF:
+        on_accept_retry(w);
         break;
     }
 }
@@ -600,13 +709,6 @@ int rs_call_fsync(struct rs_call *call, int fd, rs_call_io_cb cb, void *arg)
     return rs_worker_queue_io(call->conn->w, call, RS_IO_FSYNC, fd, NULL, 0, 0, cb, arg);
 }
 
-int rs_call_timer(struct rs_call *call, uint64_t ns, rs_call_io_cb cb, void *arg)
-{
-    if (rs_call_is_done(call))
-        return -ECANCELED;
-    return rs_worker_queue_io(call->conn->w, call, RS_IO_TIMEOUT, -1, NULL, 0, ns, cb, arg);
-}
-
 int rs_call_openat(struct rs_call *call, int dirfd, const char *path, int flags, unsigned mode,
                    rs_call_io_cb cb, void *arg)
 {
@@ -674,17 +776,148 @@ int rs_call_close(struct rs_call *call, int fd, rs_call_io_cb cb, void *arg)
     return queue_op(call->conn->w, call, RS_IO_CLOSE, &a, cb, arg);
 }
 
+/* ---- call timers ------------------------------------------------------------------------ */
+
+/* One rs_call_timer(): allocated per timer and charged to its call (a reference and
+ * call->ntimers) until its callback has run. */
+struct call_timer {
+    struct rs_timer t;    /* in w->timers while pending */
+    struct rs_list link;  /* in call->timers */
+    struct rs_call *call; /* holds a reference until the callback ran */
+    rs_call_io_cb cb;
+    void *arg;
+    int res; /* what cb gets: 0, or -ECANCELED once cancelled */
+};
+
+/* Arms the worker's one ring timeout for the earliest expiry unless one is already armed for
+ * that time or earlier (an early wake-up just re-arms). A later one is cancelled first. */
+static void timers_arm(struct rs_worker *w)
+{
+    struct rs_timer *first = rs_timerheap_peek(&w->timers);
+    uint64_t now, delay, want;
+
+    if (first == NULL)
+        return;
+    want = first->expiry != 0 ? first->expiry : 1; /* never 0 while armed: 0 means "none" */
+    if (w->timer_armed_ns != 0 && w->timer_armed_ns <= want)
+        return;
+    if (w->timer_armed_ns != 0)
+        rs_ring_cancel(&w->ring, rs_ud_make(RS_OP_TIMERS, w->timer_gen, 0),
+                       rs_ud_make(RS_OP_CANCEL, 0, 0));
+    w->timer_gen = (w->timer_gen + 1) & 0xffffffu;
+    now = mono_ns();
+    delay = first->expiry > now ? first->expiry - now : 0;
+    w->timer_ts.tv_sec = (long long)(delay / 1000000000u);
+    w->timer_ts.tv_nsec = (long long)(delay % 1000000000u);
+    if (rs_ring_timeout(&w->ring, &w->timer_ts, rs_ud_make(RS_OP_TIMERS, w->timer_gen, 0)) < 0) {
+        /* the once-a-second tick tries again (timers_check) */
+        rs_log_error("worker %u: cannot arm the timer heap's timeout", w->id);
+        w->timer_armed_ns = 0;
+        return;
+    }
+    w->timer_armed_ns = want;
+}
+
+static void timer_fire(struct rs_worker *w, struct call_timer *ct)
+{
+    struct rs_call *call = ct->call;
+    rs_call_io_cb cb = ct->cb;
+    void *arg = ct->arg;
+    int res = ct->res;
+
+    (void)w;
+    rs_list_unlink(&ct->link);
+    free(ct);
+    call->refs--;
+    call->ntimers--;
+    cb(call, arg, res);
+    if (!rs_stream_maybe_reap(call))
+        rs_stream_mark_ready(call);
+}
+
+/* Runs the callbacks of every timer due now. Bounded by the heap's size on entry, so a
+ * callback that adds a zero-delay timer runs it on the next round, not in a loop. */
+static void timers_run(struct rs_worker *w)
+{
+    size_t left = rs_timerheap_count(&w->timers);
+    uint64_t now = mono_ns();
+    struct rs_timer *t;
+
+    while (left-- > 0 && (t = rs_timerheap_pop_expired(&w->timers, now)) != NULL)
+        timer_fire(w, rs_container_of(t, struct call_timer, t));
+    timers_arm(w);
+}
+
+static void on_timers(struct rs_worker *w, const struct rs_ring_cqe *cqe)
+{
+    if (rs_ud_gen(cqe->user_data) != w->timer_gen || w->timer_armed_ns == 0)
+        return; /* one we cancelled to arm an earlier one */
+    w->timer_armed_ns = 0;
+    timers_run(w);
+}
+
+/* Frees what is left at teardown, without callbacks: no call outlives its worker. */
+static void timers_free_all(struct rs_worker *w)
+{
+    struct rs_timer *t;
+
+    while ((t = rs_timerheap_pop_expired(&w->timers, UINT64_MAX)) != NULL) {
+        struct call_timer *ct = rs_container_of(t, struct call_timer, t);
+
+        rs_list_unlink(&ct->link);
+        free(ct);
+    }
+    rs_timerheap_free(&w->timers);
+    w->timer_armed_ns = 0;
+}
+
+int rs_call_timer(struct rs_call *call, uint64_t ns, rs_call_io_cb cb, void *arg)
+{
+    struct rs_worker *w = call->conn->w;
+    struct call_timer *ct;
+    uint64_t now = mono_ns();
+
+    if (rs_call_is_done(call))
+        return -ECANCELED;
+    ct = malloc(sizeof(*ct));
+    if (ct == NULL)
+        return -ENOMEM;
+    rs_timer_init(&ct->t);
+    ct->call = call;
+    ct->cb = cb;
+    ct->arg = arg;
+    ct->res = 0;
+    if (rs_timerheap_add(&w->timers, &ct->t, ns > UINT64_MAX - now ? UINT64_MAX : now + ns) < 0) {
+        free(ct);
+        return -ENOMEM;
+    }
+    if (call->timers.next == NULL)
+        rs_list_init(&call->timers); /* the call was calloc'ed: first timer */
+    rs_list_insert_tail(&call->timers, &ct->link);
+    call->refs++;
+    call->ntimers++;
+    timers_arm(w);
+    return 0;
+}
+
+/* Makes every pending timer of |call| due now with -ECANCELED: the callbacks run from the
+ * next timer completion (never from inside this function), which keeps the contract of
+ * rs_call_timer() (exactly once, soon after the call ends). Touches only this call's timers. */
 void rs_worker_cancel_timers(struct rs_worker *w, struct rs_call *call)
 {
-    unsigned i, left = call->ntimers;
+    struct rs_list *e;
 
-    for (i = 1; i < w->nioreqs && left > 0; i++) {
-        struct rs_ioreq *r = &w->ioreqs[i];
+    if (call->timers.next == NULL)
+        return;
+    for (e = call->timers.next; e != &call->timers; e = e->next) {
+        struct call_timer *ct = rs_container_of(e, struct call_timer, link);
 
-        if (r->call == call && r->kind == RS_IO_TIMEOUT) {
-            rs_ring_cancel(&w->ring, rs_ud_make(RS_OP_IO, r->gen, i),
-                           rs_ud_make(RS_OP_CANCEL, 0, 0));
-            left--;
-        }
+        if (ct->res != 0)
+            continue;
+        ct->res = -ECANCELED;
+        rs_timerheap_remove(&w->timers, &ct->t);
+        /* cannot fail: the array never shrinks, so what was just removed fits again */
+        (void)rs_timerheap_add(&w->timers, &ct->t, 0);
     }
+    timers_arm(w);
 }

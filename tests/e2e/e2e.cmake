@@ -82,3 +82,10 @@ if(NOT RS_SANITIZE)
   set_property(TEST e2e/backpressure APPEND PROPERTY ENVIRONMENT
                "RS_RSLOAD=$<TARGET_FILE:rsload>")
 endif()
+
+# Per-server bounds (issue 15): each attack beside a bystander that must keep getting answers
+# (timers, EMFILE, HalfDuplexCall, 1,000 stalled Gets, compressed output). Normal build only.
+if(NOT RS_SANITIZE)
+  rs_e2e_test(attacks test_attacks.py 300 "e2e;attacks")
+  set_property(TEST e2e/attacks APPEND PROPERTY ENVIRONMENT "RS_RSLOAD=$<TARGET_FILE:rsload>")
+endif()

@@ -373,6 +373,103 @@ static void test_free_empty_and_partial(void)
     CU_ASSERT_EQUAL(rs_deframer_buffered(&df), 0);
 }
 
+/* A 4 MiB message arriving in 16 KiB DATA-frame pieces, its last 1 KiB missing (issue 15:
+ * the buffer used to double to 8 MiB). It must be sized to the declared message exactly. */
+static void test_partial_large_message_sized_exactly(void)
+{
+    const size_t big = (size_t)4 << 20, piece = 16384;
+    struct rs_deframer bd;
+    struct rs_grpc_msg m;
+    uint8_t *s = malloc(RS_GRPC_PREFIX_LEN + big);
+    size_t off, n;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    rs_deframer_init(&bd, big);
+    rs_grpc_prefix_write(s, false, (uint32_t)big);
+    memset(s + RS_GRPC_PREFIX_LEN, 'z', big);
+    for (off = 0; off < RS_GRPC_PREFIX_LEN + big - 1024; off += n) {
+        n = RS_GRPC_PREFIX_LEN + big - 1024 - off;
+        if (n > piece)
+            n = piece;
+        CU_ASSERT_EQUAL_FATAL(rs_deframer_push(&bd, s + off, n), 0);
+        CU_ASSERT_EQUAL_FATAL(rs_deframer_next(&bd, 0, &m), 0);
+        CU_ASSERT(bd.cap <= RS_GRPC_PREFIX_LEN + big);
+    }
+    CU_ASSERT_EQUAL(bd.cap, RS_GRPC_PREFIX_LEN + big);
+    CU_ASSERT_EQUAL(rs_deframer_push(&bd, s + off, RS_GRPC_PREFIX_LEN + big - off), 0);
+    CU_ASSERT_EQUAL_FATAL(rs_deframer_next(&bd, 0, &m), 1);
+    CU_ASSERT_EQUAL(m.len, big);
+    CU_ASSERT_EQUAL(bd.cap, RS_GRPC_PREFIX_LEN + big);
+    rs_deframer_pop(&bd);
+    CU_ASSERT_PTR_NULL(bd.buf);
+    rs_deframer_free(&bd);
+    free(s);
+}
+
+/* Once the prefix is known the buffer grows once, to the whole message: not once per piece. */
+static void test_grows_once_per_message(void)
+{
+    uint8_t s[RS_GRPC_PREFIX_LEN + MAX_MSG];
+    struct rs_grpc_msg m;
+    uint8_t *first;
+    size_t off;
+
+    rs_grpc_prefix_write(s, false, MAX_MSG);
+    memset(s + RS_GRPC_PREFIX_LEN, 'q', MAX_MSG);
+    CU_ASSERT_EQUAL_FATAL(rs_deframer_push(&d, s, RS_GRPC_PREFIX_LEN + 1), 0);
+    CU_ASSERT_EQUAL(d.cap, RS_GRPC_PREFIX_LEN + MAX_MSG);
+    first = d.buf;
+    for (off = RS_GRPC_PREFIX_LEN + 1; off < sizeof(s); off++) {
+        CU_ASSERT_EQUAL_FATAL(rs_deframer_push(&d, s + off, 1), 0);
+        CU_ASSERT_PTR_EQUAL(d.buf, first);
+    }
+    CU_ASSERT_EQUAL_FATAL(rs_deframer_next(&d, 0, &m), 1);
+    CU_ASSERT_EQUAL(d.cap, sizeof(s));
+    rs_deframer_pop(&d);
+}
+
+/* Room reserved for what flow control lets arrive while a view is held comes on top of the
+ * message, and only that much. */
+static void test_reserved_room_on_top_of_message(void)
+{
+    uint8_t s[RS_GRPC_PREFIX_LEN + 100];
+    struct rs_grpc_msg m;
+
+    rs_grpc_prefix_write(s, false, 100);
+    memset(s + RS_GRPC_PREFIX_LEN, 'r', 100);
+    CU_ASSERT_EQUAL_FATAL(rs_deframer_push(&d, s, sizeof(s)), 0);
+    CU_ASSERT_EQUAL_FATAL(rs_deframer_next(&d, 300, &m), 1);
+    CU_ASSERT(d.cap - d.tail >= 300);
+    CU_ASSERT(d.cap <= sizeof(s) + 300 || d.cap <= 256);
+    rs_deframer_pop(&d);
+}
+
+/* A large message popped with a small tail of the next one behind it gives the memory back. */
+static void test_shrinks_after_large_message(void)
+{
+    const size_t big = 200000;
+    struct rs_deframer bd;
+    struct rs_grpc_msg m;
+    uint8_t *s = malloc(RS_GRPC_PREFIX_LEN + big + RS_GRPC_PREFIX_LEN);
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    rs_deframer_init(&bd, big);
+    rs_grpc_prefix_write(s, false, (uint32_t)big);
+    memset(s + RS_GRPC_PREFIX_LEN, 'k', big);
+    rs_grpc_prefix_write(s + RS_GRPC_PREFIX_LEN + big, false, 0); /* 3 of its 5 bytes first */
+    CU_ASSERT_EQUAL_FATAL(rs_deframer_push(&bd, s, RS_GRPC_PREFIX_LEN + big + 3), 0);
+    CU_ASSERT_EQUAL_FATAL(rs_deframer_next(&bd, 0, &m), 1);
+    rs_deframer_pop(&bd);
+    CU_ASSERT_EQUAL(rs_deframer_buffered(&bd), 3);
+    CU_ASSERT(bd.cap <= 4096);
+    CU_ASSERT_EQUAL(rs_deframer_push(&bd, s + RS_GRPC_PREFIX_LEN + big + 3, 2), 0);
+    CU_ASSERT_EQUAL_FATAL(rs_deframer_next(&bd, 0, &m), 1);
+    CU_ASSERT_EQUAL(m.len, 0);
+    rs_deframer_pop(&bd);
+    rs_deframer_free(&bd);
+    free(s);
+}
+
 static CU_TestInfo tests[] = {
     { "prefix write layout", test_prefix_write_layout },
     { "prefix parse round trip", test_prefix_parse_roundtrip },
@@ -387,6 +484,10 @@ static CU_TestInfo tests[] = {
     { "held view does not move within reserved room", test_held_view_does_not_move },
     { "buffer freed when empty", test_buffer_freed_when_empty },
     { "free accepts empty and partial", test_free_empty_and_partial },
+    { "partial 4 MiB message sized exactly", test_partial_large_message_sized_exactly },
+    { "grows once per message", test_grows_once_per_message },
+    { "reserved room on top of the message", test_reserved_room_on_top_of_message },
+    { "shrinks after a large message", test_shrinks_after_large_message },
     CU_TEST_INFO_NULL,
 };
 

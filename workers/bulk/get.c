@@ -17,11 +17,19 @@
 
 /* Chunks are read ahead into up to GET_READS buffers while the send queue has room for them,
  * so the next reads overlap the sending of the current chunk; chunks are sent strictly in
- * object order whatever order their reads complete in. Memory: at most GET_READS chunks. */
+ * object order whatever order their reads complete in.
+ *
+ * Read-ahead follows what can leave soon (issue 15): chunks being read plus queued bytes no
+ * DATA frame carries yet stay within the peer's flow-control window plus GET_AHEAD chunks,
+ * and within GET_READS chunks whatever the window (bytes that are not being framed are not
+ * leaving: the socket is full). A stalled download (client not reading, or not giving window
+ * back) thus holds about one chunk, not a full send queue; the data stays on disk until the
+ * client is ready for it. A moving download keeps GET_READS chunks in flight as before. */
 #define CHUNK_DEFAULT  (64u * 1024)
 #define CHUNK_MAX      (1024u * 1024)
 #define CHUNK_OVERHEAD 22 /* Chunk field headers: tag + 10-byte varint, twice */
 #define GET_READS      4
+#define GET_AHEAD      1 /* chunks read beyond what the peer's window takes now */
 
 struct get;
 struct get_slot {
@@ -86,12 +94,20 @@ static bool get_read(struct rs_call *call, struct get *g, struct get_slot *s)
     return true;
 }
 
-/* Chunks that may be read ahead now: as many as the send queue has room for, at most
- * GET_READS. A chunk read while the queue is full would only wait in memory, so with no room
- * nothing is read (an idle queue takes one chunk of any size). */
+/* Chunks that may be read ahead now (counting those being read or waiting to be queued): as
+ * many as the send queue has room for and the flow-control window lets leave soon (see the
+ * top of this section), at most GET_READS. A chunk read that cannot leave would only wait in
+ * memory, so with no room nothing is read (an idle queue takes one chunk of any size). */
 static unsigned get_window(const struct rs_call *call, const struct get *g)
 {
-    size_t n = rs_call_send_room(call) / (g->chunk + CHUNK_OVERHEAD + RS_GRPC_PREFIX_LEN);
+    size_t cw = g->chunk + CHUNK_OVERHEAD + RS_GRPC_PREFIX_LEN;
+    size_t n = rs_call_send_room(call) / cw;
+    size_t soon = rs_call_send_window(call), unframed = rs_call_send_unframed(call);
+
+    soon = soon > GET_READS * cw - GET_AHEAD * cw ? GET_READS * cw : soon + GET_AHEAD * cw;
+    soon = soon > unframed ? (soon - unframed) / cw : 0;
+    if (soon < n)
+        n = soon;
 
     if (n == 0 && g->nused == 0 && rs_call_send_idle(call))
         n = 1;

@@ -11,8 +11,9 @@
  * consumed) while its responses go out, one response_parameters entry at a time, each after
  * a ring timer of interval_us. Holding the view keeps the client's flow-control window closed,
  * so a client that stops reading its responses cannot push further requests either.
- * HalfDuplexCall copies its requests (bounded by RS_INTEROP_HALF_DUPLEX_MAX) until the client
- * half-closes, then answers them the same way, oldest first.
+ * HalfDuplexCall copies its requests (bounded by the stream buffer, see
+ * RS_INTEROP_HALF_DUPLEX_MAX) until the client half-closes, then answers them the same way,
+ * oldest first.
  *
  * |finished| in a state means we called rs_call_finish(): later events only release what the
  * call holds. Every state starts with struct common, so on_start can reach it for any method. */
@@ -234,6 +235,10 @@ static int send_payload(struct rs_call *call, uint32_t size, bool compress)
         iov[n].iov_len = left < ZERO_BLOCK ? left : ZERO_BLOCK;
         left -= iov[n++].iov_len;
     }
+    /* Large compressed responses cost CPU out of proportion to their bytes: within the
+     * connection's compression budget they are gzipped, past it they go plain. */
+    if (compress && !rs_call_compress_budget(call, hlen + size))
+        compress = false;
     ret = rs_call_send_ex(call, iov, (int)n, compress ? RS_CALL_SEND_COMPRESS : 0);
     if (iov != stack)
         free(iov);
@@ -421,6 +426,12 @@ struct hd_req {
     uint8_t data[];
 };
 
+/* What keeping a HalfDuplexCall request of |len| bytes costs: its bytes and its header. */
+static size_t hd_charge(size_t len)
+{
+    return sizeof(struct hd_req) + len;
+}
+
 struct out {
     struct common c;
     enum out_kind kind;
@@ -438,7 +449,7 @@ struct out {
     bool timing;          /* a timer is in flight; out_on_timer resumes */
     struct hd_req *hd;    /* owned; the HalfDuplexCall request being answered */
     struct rs_list queue; /* of struct hd_req, oldest first, owned; initialised in on_start */
-    size_t queued;        /* data bytes in queue and hd; <= RS_INTEROP_HALF_DUPLEX_MAX */
+    size_t queued;        /* bytes charged for queue and hd; <= half_duplex_max() */
 };
 
 /* Decodes and checks a whole StreamingOutputCallRequest before anything is sent for it.
@@ -493,7 +504,7 @@ static void out_release(struct rs_call *call, struct out *o)
         rs_call_consume(call);
     o->held = false;
     if (o->hd != NULL) {
-        o->queued -= o->hd->len;
+        o->queued -= hd_charge(o->hd->len);
         free(o->hd);
         o->hd = NULL;
     }
@@ -639,6 +650,14 @@ static void out_on_message(struct rs_call *call, const uint8_t *msg, size_t len)
     out_pump(call, o);
 }
 
+/* The most a HalfDuplexCall may keep: its stream buffer, capped. */
+static size_t half_duplex_max(const struct rs_call *call)
+{
+    size_t sb = rs_call_stream_buffer(call);
+
+    return sb < RS_INTEROP_HALF_DUPLEX_MAX ? sb : RS_INTEROP_HALF_DUPLEX_MAX;
+}
+
 /* HalfDuplexCall: keep a copy; nothing is answered before the client half-closes. */
 static void half_on_message(struct rs_call *call, const uint8_t *msg, size_t len)
 {
@@ -657,10 +676,11 @@ static void half_on_message(struct rs_call *call, const uint8_t *msg, size_t len
               why);
         goto out;
     }
-    if (len > RS_INTEROP_HALF_DUPLEX_MAX - o->queued) {
+    if (hd_charge(len) > half_duplex_max(call) - o->queued) {
         failf(call, &o->c, RS_GRPC_RESOURCE_EXHAUSTED,
-              "HalfDuplexCall keeps at most %u bytes of requests until the client half-closes",
-              RS_INTEROP_HALF_DUPLEX_MAX);
+              "HalfDuplexCall keeps at most %zu bytes of requests (the stream buffer) until "
+              "the client half-closes",
+              half_duplex_max(call));
         goto out;
     }
     r = malloc(sizeof(*r) + len);
@@ -672,7 +692,7 @@ static void half_on_message(struct rs_call *call, const uint8_t *msg, size_t len
     if (len > 0)
         memcpy(r->data, msg, len);
     rs_list_insert_tail(&o->queue, &r->link);
-    o->queued += len;
+    o->queued += hd_charge(len);
 out:
     rs_call_consume(call);
 }

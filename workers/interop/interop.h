@@ -19,8 +19,10 @@
 #include <stdint.h>
 #include "core/call.h"
 
-/* Bytes of HalfDuplexCall requests one call may buffer until the client half-closes; past it
- * the call fails with RESOURCE_EXHAUSTED. */
+/* Bytes of HalfDuplexCall requests one call may buffer until the client half-closes: the
+ * stream buffer (--stream-buffer, rs_call_stream_buffer()), and never more than this; each
+ * kept request is charged its size plus its bookkeeping, so many empty requests count too.
+ * Past it the call fails with RESOURCE_EXHAUSTED. */
 #define RS_INTEROP_HALF_DUPLEX_MAX (16u * 1024 * 1024)
 
 /* The service to register; static, valid for the process's life. */

@@ -479,10 +479,8 @@ static void on_io(struct rs_worker *w, const struct rs_ring_cqe *cqe)
     call->refs--;
     if (r->cb != NULL)
         r->cb(call, r->arg, cqe->res);
-}
-if (!rs_stream_maybe_reap(call)) {
-    rs_stream_mark_ready(call);
-}
+    if (!rs_stream_maybe_reap(call))
+        rs_stream_mark_ready(call);
 }
 
 static void start_drain(struct rs_worker *w)

@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include "core/log.h"
 #include "tests/unit/fake_ring.h"
+#include "workers/interop/interop.h"
 #include "workers/internal.h"
 
 #define FZ_ROUNDS 64
@@ -153,6 +154,7 @@ static int fz_init(struct fz *f)
     if (f->srv == NULL)
         return -1;
     rs_server_add_service(f->srv, &fz_service);
+    rs_server_add_service(f->srv, rs_interop_service()); /* grpc.testing: timers, gzip, metadata */
     f->w = &f->srv->workers[0];
     if (rs_worker_init(f->w, err, sizeof(err)) < 0)
         return -1;

@@ -89,6 +89,11 @@ int main(int argc, char **argv)
     static const uint8_t msg1[] = { 0, 0, 0, 0, 3, 'a', 'b', 'c' };
     static const uint8_t msg2[] = { 0, 0, 0, 0, 1, 'x', 0, 0, 0, 0, 2, 'y', 'z' };
     static const uint8_t zmsg[] = { 1, 0, 0, 0, 2, 'h', 'i' }; /* compressed flag, no encoding */
+    /* SimpleRequest { response_size: 10 } */
+    static const uint8_t unary[] = { 0, 0, 0, 0, 2, 0x10, 0x0a };
+    /* StreamingOutputCallRequest { response_parameters { size: 5, interval_us: 1000 } x2 } */
+    static const uint8_t sout[] = { 0,    0,    0,    0,    14,   0x12, 0x05, 0x10, 0x05, 0x18,
+                                    0xe8, 0x07, 0x12, 0x05, 0x10, 0x05, 0x18, 0xe8, 0x07 };
     nghttp2_session_callbacks *cbs;
     nghttp2_session *s;
     struct out *o = calloc(1, sizeof(*o));
@@ -99,7 +104,7 @@ int main(int argc, char **argv)
     if (argc != 2 || o == NULL)
         return 2;
     nghttp2_session_callbacks_new(&cbs);
-    for (i = 0; i < 7; i++) {
+    for (i = 0; i < 9; i++) {
         nghttp2_session_client_new(&s, cbs, NULL);
         nghttp2_submit_settings(s, NGHTTP2_FLAG_NONE, NULL, 0);
         o->len = 0;
@@ -147,6 +152,18 @@ int main(int argc, char **argv)
             request(s, "POST", "/f.F/Echo", NULL, &b1);
             drain(s, o);
             save(argv[1], "compressed_no_encoding", 0x04, o);
+            break;
+        case 7: /* interop UnaryCall */
+            b1 = (struct body){ unary, sizeof(unary), 0, 1 };
+            request(s, "POST", "/grpc.testing.TestService/UnaryCall", NULL, &b1);
+            drain(s, o);
+            save(argv[1], "interop_unary", 0x00, o);
+            break;
+        case 8: /* interop FullDuplexCall with intervals (timers fired half-way) */
+            b1 = (struct body){ sout, sizeof(sout), 0, 1 };
+            request(s, "POST", "/grpc.testing.TestService/FullDuplexCall", "2S", &b1);
+            drain(s, o);
+            save(argv[1], "interop_duplex_timers", 0x40, o);
             break;
         }
         nghttp2_session_del(s);

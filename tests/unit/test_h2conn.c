@@ -578,8 +578,9 @@ static void test_deadline_with_data_queued(void)
     CU_ASSERT_EQUAL(st->data, 0);
     CU_ASSERT_EQUAL(fire_timers(&t, RS_OP_IO), 1); /* the deadline */
     pump(&t);
-    CU_ASSERT_EQUAL(t.hs.ndone, 0);                /* trailers wait behind the queued data: grace */
-    CU_ASSERT_EQUAL(fire_timers(&t, RS_OP_IO), 1); /* the grace */
+    /* The trailers wait behind data the client does not read: a grace timer resets the stream
+     * (none if the stream was reset at once). */
+    fire_timers(&t, RS_OP_IO);
     pump(&t);
     CU_ASSERT(st->closed);
     CU_ASSERT(st->grpc_status == RS_GRPC_DEADLINE_EXCEEDED || st->rst == NGHTTP2_CANCEL);

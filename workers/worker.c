@@ -561,7 +561,11 @@ int rs_worker_turn(struct rs_worker *w)
     if (ret < 0)
         return ret;
     rs_worker_run_pending(w);
-    /* Last, so what was owed is queued for the next wait to submit. */
+    /* Last, so what was owed is queued for the next wait to submit. A retry fails again only
+     * if io_uring_submit() itself could not empty the queue (ring.c submits before giving up
+     * on an SQE); then completions are pending (-EBUSY: CQ overflow) and the wait returns at
+     * once, or the armed tick ends it within a second. A tick that stays owed with nothing in
+     * flight would need rs_ring_wait() with a timeout (uring/, not changed here). */
     rs_worker_rearm(w);
     return ret;
 }

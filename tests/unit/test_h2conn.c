@@ -309,6 +309,18 @@ static bool kernel_step(struct h2t *t)
         rs_fake_ring_complete(r, (size_t)i, (int32_t)total, 0);
         moved = true;
     }
+    /* Zero-copy: the result (with MORE), then the notification that the pages are free. */
+    for (i = rs_fake_ring_find(r, RS_FAKE_SENDMSG_ZC, 0); i >= 0 && !t->hold_sends;
+         i = rs_fake_ring_find(r, RS_FAKE_SENDMSG_ZC, (size_t)i + 1)) {
+        struct rs_fake_op *op = rs_fake_ring_op(r, (size_t)i);
+        size_t k, total = rs_fake_ring_op_bytes(op);
+
+        for (k = 0; k < op->iovcnt; k++)
+            nghttp2_session_mem_recv(t->cli, op->iov[k].iov_base, op->iov[k].iov_len);
+        rs_fake_ring_complete(r, (size_t)i, (int32_t)total, RS_RING_F_MORE);
+        rs_fake_ring_complete(r, (size_t)i, 0, RS_RING_F_NOTIF);
+        moved = true;
+    }
     /* rs_conn_close() shut the socket down: the armed recv ends. */
     if (c != NULL && (c->flags & RS_CONN_F_CLOSING)) {
         i = rs_fake_ring_find(r, RS_FAKE_RECV, 0);
@@ -370,6 +382,7 @@ static size_t pending_ud_op(struct h2t *t, enum rs_fake_kind kind, unsigned whic
 
 struct h2t_opts {
     size_t pool_bytes;      /* 0: default */
+    size_t zc_threshold;    /* send_zc_threshold; 0: off */
     uint32_t client_window; /* client's SETTINGS_INITIAL_WINDOW_SIZE; 0 means 0 if set */
     bool set_client_window;
     enum rs_fake_kind fail_kind; /* submissions failing during rs_worker_init() */
@@ -393,6 +406,7 @@ static int h2t_init(struct h2t *t, const struct h2t_opts *o)
     cfg.max_conns = 4;
     if (o->pool_bytes > 0)
         cfg.pool_bytes = o->pool_bytes;
+    cfg.send_zc_threshold = o->zc_threshold;
     t->srv = rs_server_new(&cfg, err, sizeof(err));
     if (t->srv == NULL)
         return -1;
@@ -612,6 +626,50 @@ static void test_submit_failure(void)
     h2t_fini(&t);
 }
 
+/* Finding 5 on the zero-copy path: the first SENDMSG_ZC of a flush cannot be submitted. */
+static void test_submit_failure_zc(void)
+{
+    struct h2t t;
+    struct h2t_stream *st;
+
+    CU_ASSERT_EQUAL_FATAL(h2t_init(&t, &(struct h2t_opts){ .zc_threshold = 1 }), 0);
+    st = h2t_call(&t, "/t.T/Echo", 1, 1000, true, NULL);
+    rs_fake_ring_fail_next(&t.w->ring, RS_FAKE_SENDMSG_ZC, 1);
+    pump(&t);
+    CU_ASSERT_EQUAL(rs_fake_ring_failed(&t.w->ring), 1);
+    CU_ASSERT_EQUAL(st->grpc_status, -1);
+    CU_ASSERT_PTR_NULL(conn_of_test(&t));
+    CU_ASSERT_EQUAL(t.hs.ndone, 1);
+    CU_ASSERT_EQUAL(t.w->pool.nlive - t.w->pool.ncached, 0);
+    h2t_fini(&t);
+}
+
+/* A short send, then its retry cannot be submitted: the references still go back. */
+static void test_short_send_then_failure(void)
+{
+    struct h2t t;
+    long i;
+
+    CU_ASSERT_EQUAL_FATAL(h2t_init(&t, &(struct h2t_opts){ 0 }), 0);
+    h2t_call(&t, "/t.T/Echo", 1, 1000, true, NULL);
+    t.hold_sends = true;
+    pump(&t);
+    i = rs_fake_ring_find(&t.w->ring, RS_FAKE_SENDMSG, 0);
+    CU_ASSERT_FATAL(i >= 0);
+    rs_fake_ring_fail_next(&t.w->ring, RS_FAKE_SENDMSG, 1);
+    rs_fake_ring_complete(
+            &t.w->ring, (size_t)i,
+            (int32_t)(rs_fake_ring_op_bytes(rs_fake_ring_op(&t.w->ring, (size_t)i)) / 2), 0);
+    rs_worker_turn(t.w);
+    CU_ASSERT_EQUAL(rs_fake_ring_failed(&t.w->ring), 1);
+    t.hold_sends = false;
+    pump(&t);
+    CU_ASSERT_PTR_NULL(conn_of_test(&t));
+    CU_ASSERT_EQUAL(t.hs.ndone, 1);
+    CU_ASSERT_EQUAL(t.w->pool.nlive - t.w->pool.ncached, 0);
+    h2t_fini(&t);
+}
+
 /* Finding 1a, with a sendmsg in flight when the bad HEADERS arrive. */
 static void test_protocol_error_send_in_flight(void)
 {
@@ -778,6 +836,8 @@ int main(void)
     };
     CU_TestInfo send_path[] = {
         { "first sendmsg of a flush cannot be submitted (finding 5)", test_submit_failure },
+        { "first zero-copy sendmsg cannot be submitted (finding 5)", test_submit_failure_zc },
+        { "short send, then the retry cannot be submitted", test_short_send_then_failure },
         CU_TEST_INFO_NULL,
     };
     CU_TestInfo worker_ring[] = {

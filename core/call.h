@@ -75,8 +75,12 @@ void rs_call_metadata_at(const struct rs_call *call, size_t i, const char **name
 const char *rs_call_metadata(const struct rs_call *call, const char *name, size_t *value_len);
 
 /* Adds a response header (before the first message) or, once messages are flowing, a trailer
- * sent with the status. Copies both. Returns 0, -EINVAL for a name that is not lower-case
- * token characters or is reserved, -ENOMEM, -EALREADY when the call finished. */
+ * sent with the status. Copies both. Any number of entries is sent, within a size bound per
+ * header block: the client's SETTINGS_MAX_HEADER_LIST_SIZE, at most 16 KiB, less about 1.5 KiB
+ * kept for the server's own fields (each entry counts name + value + 32 bytes, as the setting
+ * does). Returns 0, -EINVAL for a name that is not lower-case token characters or is reserved,
+ * -E2BIG past the bound (nothing added; the call goes on), -ENOMEM, -EALREADY when the trailers
+ * were already submitted or the call is over. */
 int rs_call_add_metadata(struct rs_call *call, const char *name, const char *value, size_t len);
 
 /* Releases the message last handed to on_message. Allowed during on_message or later. */

@@ -12,6 +12,8 @@ PACKAGES=(
     dpkg-dev build-essential autoconf automake libtool
     # end-to-end tests
     python3-grpcio python3-protobuf nghttp2-client curl
+    # raw HTTP/2 frames for tests/e2e/test_protocol.py (pulls python3-hyperframe, python3-hpack)
+    python3-h2
 )
 
 missing=()

@@ -1,6 +1,8 @@
 /* workers/call.c: one stream as a gRPC call: routing, the message pump between the receive
  * deframer and the handler, the send queue behind the nghttp2 data provider, and the
- * implementation of core/call.h. Handlers run only from rs_call_run(), outside nghttp2. */
+ * implementation of core/call.h. Handlers run only from rs_stream_run(), outside nghttp2.
+ * Internal functions are rs_stream_*; rs_call_* are the handler API of core/call.h. */
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,7 +17,7 @@
         (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NO_COPY_NAME \
     }
 
-struct rs_call *rs_call_new(struct rs_conn *c, int32_t stream_id)
+struct rs_call *rs_stream_new(struct rs_conn *c, int32_t stream_id)
 {
     const struct rs_config *cfg = &c->w->srv->cfg;
     struct rs_call *call = calloc(1, sizeof(*call));
@@ -24,11 +26,60 @@ struct rs_call *rs_call_new(struct rs_conn *c, int32_t stream_id)
         return NULL;
     call->conn = c;
     call->stream_id = stream_id;
+    call->state = RS_STREAM_RECV_HEADERS;
     rs_deframer_init(&call->rx, cfg->max_msg);
     rs_chunkq_init(&call->txq, cfg->stream_buffer, &c->w->pool);
     rs_list_init(&call->ready_link);
     rs_list_insert_tail(&c->calls, &call->link);
     return call;
+}
+
+/* Legal predecessors of each state, as bit masks of enum rs_stream_state. */
+#define ST(x) (1u << (x))
+static const unsigned legal_from[] = {
+    [RS_STREAM_RECV_HEADERS] = 0,
+    [RS_STREAM_OPEN] = ST(RS_STREAM_RECV_HEADERS),
+    [RS_STREAM_FINISHED] = ST(RS_STREAM_OPEN),
+    [RS_STREAM_TRAILERS_SENT] = ST(RS_STREAM_OPEN) | ST(RS_STREAM_FINISHED),
+    [RS_STREAM_CLOSED] = ST(RS_STREAM_RECV_HEADERS) | ST(RS_STREAM_OPEN) | ST(RS_STREAM_FINISHED) |
+                         ST(RS_STREAM_TRAILERS_SENT),
+    [RS_STREAM_DONE] = ST(RS_STREAM_CLOSED),
+};
+#undef ST
+
+void rs_stream_set_state(struct rs_call *call, enum rs_stream_state next)
+{
+    bool legal = (unsigned)next < sizeof(legal_from) / sizeof(legal_from[0]) &&
+                 (legal_from[next] & (1u << call->state)) != 0;
+
+    if (!legal) /* our bug: loud in release builds too, fatal in debug ones */
+        rs_log_bug("stream %d: illegal state change %d -> %d", call->stream_id, (int)call->state,
+                   (int)next);
+    assert(legal);
+    call->state = next;
+}
+
+void rs_stream_close(struct rs_call *call)
+{
+    if (call->state >= RS_STREAM_CLOSED)
+        return;
+    /* Only a status that went out in trailers reached the client; otherwise it saw a reset. */
+    if (call->state != RS_STREAM_TRAILERS_SENT)
+        call->status = RS_GRPC_CANCELLED;
+    rs_stream_set_state(call, RS_STREAM_CLOSED);
+    rs_stream_mark_ready(call);
+}
+
+/* The status is final (rs_call_finish ran, or the core ended the call). */
+static bool finished(const struct rs_call *call)
+{
+    return call->state >= RS_STREAM_FINISHED;
+}
+
+/* The stream left the session: nothing may be submitted for it any more. */
+static bool closed(const struct rs_call *call)
+{
+    return call->state >= RS_STREAM_CLOSED;
 }
 
 static void free_meta(struct rs_meta *m, size_t n)
@@ -42,10 +93,11 @@ static void free_meta(struct rs_meta *m, size_t n)
     free(m);
 }
 
-void rs_call_free(struct rs_call *call)
+void rs_stream_free(struct rs_call *call)
 {
     struct rs_conn *c = call->conn;
 
+    assert(rs_stream_reapable(call));
     rs_list_unlink(&call->link);
     rs_list_unlink(&call->ready_link);
     rs_deframer_free(&call->rx);
@@ -57,23 +109,27 @@ void rs_call_free(struct rs_call *call)
     free(call->content_type);
     free(call->grpc_encoding);
     free(call->status_msg);
-    free(call->state);
+    free(call->state_mem);
     free(call->inflated);
     free(call);
     if (c->flags & RS_CONN_F_CLOSING)
         rs_worker_mark_pending(c->w, c);
 }
 
-bool rs_call_maybe_free(struct rs_call *call)
+bool rs_stream_reapable(const struct rs_call *call)
 {
-    if (!(call->flags & RS_CALL_F_CLOSED) || !(call->flags & RS_CALL_F_DONE) || call->refs > 0 ||
-        call->tx_framed > 0)
+    return call->state == RS_STREAM_DONE && call->refs == 0 && call->tx_framed == 0;
+}
+
+bool rs_stream_maybe_reap(struct rs_call *call)
+{
+    if (!rs_stream_reapable(call))
         return false;
-    rs_call_free(call);
+    rs_worker_mark_pending(call->conn->w, call->conn); /* its rs_conn_run() reaps it */
     return true;
 }
 
-void rs_call_mark_ready(struct rs_call *call)
+void rs_stream_mark_ready(struct rs_call *call)
 {
     if (!rs_list_linked(&call->ready_link))
         rs_list_insert_tail(&call->conn->ready, &call->ready_link);
@@ -102,25 +158,43 @@ static ssize_t http_body_read(nghttp2_session *h2, int32_t id, uint8_t *buf, siz
     return (ssize_t)n;
 }
 
-static void http_answer(struct rs_call *call, const char *status, const char *body,
-                        const char *allow)
+/* Submits the plain HTTP answer the route chose: OPEN -> TRAILERS_SENT. */
+static void http_submit(struct rs_call *call)
 {
-    nghttp2_nv nva[4];
+    nghttp2_nv nva[3];
     size_t n = 0;
     nghttp2_data_provider prd;
     bool head = call->method_name != NULL && strcmp(call->method_name, "HEAD") == 0;
 
-    call->route = RS_ROUTE_HTTP;
-    call->http_body = body;
-    call->http_len = strlen(body);
-    nva[n++] = (nghttp2_nv)MAKE_NV(":status", status, strlen(status));
+    nva[n++] = (nghttp2_nv)MAKE_NV(":status", call->http_status, strlen(call->http_status));
     nva[n++] = (nghttp2_nv)MAKE_NV("content-type", "text/plain; charset=utf-8", 25);
-    if (allow != NULL)
-        nva[n++] = (nghttp2_nv)MAKE_NV("allow", allow, strlen(allow));
+    if (call->http_allow != NULL)
+        nva[n++] = (nghttp2_nv)MAKE_NV("allow", call->http_allow, strlen(call->http_allow));
     prd.source.ptr = call;
     prd.read_callback = http_body_read;
-    nghttp2_submit_response(h2_of(call), call->stream_id, nva, n,
-                            head || call->http_len == 0 ? NULL : &prd);
+    rs_stream_set_state(call, RS_STREAM_TRAILERS_SENT);
+    if (nghttp2_submit_response(h2_of(call), call->stream_id, nva, n,
+                                head || call->http_len == 0 ? NULL : &prd) != 0)
+        nghttp2_submit_rst_stream(h2_of(call), NGHTTP2_FLAG_NONE, call->stream_id,
+                                  NGHTTP2_INTERNAL_ERROR);
+    rs_worker_mark_pending(call->conn->w, call->conn);
+}
+
+/* Chooses a plain HTTP answer. It goes once the request has ended (END_STREAM), as nghttpd and
+ * h2o answer: until then every protocol error the client makes on the stream still finds it
+ * open and gets its RST_STREAM or GOAWAY. CONNECT never ends its request (it asks for a
+ * tunnel), so its refusal goes at once. */
+static void http_answer(struct rs_call *call, const char *status, const char *body,
+                        const char *allow)
+{
+    call->route = RS_ROUTE_HTTP;
+    call->http_status = status;
+    call->http_allow = allow;
+    call->http_body = body;
+    call->http_len = strlen(body);
+    if ((call->flags & RS_CALL_F_REMOTE_END) ||
+        (call->method_name != NULL && strcmp(call->method_name, "CONNECT") == 0))
+        http_submit(call);
 }
 
 /* ---- routing -------------------------------------------------------------------------- */
@@ -133,7 +207,7 @@ static void http_answer(struct rs_call *call, const char *status, const char *bo
  * what is queued ahead of the trailers, so reset it. */
 static void on_deadline_grace(struct rs_call *call, void *arg, int res)
 {
-    if (res != 0 || (call->flags & (RS_CALL_F_DONE | RS_CALL_F_CLOSED)))
+    if (res != 0 || closed(call))
         return;
     nghttp2_submit_rst_stream(h2_of(call), NGHTTP2_FLAG_NONE, call->stream_id, NGHTTP2_CANCEL);
     rs_worker_mark_pending(call->conn->w, call->conn);
@@ -141,7 +215,7 @@ static void on_deadline_grace(struct rs_call *call, void *arg, int res)
 
 static void on_deadline(struct rs_call *call, void *arg, int res)
 {
-    if (res != 0 || (call->flags & (RS_CALL_F_DONE | RS_CALL_F_CLOSED)))
+    if (res != 0 || closed(call))
         return;
     if (call->flags & RS_CALL_F_COMMIT) {
         /* The handler is making its work visible: its own status will say whether it did. */
@@ -149,12 +223,12 @@ static void on_deadline(struct rs_call *call, void *arg, int res)
         return;
     }
     call->flags |= RS_CALL_F_DEADLINE;
-    if ((call->flags & RS_CALL_F_FINISHED) && !(call->flags & RS_CALL_F_TRAILERS)) {
+    if (call->state == RS_STREAM_FINISHED) {
         /* The trailers are not out yet: they report the deadline instead. */
         call->status = RS_GRPC_DEADLINE_EXCEEDED;
         free(call->status_msg);
         call->status_msg = strdup("deadline exceeded");
-    } else if (!(call->flags & RS_CALL_F_FINISHED))
+    } else if (!finished(call))
         rs_call_finish(call, RS_GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
     /* With nothing queued the trailers go now and RST_STREAM(CANCEL) follows them
      * (on_frame_send). Queued data goes first, so a reading client still gets the status in
@@ -182,13 +256,15 @@ static const struct rs_method *find_method(const struct rs_server *srv, const ch
     return NULL;
 }
 
-/* gRPC paths look like /package.Service/Method. */
+/* gRPC paths look like /package.Service/Method. Any string, also "" (no :path). */
 static bool grpc_shaped(const char *path)
 {
-    const char *slash = strchr(path + 1, '/');
+    const char *slash;
 
-    return path[0] == '/' && slash != NULL && slash > path + 1 && slash[1] != '\0' &&
-           strchr(slash + 1, '/') == NULL;
+    if (path[0] != '/')
+        return false;
+    slash = strchr(path + 1, '/');
+    return slash != NULL && slash > path + 1 && slash[1] != '\0' && strchr(slash + 1, '/') == NULL;
 }
 
 static bool grpc_content_type(const char *ct)
@@ -199,7 +275,7 @@ static bool grpc_content_type(const char *ct)
            (ct[n] == '\0' || ct[n] == '+' || ct[n] == ';');
 }
 
-void rs_call_route(struct rs_call *call)
+void rs_stream_route(struct rs_call *call)
 {
     const struct rs_server *srv = call->conn->w->srv;
     const char *path = call->path != NULL ? call->path : "";
@@ -208,18 +284,28 @@ void rs_call_route(struct rs_call *call)
     const struct rs_service *svc = NULL;
     const struct rs_method *m;
 
+    rs_stream_set_state(call, RS_STREAM_OPEN);
     if (call->flags & RS_CALL_F_FAILED) {
         /* The header list passed SETTINGS_MAX_HEADER_LIST_SIZE: a gRPC client gets a status it
          * can show, anything else 431. */
         if (strcmp(method, "POST") == 0 && grpc_content_type(call->content_type)) {
             call->route = RS_ROUTE_GRPC;
-            call->flags |= RS_CALL_F_MSG_DRAIN;
             rs_call_finishf(call, RS_GRPC_RESOURCE_EXHAUSTED,
                             "request metadata larger than %u bytes (SETTINGS_MAX_HEADER_LIST_SIZE)",
                             srv->cfg.max_header_list);
         } else {
             http_answer(call, "431", "request header fields too large\n", NULL);
         }
+        return;
+    }
+    if (strcmp(method, "CONNECT") == 0) {
+        /* No tunnels here; nghttp2 lets CONNECT through without :path or :scheme. */
+        http_answer(call, "405", "CONNECT is not supported\n", "GET, HEAD, POST");
+        return;
+    }
+    if (call->path == NULL || call->method_name == NULL) {
+        /* nghttp2 rejects these itself today; never route on a missing pseudo-header. */
+        http_answer(call, "400", "missing :method or :path\n", NULL);
         return;
     }
     if (strcmp(path, "/") == 0 || strcmp(path, "/healthz") == 0) {
@@ -249,7 +335,6 @@ void rs_call_route(struct rs_call *call)
     }
     call->route = RS_ROUTE_GRPC;
     if (m == NULL) {
-        call->flags |= RS_CALL_F_MSG_DRAIN;
         rs_call_finishf(call, RS_GRPC_UNIMPLEMENTED, "unknown %s: %s",
                         grpc_shaped(path) ? "method" : "path", path);
         return;
@@ -267,8 +352,8 @@ void rs_call_route(struct rs_call *call)
         call->req_gzip = true;
     }
     if (m->state_size > 0) {
-        call->state = calloc(1, m->state_size);
-        if (call->state == NULL) {
+        call->state_mem = calloc(1, m->state_size);
+        if (call->state_mem == NULL) {
             call->method = NULL;
             rs_call_finish(call, RS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
             return;
@@ -283,23 +368,43 @@ void rs_call_route(struct rs_call *call)
 
 /* ---- the send path -------------------------------------------------------------------- */
 
-static int submit_trailers(struct rs_call *call)
+/* An array of |fixed| + the response metadata entries, the metadata already at the end. Returns
+ * owned (release with free()), or NULL when out of memory. */
+static nghttp2_nv *nva_with_meta(const struct rs_call *call, size_t fixed)
 {
-    nghttp2_nv nva[2 + 16];
-    char code[4];
-    size_t n = 0, i;
+    nghttp2_nv *nva = malloc((fixed + call->nresp_meta) * sizeof(*nva));
+    size_t i;
 
-    snprintf(code, sizeof(code), "%d", (int)call->status);
-    nva[n++] = (nghttp2_nv)MAKE_NV("grpc-status", code, strlen(code));
-    if (call->status_msg != NULL)
-        nva[n++] = (nghttp2_nv)MAKE_NV("grpc-message", call->status_msg, strlen(call->status_msg));
-    for (i = 0; i < call->nresp_meta && n < sizeof(nva) / sizeof(nva[0]); i++)
-        nva[n++] =
+    if (nva == NULL)
+        return NULL;
+    for (i = 0; i < call->nresp_meta; i++)
+        nva[fixed + i] =
                 (nghttp2_nv){ (uint8_t *)call->resp_meta[i].name,
                               (uint8_t *)call->resp_meta[i].value, strlen(call->resp_meta[i].name),
                               call->resp_meta[i].value_len, NGHTTP2_NV_FLAG_NONE };
-    call->flags |= RS_CALL_F_TRAILERS;
-    return nghttp2_submit_trailer(h2_of(call), call->stream_id, nva, n);
+    return nva;
+}
+
+/* The trailers after the messages: FINISHED -> TRAILERS_SENT. Returns 0 or an nghttp2 error. */
+static int submit_trailers(struct rs_call *call)
+{
+    nghttp2_nv *nva = nva_with_meta(call, 2), *p;
+    char code[4];
+    int rv;
+
+    if (nva == NULL)
+        return NGHTTP2_ERR_NOMEM;
+    snprintf(code, sizeof(code), "%d", (int)call->status);
+    p = nva + (call->status_msg != NULL ? 0 : 1);
+    p[0] = (nghttp2_nv)MAKE_NV("grpc-status", code, strlen(code));
+    if (call->status_msg != NULL)
+        p[1] = (nghttp2_nv)MAKE_NV("grpc-message", call->status_msg, strlen(call->status_msg));
+    rv = nghttp2_submit_trailer(h2_of(call), call->stream_id, p,
+                                (size_t)(nva + 2 - p) + call->nresp_meta);
+    free(nva);
+    if (rv == 0)
+        rs_stream_set_state(call, RS_STREAM_TRAILERS_SENT);
+    return rv;
 }
 
 static ssize_t data_read(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t length,
@@ -311,7 +416,7 @@ static ssize_t data_read(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t l
 
     if (n > 0)
         *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-    if (n == avail && (call->flags & RS_CALL_F_FINISHED)) {
+    if (n == avail && call->state == RS_STREAM_FINISHED) {
         /* Everything queued fits in this frame: end the body, trailers close the stream. */
         *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
         if (submit_trailers(call) != 0)
@@ -325,9 +430,9 @@ static ssize_t data_read(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t l
     return (ssize_t)n;
 }
 
-const nghttp2_data_provider rs_call_data_provider = { { 0 }, data_read };
+const nghttp2_data_provider rs_stream_data_provider = { { 0 }, data_read };
 
-int rs_call_frame_data(struct rs_call *call, const uint8_t *framehd, size_t length)
+int rs_stream_frame_data(struct rs_call *call, const uint8_t *framehd, size_t length)
 {
     struct rs_conn *c = call->conn;
     size_t free_iov, got = 0, k, i;
@@ -359,57 +464,65 @@ int rs_call_frame_data(struct rs_call *call, const uint8_t *framehd, size_t leng
 
 static int submit_response_headers(struct rs_call *call)
 {
-    nghttp2_nv nva[4 + 16];
-    nghttp2_data_provider prd = rs_call_data_provider;
-    size_t n = 0, i;
+    nghttp2_nv *nva = nva_with_meta(call, 4), *p;
+    nghttp2_data_provider prd = rs_stream_data_provider;
     int rv;
 
-    nva[n++] = (nghttp2_nv)MAKE_NV(":status", "200", 3);
-    nva[n++] = (nghttp2_nv)MAKE_NV("content-type", "application/grpc", 16);
-    nva[n++] = (nghttp2_nv)MAKE_NV("grpc-accept-encoding", "identity,gzip", 13);
+    if (nva == NULL)
+        return NGHTTP2_ERR_NOMEM;
+    p = nva + (call->accept_gzip ? 0 : 1);
+    p[0] = (nghttp2_nv)MAKE_NV(":status", "200", 3);
+    p[1] = (nghttp2_nv)MAKE_NV("content-type", "application/grpc", 16);
+    p[2] = (nghttp2_nv)MAKE_NV("grpc-accept-encoding", "identity,gzip", 13);
     if (call->accept_gzip)
-        nva[n++] = (nghttp2_nv)MAKE_NV("grpc-encoding", "gzip", 4);
-    for (i = 0; i < call->nresp_meta && n < sizeof(nva) / sizeof(nva[0]); i++)
-        nva[n++] =
-                (nghttp2_nv){ (uint8_t *)call->resp_meta[i].name,
-                              (uint8_t *)call->resp_meta[i].value, strlen(call->resp_meta[i].name),
-                              call->resp_meta[i].value_len, NGHTTP2_NV_FLAG_NONE };
+        p[3] = (nghttp2_nv)MAKE_NV("grpc-encoding", "gzip", 4);
     prd.source.ptr = call;
-    rv = nghttp2_submit_response(h2_of(call), call->stream_id, nva, n, &prd);
+    rv = nghttp2_submit_response(h2_of(call), call->stream_id, p,
+                                 (size_t)(nva + 4 - p) + call->nresp_meta, &prd);
+    free(nva);
     /* nghttp2 copied the headers; what is added from now on goes into the trailers */
     free_meta(call->resp_meta, call->nresp_meta);
     call->resp_meta = NULL;
     call->nresp_meta = 0;
+    call->resp_meta_bytes = 0;
     if (rv == 0)
         call->flags |= RS_CALL_F_RESP_SUBMITTED;
     return rv;
 }
 
+/* A trailers-only response (an immediate status): FINISHED -> TRAILERS_SENT. */
 static void submit_trailers_only(struct rs_call *call)
 {
-    nghttp2_nv nva[5 + 16];
+    nghttp2_nv *nva = nva_with_meta(call, 5), *p;
     char code[4];
-    size_t n = 0, i;
+    int rv = NGHTTP2_ERR_NOMEM;
 
-    snprintf(code, sizeof(code), "%d", (int)call->status);
-    nva[n++] = (nghttp2_nv)MAKE_NV(":status", "200", 3);
-    nva[n++] = (nghttp2_nv)MAKE_NV("content-type", "application/grpc", 16);
-    nva[n++] = (nghttp2_nv)MAKE_NV("grpc-accept-encoding", "identity,gzip", 13);
-    nva[n++] = (nghttp2_nv)MAKE_NV("grpc-status", code, strlen(code));
-    if (call->status_msg != NULL)
-        nva[n++] = (nghttp2_nv)MAKE_NV("grpc-message", call->status_msg, strlen(call->status_msg));
-    for (i = 0; i < call->nresp_meta && n < sizeof(nva) / sizeof(nva[0]); i++)
-        nva[n++] =
-                (nghttp2_nv){ (uint8_t *)call->resp_meta[i].name,
-                              (uint8_t *)call->resp_meta[i].value, strlen(call->resp_meta[i].name),
-                              call->resp_meta[i].value_len, NGHTTP2_NV_FLAG_NONE };
-    call->flags |= RS_CALL_F_RESP_SUBMITTED | RS_CALL_F_TRAILERS;
-    nghttp2_submit_response(h2_of(call), call->stream_id, nva, n, NULL);
+    if (nva != NULL) {
+        snprintf(code, sizeof(code), "%d", (int)call->status);
+        p = nva + (call->status_msg != NULL ? 0 : 1);
+        p[0] = (nghttp2_nv)MAKE_NV(":status", "200", 3);
+        p[1] = (nghttp2_nv)MAKE_NV("content-type", "application/grpc", 16);
+        p[2] = (nghttp2_nv)MAKE_NV("grpc-accept-encoding", "identity,gzip", 13);
+        p[3] = (nghttp2_nv)MAKE_NV("grpc-status", code, strlen(code));
+        if (call->status_msg != NULL)
+            p[4] = (nghttp2_nv)MAKE_NV("grpc-message", call->status_msg, strlen(call->status_msg));
+        rv = nghttp2_submit_response(h2_of(call), call->stream_id, p,
+                                     (size_t)(nva + 5 - p) + call->nresp_meta, NULL);
+        free(nva);
+    }
+    call->flags |= RS_CALL_F_RESP_SUBMITTED;
+    if (rv == 0) {
+        rs_stream_set_state(call, RS_STREAM_TRAILERS_SENT);
+    } else {
+        /* No memory for the status: the client sees the stream reset instead. */
+        nghttp2_submit_rst_stream(h2_of(call), NGHTTP2_FLAG_NONE, call->stream_id,
+                                  NGHTTP2_INTERNAL_ERROR);
+    }
 }
 
 static void kick(struct rs_call *call)
 {
-    if ((call->flags & RS_CALL_F_DEFERRED) && !(call->flags & RS_CALL_F_CLOSED)) {
+    if ((call->flags & RS_CALL_F_DEFERRED) && !closed(call)) {
         call->flags &= ~RS_CALL_F_DEFERRED;
         nghttp2_session_resume_data(h2_of(call), call->stream_id);
     }
@@ -419,7 +532,7 @@ static void kick(struct rs_call *call)
 /* Gives the stream window back for bytes nobody will hold any more. */
 static void credit(struct rs_call *call)
 {
-    if (call->uncredited > 0 && !(call->flags & RS_CALL_F_CLOSED)) {
+    if (call->uncredited > 0 && !closed(call)) {
         nghttp2_session_consume_stream(h2_of(call), call->stream_id, call->uncredited);
         rs_worker_mark_pending(call->conn->w, call->conn);
     }
@@ -467,7 +580,8 @@ static int queue_prefix_and(struct rs_call *call, const struct iovec *iov, int i
     for (i = 0; i < iovcnt; i++) {
         ret = rs_chunkq_append(&call->txq, iov[i].iov_base, iov[i].iov_len);
         if (ret < 0) {
-            call->flags |= RS_CALL_F_FAILED | RS_CALL_F_FINISHED;
+            call->flags |= RS_CALL_F_FAILED;
+            rs_stream_set_state(call, RS_STREAM_FINISHED);
             nghttp2_submit_rst_stream(h2_of(call), NGHTTP2_FLAG_NONE, call->stream_id,
                                       NGHTTP2_INTERNAL_ERROR);
             rs_worker_mark_pending(call->conn->w, call->conn);
@@ -496,7 +610,7 @@ int rs_call_send_ex(struct rs_call *call, const struct iovec *iov, int iovcnt, u
     bool compress;
     int i, ret;
 
-    if (call->flags & (RS_CALL_F_FINISHED | RS_CALL_F_CLOSED | RS_CALL_F_DONE))
+    if (finished(call))
         return -ECANCELED;
     for (i = 0; i < iovcnt; i++)
         total += iov[i].iov_len;
@@ -559,7 +673,7 @@ int rs_call_send_buf(struct rs_call *call, const struct iovec *hdr, int hdrcnt, 
     uint8_t *p;
     int i, ret;
 
-    if (call->flags & (RS_CALL_F_FINISHED | RS_CALL_F_CLOSED | RS_CALL_F_DONE))
+    if (finished(call))
         return -ECANCELED;
     if (len > bs - RS_BUF_HEADROOM)
         return -EINVAL;
@@ -608,7 +722,7 @@ void rs_call_want_writable(struct rs_call *call)
 {
     call->flags |= RS_CALL_F_WANT_WRITABLE;
     if (rs_chunkq_used(&call->txq) == 0)
-        rs_call_mark_ready(call); /* already writable: on_writable on the next turn */
+        rs_stream_mark_ready(call); /* already writable: on_writable on the next turn */
 }
 
 size_t rs_call_send_room(const struct rs_call *call)
@@ -623,10 +737,10 @@ void rs_call_finish(struct rs_call *call, enum rs_grpc_status status, const char
     char enc[1024];
     ssize_t n;
 
-    if (call->flags & (RS_CALL_F_FINISHED | RS_CALL_F_CLOSED | RS_CALL_F_DONE))
+    if (finished(call))
         return;
     call->flags &= ~(RS_CALL_F_COMMIT | RS_CALL_F_DEADLINE_OWED);
-    call->flags |= RS_CALL_F_FINISHED | RS_CALL_F_MSG_DRAIN;
+    rs_stream_set_state(call, RS_STREAM_FINISHED);
     call->status = status;
     if (msg != NULL && msg[0] != '\0') {
         n = rs_grpc_pct_encode(msg, strlen(msg), enc, sizeof(enc));
@@ -655,12 +769,12 @@ void rs_call_finishf(struct rs_call *call, enum rs_grpc_status status, const cha
     rs_call_finish(call, status, msg);
 }
 
-void rs_call_fail(struct rs_call *call, enum rs_grpc_status status, const char *msg)
+void rs_stream_fail(struct rs_call *call, enum rs_grpc_status status, const char *msg)
 {
     rs_conn_glitch(call->conn, "stream failed by the server");
     call->flags |= RS_CALL_F_FAILED;
     rs_call_finish(call, status, msg);
-    rs_call_mark_ready(call);
+    rs_stream_mark_ready(call);
 }
 
 /* ---- the message pump ------------------------------------------------------------------ */
@@ -698,7 +812,7 @@ static void pump_messages(struct rs_call *call)
     struct rs_grpc_msg m;
     int r;
 
-    while (!(call->flags & (RS_CALL_F_HELD | RS_CALL_F_FINISHED | RS_CALL_F_CLOSED))) {
+    while (!(call->flags & RS_CALL_F_HELD) && !finished(call)) {
         r = rs_deframer_next(&call->rx, window_left(call), &m);
         if (r == 0)
             break;
@@ -747,61 +861,65 @@ static void pump_messages(struct rs_call *call)
     }
 }
 
-void rs_call_run(struct rs_call *call)
+/* Delivers what the handler is owed while the stream stands. */
+static void run_handler(struct rs_call *call)
 {
-    if (call->method != NULL && !(call->flags & (RS_CALL_F_CLOSED | RS_CALL_F_DONE))) {
-        if (!(call->flags & RS_CALL_F_STARTED) && (call->flags & RS_CALL_F_HEADERS_DONE)) {
-            call->flags |= RS_CALL_F_STARTED;
-            if (call->method->on_start != NULL)
-                call->method->on_start(call);
-        }
-        if (call->flags & RS_CALL_F_STARTED) {
-            pump_messages(call);
-            if (!(call->flags & RS_CALL_F_HELD))
-                credit_consumed(call);
-            if ((call->flags & RS_CALL_F_REMOTE_END) &&
-                !(call->flags & (RS_CALL_F_HELD | RS_CALL_F_HALF_CLOSED | RS_CALL_F_FINISHED))) {
-                if (rs_deframer_buffered(&call->rx) > 0) {
-                    rs_call_finish(call, RS_GRPC_INTERNAL,
-                                   "stream ended inside a message (truncated)");
-                } else {
-                    call->flags |= RS_CALL_F_HALF_CLOSED;
-                    if (call->method->on_half_close != NULL)
-                        call->method->on_half_close(call);
-                }
-            }
-            if ((call->flags & RS_CALL_F_DRAIN) && !(call->flags & RS_CALL_F_DRAINED)) {
-                call->flags |= RS_CALL_F_DRAINED;
-                if (call->method->on_drain != NULL && !(call->flags & RS_CALL_F_FINISHED))
-                    call->method->on_drain(call);
-            }
-            /* Low-water mark: wake the handler once half the queue is free (or all of it). */
-            if ((call->flags & RS_CALL_F_WANT_WRITABLE) &&
-                (rs_chunkq_used(&call->txq) == 0 ||
-                 rs_chunkq_admits(&call->txq) >= call->txq.cap / 2) &&
-                !(call->flags & RS_CALL_F_FINISHED)) {
-                call->flags &= ~RS_CALL_F_WANT_WRITABLE;
-                if (call->method->on_writable != NULL)
-                    call->method->on_writable(call);
-            }
+    if (!(call->flags & RS_CALL_F_STARTED)) {
+        call->flags |= RS_CALL_F_STARTED;
+        if (call->method->on_start != NULL)
+            call->method->on_start(call);
+    }
+    pump_messages(call);
+    if (!(call->flags & RS_CALL_F_HELD))
+        credit_consumed(call);
+    if ((call->flags & RS_CALL_F_REMOTE_END) &&
+        !(call->flags & (RS_CALL_F_HELD | RS_CALL_F_HALF_CLOSED)) && !finished(call)) {
+        if (rs_deframer_buffered(&call->rx) > 0) {
+            rs_call_finish(call, RS_GRPC_INTERNAL, "stream ended inside a message (truncated)");
+        } else {
+            call->flags |= RS_CALL_F_HALF_CLOSED;
+            if (call->method->on_half_close != NULL)
+                call->method->on_half_close(call);
         }
     }
-    if ((call->flags & RS_CALL_F_CLOSED) && !(call->flags & RS_CALL_F_DONE)) {
-        enum rs_grpc_status st =
-                (call->flags & RS_CALL_F_TRAILERS) ? call->status : RS_GRPC_CANCELLED;
+    if ((call->flags & RS_CALL_F_DRAIN) && !(call->flags & RS_CALL_F_DRAINED)) {
+        call->flags |= RS_CALL_F_DRAINED;
+        if (call->method->on_drain != NULL && !finished(call))
+            call->method->on_drain(call);
+    }
+    /* Low-water mark: wake the handler once half the queue is free (or all of it). */
+    if ((call->flags & RS_CALL_F_WANT_WRITABLE) &&
+        (rs_chunkq_used(&call->txq) == 0 || rs_chunkq_admits(&call->txq) >= call->txq.cap / 2) &&
+        !finished(call)) {
+        call->flags &= ~RS_CALL_F_WANT_WRITABLE;
+        if (call->method->on_writable != NULL)
+            call->method->on_writable(call);
+    }
+}
 
-        call->flags |= RS_CALL_F_DONE;
-        if (call->flags & RS_CALL_F_DEADLINE)
-            st = RS_GRPC_DEADLINE_EXCEEDED;
-        if (call->flags & RS_CALL_F_HELD)
-            release_held(call);
-        if (call->ntimers > 0)
-            rs_worker_cancel_timers(call->conn->w, call);
-        if (call->method != NULL && call->method->on_done != NULL &&
-            (call->flags & RS_CALL_F_STARTED))
-            call->method->on_done(call, st);
-    }
-    rs_call_maybe_free(call);
+void rs_stream_run(struct rs_call *call)
+{
+    enum rs_grpc_status st;
+
+    if (call->state == RS_STREAM_OPEN && call->route == RS_ROUTE_HTTP &&
+        (call->flags & RS_CALL_F_REMOTE_END))
+        http_submit(call); /* the request ended: its plain answer is due */
+    if (call->method != NULL && call->state >= RS_STREAM_OPEN && !closed(call))
+        run_handler(call);
+    if (call->state != RS_STREAM_CLOSED)
+        return;
+    /* The stream is gone: CLOSED -> DONE, on_done once. The reap frees the call later. */
+    st = call->status;
+    if (call->flags & RS_CALL_F_DEADLINE)
+        st = RS_GRPC_DEADLINE_EXCEEDED;
+    rs_stream_set_state(call, RS_STREAM_DONE);
+    if (call->flags & RS_CALL_F_HELD)
+        release_held(call);
+    if (call->ntimers > 0)
+        rs_worker_cancel_timers(call->conn->w, call);
+    if (call->method != NULL && call->method->on_done != NULL && (call->flags & RS_CALL_F_STARTED))
+        call->method->on_done(call, st);
+    rs_stream_maybe_reap(call);
 }
 
 /* ---- the rest of core/call.h ---------------------------------------------------------- */
@@ -811,10 +929,10 @@ void rs_call_consume(struct rs_call *call)
     if (!(call->flags & RS_CALL_F_HELD))
         return;
     release_held(call);
-    if (call->flags & RS_CALL_F_FINISHED)
+    if (finished(call))
         rs_deframer_free(&call->rx);
     if (!(call->flags & RS_CALL_F_IN_CALLBACK))
-        rs_call_mark_ready(call);
+        rs_stream_mark_ready(call);
 }
 
 bool rs_call_msg_was_compressed(const struct rs_call *call)
@@ -829,8 +947,7 @@ bool rs_call_server_draining(const struct rs_call *call)
 
 int rs_call_commit_begin(struct rs_call *call)
 {
-    if (call->flags & (RS_CALL_F_FINISHED | RS_CALL_F_CLOSED | RS_CALL_F_DONE |
-                       RS_CALL_F_DEADLINE | RS_CALL_F_FAILED))
+    if (finished(call) || (call->flags & (RS_CALL_F_DEADLINE | RS_CALL_F_FAILED)))
         return -ECANCELED;
     call->flags |= RS_CALL_F_COMMIT;
     return 0;
@@ -843,12 +960,12 @@ bool rs_call_committing(const struct rs_call *call)
 
 bool rs_call_is_done(const struct rs_call *call)
 {
-    return (call->flags & RS_CALL_F_DONE) != 0;
+    return call->state == RS_STREAM_DONE;
 }
 
 void *rs_call_state(struct rs_call *call)
 {
-    return call->state;
+    return call->state_mem;
 }
 
 void *rs_call_service_ctx(const struct rs_call *call)
@@ -906,15 +1023,33 @@ static bool token_name(const char *name)
     return true;
 }
 
+/* Bytes of response metadata one header block may carry: what the client said it takes
+ * (SETTINGS_MAX_HEADER_LIST_SIZE; nghttp2 answers UINT32_MAX when it said nothing), at most
+ * RS_CALL_META_BYTES, less room for the fields the server adds itself. */
+static size_t meta_budget(const struct rs_call *call)
+{
+    size_t max =
+            nghttp2_session_get_remote_settings(h2_of(call), NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE);
+
+    if (max > RS_CALL_META_BYTES)
+        max = RS_CALL_META_BYTES;
+    return max > RS_CALL_META_RESERVED ? max - RS_CALL_META_RESERVED : 0;
+}
+
 int rs_call_add_metadata(struct rs_call *call, const char *name, const char *value, size_t len)
 {
     struct rs_meta *m;
+    size_t cost;
 
-    if (call->flags & (RS_CALL_F_TRAILERS | RS_CALL_F_CLOSED))
+    if (call->state >= RS_STREAM_TRAILERS_SENT)
         return -EALREADY;
     if (!token_name(name) || strcmp(name, "content-type") == 0 || strcmp(name, "te") == 0 ||
         strcmp(name, "grpc-status") == 0 || strcmp(name, "grpc-message") == 0)
         return -EINVAL;
+    /* RFC 9113 counts 32 bytes of overhead per field, as SETTINGS_MAX_HEADER_LIST_SIZE does. */
+    cost = strlen(name) + len + 32;
+    if (len > RS_CALL_META_BYTES || call->resp_meta_bytes + cost > meta_budget(call))
+        return -E2BIG;
     m = realloc(call->resp_meta, (call->nresp_meta + 1) * sizeof(*m));
     if (m == NULL)
         return -ENOMEM;
@@ -931,5 +1066,6 @@ int rs_call_add_metadata(struct rs_call *call, const char *name, const char *val
     m->value[len] = '\0';
     m->value_len = len;
     call->nresp_meta++;
+    call->resp_meta_bytes += cost;
     return 0;
 }

@@ -31,6 +31,47 @@ void rs_conn_glitch(struct rs_conn *c, const char *what)
     rs_worker_mark_pending(c->w, c);
 }
 
+/* Ends the session: GOAWAY(|code|) goes out, input is ignored from now on, and rs_conn_run()
+ * closes the connection once nghttp2 wants neither to read nor to write. */
+static void terminate(struct rs_conn *c, uint32_t code, const char *why)
+{
+    if (c->flags & (RS_CONN_F_TERM | RS_CONN_F_CLOSING))
+        return;
+    c->flags |= RS_CONN_F_TERM;
+    rs_log_debug("conn %u: GOAWAY %s: %s", c->slot, nghttp2_http2_strerror(code), why);
+    if (nghttp2_session_terminate_session(c->h2, code) != 0)
+        rs_conn_close(c);
+    rs_worker_mark_pending(c->w, c);
+}
+
+/* Is the peer too slow with its input (--header-timeout-ms)? Two ways to hold a connection
+ * open with a trickle of bytes that the idle timeout never sees:
+ * - a request's header block (HEADERS + CONTINUATION) still incomplete after the bound. The
+ *   stream was created when its HEADERS began (it is in RECV_HEADERS); a block nghttp2
+ *   ignores creates none, so for it bytes must have arrived since it began;
+ * - bytes keep arriving but the parser made no progress for the bound: a frame header (9
+ *   bytes) or the padding of a frame sent a byte at a time. A slow DATA upload is not
+ *   affected: each DATA chunk that arrives is progress. */
+static bool slow_input(const struct rs_conn *c, uint64_t now_ms)
+{
+    const struct rs_config *cfg = &c->w->srv->cfg;
+    uint64_t bound = cfg->header_timeout_ms > 0 ? cfg->header_timeout_ms : RS_HEADER_TIMEOUT_MS;
+    const struct rs_list *l;
+
+    if (!c->got_frame)
+        return false; /* the handshake timeout covers this */
+    if (c->active_ms > c->progress_ms && now_ms - c->progress_ms >= bound)
+        return true;
+    if (c->hdr_begin_ms == 0 || now_ms - c->hdr_begin_ms < bound)
+        return false;
+    if (c->active_ms > c->hdr_begin_ms)
+        return true;
+    for (l = c->calls.next; l != &c->calls; l = l->next)
+        if (rs_container_of(l, struct rs_call, link)->state == RS_STREAM_RECV_HEADERS)
+            return true;
+    return false;
+}
+
 void rs_conn_tick(struct rs_conn *c, uint64_t now_ms)
 {
     const struct rs_config *cfg = &c->w->srv->cfg;
@@ -48,6 +89,10 @@ void rs_conn_tick(struct rs_conn *c, uint64_t now_ms)
         rs_conn_close(c);
         return;
     }
+    if (slow_input(c, now_ms)) {
+        terminate(c, NGHTTP2_NO_ERROR, "request headers or a frame too slow");
+        return;
+    }
     if (rs_list_empty(&c->calls) && now_ms - c->active_ms >= cfg->idle_ms &&
         !(c->flags & RS_CONN_F_GOAWAY)) {
         /* GOAWAY first: a client that raced a new request in sees it refused, not lost. */
@@ -63,6 +108,64 @@ static struct rs_call *stream_call(nghttp2_session *h2, int32_t id)
 
 /* ---- nghttp2 callbacks: record the event, never run handlers ---------------------------- */
 
+/* Was client stream id |id| (odd, below the highest used) skipped, so never used? */
+static bool id_skipped(const struct rs_conn *c, int32_t id)
+{
+    unsigned i, n = c->nidgaps < 8 ? c->nidgaps : 8;
+
+    for (i = 0; i < n; i++)
+        if (id >= c->idgaps[i].lo && id <= c->idgaps[i].hi)
+            return true;
+    return false;
+}
+
+/* Is a HEADERS frame on |id| one that RFC 9113 5.1.1 makes a connection error and nghttp2 1.52
+ * drops without a word? An even id (server-initiated; we never push), or an odd id below the
+ * highest one used that was skipped: the first use of a higher id closed it while idle. Odd
+ * ids below that were used and are closed now are left to nghttp2 (trailers that crossed our
+ * RST_STREAM must be ignored, RFC 9113 5.1). Records the skipped ids of a new stream id. */
+static bool headers_id_invalid(struct rs_conn *c, nghttp2_session *h2, int32_t id)
+{
+    /* the id a client counting up by two would use next; 64-bit: last may be 2^31-1 */
+    int64_t next = c->last_begun_id == 0 ? 1 : (int64_t)c->last_begun_id + 2;
+
+    if (nghttp2_session_find_stream(h2, id) != NULL)
+        return false; /* trailers, or a stream nghttp2 still knows */
+    if (id % 2 == 0)
+        return true;
+    if (id > c->last_begun_id) {
+        if (id > next) {
+            c->idgaps[c->nidgaps % 8] = (struct rs_idgap){ (int32_t)next, id - 2 };
+            c->nidgaps++;
+        }
+        c->last_begun_id = id;
+        return false;
+    }
+    return id_skipped(c, id);
+}
+
+/* Every frame, once its header (and a HEADERS frame's padding and priority fields) arrived,
+ * before nghttp2 decides to act on it or drop it. */
+static int on_begin_frame(nghttp2_session *h2, const nghttp2_frame_hd *hd, void *user_data)
+{
+    struct rs_conn *c = user_data;
+    uint64_t now = rs_now_ms();
+
+    c->progress_ms = now;
+    if (hd->type == NGHTTP2_CONTINUATION)
+        return 0;        /* the header block goes on; it keeps its start time */
+    c->hdr_begin_ms = 0; /* any other frame: a header block before it is complete */
+    if (hd->type != NGHTTP2_HEADERS || hd->stream_id == 0)
+        return 0;
+    c->hdr_begin_ms = now;
+    if (headers_id_invalid(c, h2, hd->stream_id)) {
+        rs_log_debug("conn %u: HEADERS on stream %d, never usable by the client", c->slot,
+                     hd->stream_id);
+        terminate(c, NGHTTP2_PROTOCOL_ERROR, "HEADERS on an invalid stream id");
+    }
+    return 0;
+}
+
 static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *frame, void *user_data)
 {
     struct rs_conn *c = user_data;
@@ -70,12 +173,12 @@ static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *frame, voi
 
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
-    if (c->w->flags & RS_WORKER_F_DRAINING) {
+    if ((c->w->flags & RS_WORKER_F_DRAINING) || (c->flags & RS_CONN_F_TERM)) {
         nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
                                   NGHTTP2_REFUSED_STREAM);
         return 0;
     }
-    call = rs_call_new(c, frame->hd.stream_id);
+    call = rs_stream_new(c, frame->hd.stream_id);
     if (call == NULL) {
         nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
                                   NGHTTP2_REFUSED_STREAM);
@@ -132,6 +235,7 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
     char **slot = NULL;
     struct rs_meta *m;
 
+    c->progress_ms = rs_now_ms();
     if (call == NULL || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0; /* refused stream, or request trailers: nothing we use */
     /* RFC 9113 counts 32 bytes of overhead per field, as SETTINGS_MAX_HEADER_LIST_SIZE does. */
@@ -194,6 +298,9 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *
     struct rs_call *call;
 
     c->got_frame = true;
+    c->progress_ms = rs_now_ms();
+    if (frame->hd.type == NGHTTP2_HEADERS)
+        c->hdr_begin_ms = 0; /* the header block is complete */
     if (frame->hd.type == NGHTTP2_RST_STREAM)
         rs_conn_glitch(c, "RST_STREAM");
     else if (frame->hd.type == NGHTTP2_DATA && frame->hd.length == 0 &&
@@ -208,14 +315,12 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *
     call = stream_call(h2, frame->hd.stream_id);
     if (call == NULL)
         return 0;
-    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST &&
-        !(call->flags & RS_CALL_F_HEADERS_DONE)) {
-        call->flags |= RS_CALL_F_HEADERS_DONE;
-        rs_call_route(call);
-    }
     if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
         call->flags |= RS_CALL_F_REMOTE_END;
-    rs_call_mark_ready(call);
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST &&
+        call->state == RS_STREAM_RECV_HEADERS)
+        rs_stream_route(call);
+    rs_stream_mark_ready(call);
     return 0;
 }
 
@@ -225,6 +330,8 @@ static int on_invalid_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame
 {
     struct rs_conn *c = user_data;
 
+    if (frame->hd.type == NGHTTP2_HEADERS)
+        c->hdr_begin_ms = 0; /* nghttp2 dealt with the header block */
     rs_log_debug("conn %u: invalid frame type %u on stream %d: %s", c->slot, frame->hd.type,
                  frame->hd.stream_id, nghttp2_strerror(lib_error));
     rs_conn_glitch(c, nghttp2_strerror(lib_error));
@@ -234,11 +341,13 @@ static int on_invalid_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame
 static int on_data_chunk_recv(nghttp2_session *h2, uint8_t flags, int32_t stream_id,
                               const uint8_t *data, size_t len, void *user_data)
 {
+    struct rs_conn *c = user_data;
     struct rs_call *call = stream_call(h2, stream_id);
     int ret;
 
-    if (call == NULL || call->route != RS_ROUTE_GRPC ||
-        (call->flags & (RS_CALL_F_MSG_DRAIN | RS_CALL_F_CLOSED | RS_CALL_F_FAILED))) {
+    c->progress_ms = rs_now_ms();
+    if (call == NULL || call->route != RS_ROUTE_GRPC || call->state != RS_STREAM_OPEN ||
+        (call->flags & RS_CALL_F_FAILED)) {
         /* Nobody will read these bytes: give the window back at once. */
         nghttp2_session_consume(h2, stream_id, len);
         return 0;
@@ -249,12 +358,12 @@ static int on_data_chunk_recv(nghttp2_session *h2, uint8_t flags, int32_t stream
     ret = rs_deframer_push(&call->rx, data, len);
     if (ret < 0) {
         nghttp2_session_consume_stream(h2, stream_id, len);
-        rs_call_fail(call, RS_GRPC_RESOURCE_EXHAUSTED,
-                     ret == -ENOMEM ? "server out of memory" : "flow control violated");
+        rs_stream_fail(call, RS_GRPC_RESOURCE_EXHAUSTED,
+                       ret == -ENOMEM ? "server out of memory" : "flow control violated");
         return 0;
     }
     call->uncredited += len;
-    rs_call_mark_ready(call);
+    rs_stream_mark_ready(call);
     return 0;
 }
 
@@ -287,9 +396,8 @@ static int on_stream_close(nghttp2_session *h2, int32_t stream_id, uint32_t erro
 
     if (call == NULL)
         return 0;
-    call->flags |= RS_CALL_F_CLOSED;
     nghttp2_session_set_stream_user_data(h2, stream_id, NULL);
-    rs_call_mark_ready(call);
+    rs_stream_close(call);
     return 0;
 }
 
@@ -320,7 +428,7 @@ static ssize_t on_send(nghttp2_session *h2, const uint8_t *data, size_t len, int
 static int on_send_data(nghttp2_session *h2, nghttp2_frame *frame, const uint8_t *framehd,
                         size_t length, nghttp2_data_source *source, void *user_data)
 {
-    return rs_call_frame_data(source->ptr, framehd, length);
+    return rs_stream_frame_data(source->ptr, framehd, length);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
@@ -359,6 +467,7 @@ struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t
     c->fd = fd;
     c->born_ms = rs_now_ms();
     c->active_ms = c->born_ms;
+    c->progress_ms = c->born_ms;
     c->glitch_tokens = (int)w->srv->cfg.glitch_budget;
     c->slot = slot;
     c->gen = gen;
@@ -367,6 +476,7 @@ struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t
     rs_list_init(&c->pending_link);
     if (nghttp2_session_callbacks_new(&cbs) != 0)
         goto err_free_out;
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
@@ -418,10 +528,7 @@ void rs_conn_close(struct rs_conn *c)
     /* Ends the armed recv and any send in flight; their completions drop |inflight|. */
     shutdown(c->fd, SHUT_RDWR);
     for (l = c->calls.next; l != &c->calls; l = l->next) {
-        struct rs_call *call = rs_container_of(l, struct rs_call, link);
-
-        call->flags |= RS_CALL_F_CLOSED;
-        rs_call_mark_ready(call);
+        rs_stream_close(rs_container_of(l, struct rs_call, link));
     }
     rs_worker_mark_pending(c->w, c);
 }
@@ -437,7 +544,7 @@ void rs_conn_drain(struct rs_conn *c)
         struct rs_call *call = rs_container_of(l, struct rs_call, link);
 
         call->flags |= RS_CALL_F_DRAIN;
-        rs_call_mark_ready(call);
+        rs_stream_mark_ready(call);
     }
     nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
                           NGHTTP2_NO_ERROR, NULL, 0);
@@ -465,7 +572,7 @@ void rs_conn_on_recv(struct rs_conn *c, const struct rs_ring_cqe *cqe)
     ssize_t rv;
 
     if (cqe->flags & RS_RING_F_BUFFER) {
-        if (cqe->res > 0 && !(c->flags & RS_CONN_F_CLOSING)) {
+        if (cqe->res > 0 && !(c->flags & (RS_CONN_F_CLOSING | RS_CONN_F_TERM))) {
             c->active_ms = rs_now_ms();
             rv = nghttp2_session_mem_recv(c->h2, rs_ring_buf(&w->ring, cqe->bid), (size_t)cqe->res);
             if (rv < 0) {
@@ -621,6 +728,20 @@ static void flush(struct rs_conn *c)
     }
 }
 
+/* The one place a call is freed: after the batch, once it is DONE and nothing holds it. */
+static void reap(struct rs_conn *c)
+{
+    struct rs_list *l, *next;
+
+    for (l = c->calls.next; l != &c->calls; l = next) {
+        struct rs_call *call = rs_container_of(l, struct rs_call, link);
+
+        next = l->next;
+        if (rs_stream_reapable(call))
+            rs_stream_free(call);
+    }
+}
+
 void rs_conn_run(struct rs_conn *c)
 {
     struct rs_call *call;
@@ -631,7 +752,7 @@ void rs_conn_run(struct rs_conn *c)
         while (!rs_list_empty(&c->ready)) {
             call = rs_container_of(c->ready.next, struct rs_call, ready_link);
             rs_list_unlink(&call->ready_link);
-            rs_call_run(call);
+            rs_stream_run(call);
         }
         flush(c);
         if (rs_list_empty(&c->ready))
@@ -639,6 +760,7 @@ void rs_conn_run(struct rs_conn *c)
     }
     if (!rs_list_empty(&c->ready))
         rs_worker_mark_pending(c->w, c);
+    reap(c);
     if (!(c->flags & (RS_CONN_F_CLOSING | RS_CONN_F_SENDING)) &&
         !nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2))
         rs_conn_close(c);

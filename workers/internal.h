@@ -142,6 +142,15 @@ struct rs_conn {
     bool zc;            /* this flush goes by IORING_OP_SENDMSG_ZC */
     bool send_op;       /* a sendmsg (or its retry after a short send) is in flight */
     bool send_failed;   /* the flush failed; the conn is closing */
+    /* input bounds (appended; see rs_conn_tick) */
+    uint64_t hdr_begin_ms; /* monotonic: a request header block began; 0 = none in progress */
+    uint64_t progress_ms;  /* monotonic: the parser last made progress (a frame began, a
+                            * DATA chunk or a header field arrived) */
+    int32_t last_begun_id; /* highest client stream id whose HEADERS began */
+    unsigned nidgaps;      /* entries of idgaps[] in use, oldest overwritten first */
+    struct rs_idgap {
+        int32_t lo, hi; /* odd client stream ids lo..hi were skipped: never used */
+    } idgaps[8];
 };
 
 enum {
@@ -150,6 +159,7 @@ enum {
     RS_CONN_F_RECVING = 1u << 2, /* the multishot recv is armed */
     RS_CONN_F_GOAWAY = 1u << 3,  /* GOAWAY submitted for the drain */
     RS_CONN_F_CALM = 1u << 4,    /* GOAWAY(ENHANCE_YOUR_CALM) submitted */
+    RS_CONN_F_TERM = 1u << 5,    /* a connection error was answered with GOAWAY: ignore input */
 };
 
 struct rs_meta {
@@ -165,13 +175,33 @@ enum rs_route {
     RS_ROUTE_HTTP,     /* a plain HTTP answer was submitted */
 };
 
-/* One HTTP/2 stream; for gRPC paths, one call. Freed only by call_release() once the stream
- * closed, on_done ran, no I/O is in flight and no queued byte is referenced by a sendmsg. */
+/* A stream's life, seen from the server (RFC 9113 5.1). Changed only by rs_stream_set_state(),
+ * which asserts the legal predecessor (h2o's h2o_http2_stream_set_state):
+ *
+ *   RECV_HEADERS -> OPEN -> FINISHED -> TRAILERS_SENT -> CLOSED -> DONE -> (reaped)
+ *
+ * OPEN -> TRAILERS_SENT for a plain HTTP answer; any state before CLOSED -> CLOSED when nghttp2
+ * closes the stream or the connection goes. The request direction is independent of it (a
+ * response may end before the client's END_STREAM or after it): RS_CALL_F_REMOTE_END and
+ * RS_CALL_F_HALF_CLOSED say where the input is. */
+enum rs_stream_state {
+    RS_STREAM_RECV_HEADERS = 0, /* the request's header block is arriving */
+    RS_STREAM_OPEN,             /* routed; a plain HTTP answer waits here for END_STREAM */
+    RS_STREAM_FINISHED,         /* the status is final; queued messages, then the trailers */
+    RS_STREAM_TRAILERS_SENT,    /* the last HEADERS (or a plain answer) is submitted */
+    RS_STREAM_CLOSED,           /* nghttp2 closed the stream: never name it to the session again */
+    RS_STREAM_DONE,             /* on_done delivered; reaped once nothing references the call */
+};
+
+/* One HTTP/2 stream; for gRPC paths, one call. Freed only by the reap at the end of
+ * rs_conn_run(), once it is DONE, no I/O is in flight and no queued byte is referenced by a
+ * sendmsg. */
 struct rs_call {
     struct rs_conn *conn; /* borrowed; outlives the call */
     const struct rs_method *method;
     const struct rs_service *service;
     int32_t stream_id;
+    enum rs_stream_state state; /* only through rs_stream_set_state() */
     unsigned flags;
     unsigned refs;             /* in-flight file I/O requests and timers */
     unsigned ntimers;          /* of |refs|, timers (cancelled when the call ends) */
@@ -189,8 +219,8 @@ struct rs_call {
     struct rs_chunkq txq;
     size_t tx_framed; /* bytes at the front of txq referenced by DATA frames being sent */
     /* request headers */
-    char *path;        /* owned */
-    char *method_name; /* owned :method */
+    char *path;        /* owned; NULL when the request had no :path (CONNECT) */
+    char *method_name; /* owned :method; NULL when missing */
     char *content_type;
     char *grpc_encoding;
     struct rs_meta *meta; /* owned array */
@@ -199,37 +229,40 @@ struct rs_call {
     /* response */
     struct rs_meta *resp_meta; /* owned; headers before the first message, else trailers */
     size_t nresp_meta;
+    size_t resp_meta_bytes; /* of resp_meta, counted as SETTINGS_MAX_HEADER_LIST_SIZE does */
     enum rs_grpc_status status;
     char *status_msg; /* owned, percent-encoded */
     enum rs_route route;
-    void *state;           /* owned, method->state_size bytes */
-    const char *http_body; /* static body of a plain HTTP answer */
+    void *state_mem;         /* owned, method->state_size bytes (rs_call_state()) */
+    const char *http_status; /* static; the plain HTTP answer owed once the request ended */
+    const char *http_allow;  /* static or NULL */
+    const char *http_body;   /* static body of a plain HTTP answer */
     size_t http_len;
     size_t http_off;
 };
 
+/* The true flags beside the state: events and conditions that do not order a stream's life. */
 enum {
-    RS_CALL_F_HEADERS_DONE = 1u << 0,   /* request HEADERS complete and routed */
-    RS_CALL_F_STARTED = 1u << 1,        /* on_start ran */
-    RS_CALL_F_HELD = 1u << 2,           /* a message view is with the handler */
-    RS_CALL_F_REMOTE_END = 1u << 3,     /* END_STREAM received */
-    RS_CALL_F_HALF_CLOSED = 1u << 4,    /* on_half_close delivered */
-    RS_CALL_F_RESP_SUBMITTED = 1u << 5, /* response HEADERS submitted with our data provider */
-    RS_CALL_F_DEFERRED = 1u << 6,       /* our data provider answered DEFERRED */
-    RS_CALL_F_FINISHED = 1u << 7,       /* rs_call_finish ran: status is final */
-    RS_CALL_F_TRAILERS = 1u << 8,       /* trailers submitted (or trailers-only response) */
-    RS_CALL_F_CLOSED = 1u << 9,         /* nghttp2 closed the stream; never touch it again */
-    RS_CALL_F_DONE = 1u << 10,          /* on_done delivered */
-    RS_CALL_F_WANT_WRITABLE = 1u << 11, /* rs_call_send answered -EAGAIN */
-    RS_CALL_F_IN_CALLBACK = 1u << 12,   /* the handler's on_message is running */
-    RS_CALL_F_FAILED = 1u << 13,        /* the transport failed the call (bad message etc.) */
-    RS_CALL_F_MSG_DRAIN = 1u << 14,     /* ignore further input (call finished early) */
-    RS_CALL_F_DEADLINE = 1u << 15,      /* grpc-timeout expired */
-    RS_CALL_F_DRAIN = 1u << 16,         /* on_drain is owed */
-    RS_CALL_F_DRAINED = 1u << 17,       /* on_drain delivered */
-    RS_CALL_F_COMMIT = 1u << 18,        /* the handler is committing: no core-made finish */
-    RS_CALL_F_DEADLINE_OWED = 1u << 19, /* the deadline expired during the commit */
+    RS_CALL_F_STARTED = 1u << 0,        /* on_start ran */
+    RS_CALL_F_HELD = 1u << 1,           /* a message view is with the handler */
+    RS_CALL_F_REMOTE_END = 1u << 2,     /* END_STREAM received */
+    RS_CALL_F_HALF_CLOSED = 1u << 3,    /* on_half_close delivered */
+    RS_CALL_F_RESP_SUBMITTED = 1u << 4, /* response HEADERS submitted with our data provider */
+    RS_CALL_F_DEFERRED = 1u << 5,       /* our data provider answered DEFERRED */
+    RS_CALL_F_WANT_WRITABLE = 1u << 6,  /* rs_call_send answered -EAGAIN */
+    RS_CALL_F_IN_CALLBACK = 1u << 7,    /* the handler's on_message is running */
+    RS_CALL_F_FAILED = 1u << 8,         /* the transport failed the call (bad message etc.) */
+    RS_CALL_F_DEADLINE = 1u << 9,       /* grpc-timeout expired */
+    RS_CALL_F_DRAIN = 1u << 10,         /* on_drain is owed */
+    RS_CALL_F_DRAINED = 1u << 11,       /* on_drain delivered */
+    RS_CALL_F_COMMIT = 1u << 12,        /* the handler is committing: no core-made finish */
+    RS_CALL_F_DEADLINE_OWED = 1u << 13, /* the deadline expired during the commit */
 };
+
+/* Response metadata bound per header block (rs_call_add_metadata answers -E2BIG past it):
+ * the client's SETTINGS_MAX_HEADER_LIST_SIZE, at most this, less room for our own fields. */
+#define RS_CALL_META_BYTES    ((size_t)16 * 1024)
+#define RS_CALL_META_RESERVED ((size_t)1536) /* :status, content-type, grpc-status/-message */
 
 /* worker.c */
 /* Sets up |w| (its srv, id and wake_fd come from rs_server_new()) on the calling thread, which
@@ -273,20 +306,42 @@ void rs_conn_drain(struct rs_conn *c);
 /* Frees the conn if it is closing and nothing is in flight; returns true if freed. */
 bool rs_conn_maybe_free(struct rs_conn *c);
 
-/* call.c */
-struct rs_call *rs_call_new(struct rs_conn *c, int32_t stream_id);
-/* Runs what the call has pending: start, messages, half-close, writable, done. */
-void rs_call_run(struct rs_call *call);
-void rs_call_mark_ready(struct rs_call *call);
-/* Frees the call if nothing references it any more; returns true if freed. */
-bool rs_call_maybe_free(struct rs_call *call);
-void rs_call_free(struct rs_call *call);
-/* Routes a request whose HEADERS are complete; submits plain HTTP answers itself. */
-void rs_call_route(struct rs_call *call);
-extern const nghttp2_data_provider rs_call_data_provider;
+/* call.c: the stream state machine. Internal names are rs_stream_*; rs_call_* is the handler
+ * API of core/call.h. */
+/* Returns an owned stream in RECV_HEADERS, linked into c->calls, or NULL (out of memory). */
+struct rs_call *rs_stream_new(struct rs_conn *c, int32_t stream_id);
+/* Moves |call| to |next|; asserts that its current state is a legal predecessor. */
+void rs_stream_set_state(struct rs_call *call, enum rs_stream_state next);
+/* The stream is gone from the session (nghttp2 closed it, or the connection): -> CLOSED. */
+void rs_stream_close(struct rs_call *call);
+/* Runs what the call has pending: start, messages, half-close, writable, done. Never frees. */
+void rs_stream_run(struct rs_call *call);
+void rs_stream_mark_ready(struct rs_call *call);
+/* True when the call is DONE and nothing references it any more. */
+bool rs_stream_reapable(const struct rs_call *call);
+/* As rs_stream_reapable(); when true, marks the connection pending so that the reap at the end
+ * of its rs_conn_run() frees the call. The caller must leave the call alone then. */
+bool rs_stream_maybe_reap(struct rs_call *call);
+/* Frees a reapable call; only rs_conn_run()'s reap calls it. */
+void rs_stream_free(struct rs_call *call);
+/* Routes a request whose HEADERS are complete: RECV_HEADERS -> OPEN. A plain HTTP answer is
+ * owed until the request ended (rs_stream_run submits it), except CONNECT (answered at once). */
+void rs_stream_route(struct rs_call *call);
+extern const nghttp2_data_provider rs_stream_data_provider;
 /* nghttp2 send_data_callback target: appends the DATA frame to the conn's send list. */
-int rs_call_frame_data(struct rs_call *call, const uint8_t *framehd, size_t length);
-/* Submits trailers-only / status if an HTTP-level answer is needed for a transport error. */
-void rs_call_fail(struct rs_call *call, enum rs_grpc_status status, const char *msg);
+int rs_stream_frame_data(struct rs_call *call, const uint8_t *framehd, size_t length);
+/* The transport failed the call (a bad message, no memory): counts a glitch, finishes it. */
+void rs_stream_fail(struct rs_call *call, enum rs_grpc_status status, const char *msg);
+
+/* Former names, kept for the send path of conn.c (release_txrefs), which another branch
+ * rewrites: marking ready, and "freed?" now meaning "reaped after this batch". */
+static inline void rs_call_mark_ready(struct rs_call *call)
+{
+    rs_stream_mark_ready(call);
+}
+static inline bool rs_call_maybe_free(struct rs_call *call)
+{
+    return rs_stream_maybe_reap(call);
+}
 
 #endif /* RS_WORKERS_INTERNAL_H */

@@ -44,6 +44,9 @@ static void usage(FILE *f)
             "                         (GOAWAY first; default 300000)\n"
             "  --handshake-timeout-ms MS  close a connection that sent no HTTP/2 frame\n"
             "                         within MS (default 10000)\n"
+            "  --header-timeout-ms MS  a request's header block (HEADERS + CONTINUATION), or any\n"
+            "                         frame trickling in, must complete within MS; else GOAWAY\n"
+            "                         and close (default 10000)\n"
             "  --glitch-budget N      suspicious frames (resets, empty DATA, invalid frames,\n"
             "                         streams the server had to fail) a connection may send\n"
             "                         per 10 s before GOAWAY ENHANCE_YOUR_CALM (default 1000);\n"
@@ -182,6 +185,7 @@ int main(int argc, char **argv)
         OPT_DRAIN,
         OPT_IDLE,
         OPT_HANDSHAKE,
+        OPT_HDR_TIMEOUT,
         OPT_GLITCH,
         OPT_SEND_ZC,
         OPT_LOG,
@@ -199,6 +203,7 @@ int main(int argc, char **argv)
         { "drain-ms", required_argument, NULL, OPT_DRAIN },
         { "idle-timeout-ms", required_argument, NULL, OPT_IDLE },
         { "handshake-timeout-ms", required_argument, NULL, OPT_HANDSHAKE },
+        { "header-timeout-ms", required_argument, NULL, OPT_HDR_TIMEOUT },
         { "glitch-budget", required_argument, NULL, OPT_GLITCH },
         { "send-zc-threshold", required_argument, NULL, OPT_SEND_ZC },
         { "log-level", required_argument, NULL, OPT_LOG },
@@ -260,6 +265,10 @@ int main(int argc, char **argv)
         case OPT_HANDSHAKE:
             ret = parse_size(optarg, 100, 3600000, &v);
             cfg.handshake_ms = (unsigned)v;
+            break;
+        case OPT_HDR_TIMEOUT:
+            ret = parse_size(optarg, 100, 3600000, &v);
+            cfg.header_timeout_ms = (unsigned)v;
             break;
         case OPT_GLITCH:
             ret = parse_size(optarg, 1, 1000000, &v);

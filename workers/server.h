@@ -6,6 +6,8 @@
 #include <sys/socket.h>
 #include "core/call.h"
 
+#define RS_HEADER_TIMEOUT_MS 10000u /* default of rs_config.header_timeout_ms */
+
 struct rs_config {
     struct sockaddr_storage listen_addr; /* where every worker's SO_REUSEPORT socket binds;
                                           * AF_UNSPEC: none (tests feed connections) */
@@ -19,10 +21,13 @@ struct rs_config {
     size_t pool_bytes;        /* cap of each worker's block pool (default 1 GiB) */
     unsigned idle_ms;         /* close a connection with no stream for this long (default 300000) */
     unsigned handshake_ms;    /* close a connection that sent no HTTP/2 frame by then (10000) */
-    unsigned glitch_budget;   /* suspicious events per connection per 10 s before GOAWAY
-                               * ENHANCE_YOUR_CALM (default 1000) */
-    size_t send_zc_threshold; /* DATA bytes per flush from which sends are zero-copy; 0 = off */
-    unsigned drain_ms;        /* graceful shutdown: time in-flight calls get (default 5000) */
+    unsigned header_timeout_ms; /* a request header block, or a frame trickling in, must
+                                 * complete by then, else GOAWAY and close; 0 means the
+                                 * default, RS_HEADER_TIMEOUT_MS */
+    unsigned glitch_budget;     /* suspicious events per connection per 10 s before GOAWAY
+                                 * ENHANCE_YOUR_CALM (default 1000) */
+    size_t send_zc_threshold;   /* DATA bytes per flush from which sends are zero-copy; 0 = off */
+    unsigned drain_ms;          /* graceful shutdown: time in-flight calls get (default 5000) */
 };
 
 /* Fills the documented defaults (listen 127.0.0.1:50051, one worker per online CPU). */

@@ -448,8 +448,8 @@ static void on_io(struct rs_worker *w, const struct rs_ring_cqe *cqe)
     } else if (r->cb != NULL) {
         r->cb(call, r->arg, cqe->res);
     }
-    if (!rs_call_maybe_free(call)) {
-        rs_call_mark_ready(call);
+    if (!rs_stream_maybe_reap(call)) {
+        rs_stream_mark_ready(call);
     }
 }
 
@@ -688,7 +688,7 @@ int rs_call_fsync(struct rs_call *call, int fd, rs_call_io_cb cb, void *arg)
 
 int rs_call_timer(struct rs_call *call, uint64_t ns, rs_call_io_cb cb, void *arg)
 {
-    if (call->flags & RS_CALL_F_DONE)
+    if (rs_call_is_done(call))
         return -ECANCELED;
     return rs_worker_queue_io(call->conn->w, call, RS_IO_TIMEOUT, -1, NULL, 0, ns, cb, arg);
 }

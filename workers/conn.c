@@ -627,6 +627,9 @@ static void submit_send(struct rs_conn *c)
     uint64_t ud = rs_ud_make(RS_OP_SEND, c->gen, c->slot);
     int ret;
 
+    /* From here the flush owns iov[] and the txrefs until send_done(), also when the submission
+     * fails: send_done() releases only a flush marked as sending. */
+    c->flags |= RS_CONN_F_SENDING;
     memset(&c->msg, 0, sizeof(c->msg));
     c->msg.msg_iov = &c->iov[c->iovoff];
     c->msg.msg_iovlen = (size_t)(c->iovcnt - c->iovoff);
@@ -638,7 +641,6 @@ static void submit_send(struct rs_conn *c)
         send_done(c);
         return;
     }
-    c->flags |= RS_CONN_F_SENDING;
     c->send_op = true;
     c->inflight++;
 }

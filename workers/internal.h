@@ -103,6 +103,12 @@ enum {
     RS_WORKER_F_DRAINING = 1u << 0,
     RS_WORKER_F_ACCEPTING = 1u << 1,   /* a multishot accept is armed */
     RS_WORKER_F_ACCEPT_WAIT = 1u << 2, /* out of descriptors: the retry timeout is armed */
+    /* A submission failed (full submission queue) and is retried by rs_worker_rearm(). */
+    RS_WORKER_F_OWE_ACCEPT = 1u << 3,
+    RS_WORKER_F_OWE_WAKE = 1u << 4,
+    RS_WORKER_F_OWE_TICK = 1u << 5,
+    RS_WORKER_F_OWE_DRAIN_TIMER = 1u << 6,
+    RS_WORKER_F_OWE_ACCEPT_CANCEL = 1u << 7,
 };
 
 struct rs_ioreq {
@@ -285,6 +291,24 @@ enum {
 #define RS_CALL_META_RESERVED ((size_t)1536) /* :status, content-type, grpc-status/-message */
 
 /* worker.c */
+/* Sets up |w| (its srv, id and wake_fd come from rs_server_new()) on the calling thread, which
+ * then owns its ring: ring, receive buffers, pool, slot tables; arms the accept (when there is
+ * a listening socket), the wake-up read and the tick. Returns 0 or -errno with a reason in |err|;
+ * rs_worker_fini() is needed either way. worker threads call it first; tests call it directly. */
+int rs_worker_init(struct rs_worker *w, char *err, size_t errlen);
+/* Frees what rs_worker_init() set up; accepts a worker it never ran on, and a second call. */
+void rs_worker_fini(struct rs_worker *w);
+/* One loop turn: waits for completions, dispatches each, runs pending connections, then
+ * retries submissions that failed (rs_worker_rearm). Returns completions handled or -errno. */
+int rs_worker_turn(struct rs_worker *w);
+/* Dispatches one completion (what rs_worker_turn() does for each). */
+void rs_worker_handle_cqe(struct rs_worker *w, const struct rs_ring_cqe *cqe);
+/* Runs the deferred work of every pending connection and frees those that are done. */
+void rs_worker_run_pending(struct rs_worker *w);
+/* Retries every owed submission (RS_WORKER_F_OWE_*); what fails again stays owed. */
+void rs_worker_rearm(struct rs_worker *w);
+/* True when the worker holds no connection. */
+bool rs_worker_idle(const struct rs_worker *w);
 void rs_worker_mark_pending(struct rs_worker *w, struct rs_conn *c);
 int rs_worker_queue_io(struct rs_worker *w, struct rs_call *call, int kind, int fd, void *buf,
                        size_t len, uint64_t off, rs_call_io_cb cb, void *arg);

@@ -9,7 +9,8 @@
 #define RS_HEADER_TIMEOUT_MS 10000u /* default of rs_config.header_timeout_ms */
 
 struct rs_config {
-    struct sockaddr_storage listen_addr; /* where every worker's SO_REUSEPORT socket binds */
+    struct sockaddr_storage listen_addr; /* where every worker's SO_REUSEPORT socket binds;
+                                          * AF_UNSPEC: none (tests feed connections) */
     socklen_t listen_addrlen;
     unsigned workers;         /* threads, each with its own ring */
     size_t max_msg;           /* largest message received or sent (default 4 MiB) */

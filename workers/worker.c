@@ -95,9 +95,12 @@ struct rs_server *rs_server_new(const struct rs_config *cfg, char *err, size_t e
 
         w->srv = s;
         w->id = i;
-        w->listen_fd = listen_socket(cfg, err, errlen);
-        if (w->listen_fd < 0)
-            goto err_destroy;
+        /* AF_UNSPEC: no listening socket; the caller feeds connections itself (unit tests). */
+        if (cfg->listen_addr.ss_family != AF_UNSPEC) {
+            w->listen_fd = listen_socket(cfg, err, errlen);
+            if (w->listen_fd < 0)
+                goto err_destroy;
+        }
         w->wake_fd = eventfd(0, EFD_CLOEXEC);
         if (w->wake_fd < 0) {
             snprintf(err, errlen, "eventfd: %s", strerror(errno));
@@ -131,19 +134,28 @@ int rs_server_add_service(struct rs_server *s, const struct rs_service *svc)
 
 /* ---- per-worker state ------------------------------------------------------------------ */
 
+/* Every ring submission of the worker's own (accept, wake-up, tick, drain timer and the
+ * cancels) may fail when the submission queue stays full. A failure is never dropped: it sets an
+ * RS_WORKER_F_OWE_* bit, and rs_worker_rearm() retries what is owed at the end of every loop
+ * turn, right before the next wait submits it. */
 static void arm_accept(struct rs_worker *w)
 {
-    if (w->flags & (RS_WORKER_F_DRAINING | RS_WORKER_F_ACCEPT_WAIT))
+    w->flags &= ~RS_WORKER_F_OWE_ACCEPT;
+    if ((w->flags & (RS_WORKER_F_DRAINING | RS_WORKER_F_ACCEPT_WAIT)) || w->listen_fd < 0)
         return;
     if (rs_ring_accept_multishot(&w->ring, w->listen_fd, rs_ud_make(RS_OP_ACCEPT, 0, 0)) == 0)
         w->flags |= RS_WORKER_F_ACCEPTING;
+    else
+        w->flags |= RS_WORKER_F_OWE_ACCEPT;
 }
 
 static void arm_tick(struct rs_worker *w)
 {
     w->tick_ts.tv_sec = 1;
     w->tick_ts.tv_nsec = 0;
-    rs_ring_timeout(&w->ring, &w->tick_ts, rs_ud_make(RS_OP_TICK, 0, 0));
+    w->flags &= ~RS_WORKER_F_OWE_TICK;
+    if (rs_ring_timeout(&w->ring, &w->tick_ts, rs_ud_make(RS_OP_TICK, 0, 0)) < 0)
+        w->flags |= RS_WORKER_F_OWE_TICK;
 }
 
 static void timers_run(struct rs_worker *w);
@@ -164,11 +176,53 @@ static void on_tick(struct rs_worker *w)
 
 static void arm_wake(struct rs_worker *w)
 {
-    rs_ring_read(&w->ring, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0,
-                 rs_ud_make(RS_OP_WAKE, 0, 0));
+    w->flags &= ~RS_WORKER_F_OWE_WAKE;
+    if (w->wake_fd < 0)
+        return;
+    if (rs_ring_read(&w->ring, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0,
+                     rs_ud_make(RS_OP_WAKE, 0, 0)) < 0)
+        w->flags |= RS_WORKER_F_OWE_WAKE;
 }
 
-static int worker_setup(struct rs_worker *w, char *err, size_t errlen)
+static void arm_drain_timer(struct rs_worker *w)
+{
+    w->drain_ts.tv_sec = w->srv->cfg.drain_ms / 1000;
+    w->drain_ts.tv_nsec = (long long)(w->srv->cfg.drain_ms % 1000) * 1000000;
+    w->flags &= ~RS_WORKER_F_OWE_DRAIN_TIMER;
+    if (rs_ring_timeout(&w->ring, &w->drain_ts, rs_ud_make(RS_OP_TIMER, 0, 0)) < 0)
+        w->flags |= RS_WORKER_F_OWE_DRAIN_TIMER;
+}
+
+static void cancel_accept(struct rs_worker *w)
+{
+    w->flags &= ~RS_WORKER_F_OWE_ACCEPT_CANCEL;
+    if (!(w->flags & RS_WORKER_F_ACCEPTING))
+        return;
+    if (rs_ring_cancel(&w->ring, rs_ud_make(RS_OP_ACCEPT, 0, 0), rs_ud_make(RS_OP_CANCEL, 0, 0)) <
+        0)
+        w->flags |= RS_WORKER_F_OWE_ACCEPT_CANCEL;
+}
+
+static void timers_arm(struct rs_worker *w);
+
+void rs_worker_rearm(struct rs_worker *w)
+{
+    if (w->flags & RS_WORKER_F_OWE_WAKE)
+        arm_wake(w);
+    if (w->flags & RS_WORKER_F_OWE_TICK)
+        arm_tick(w);
+    if (w->flags & RS_WORKER_F_OWE_ACCEPT)
+        arm_accept(w);
+    if (w->flags & RS_WORKER_F_OWE_ACCEPT_CANCEL)
+        cancel_accept(w);
+    if (w->flags & RS_WORKER_F_OWE_DRAIN_TIMER)
+        arm_drain_timer(w);
+    /* the call timers' one ring timeout, when arming it failed (timers_arm) */
+    if (w->timer_armed_ns == 0 && rs_timerheap_peek(&w->timers) != NULL)
+        timers_arm(w);
+}
+
+int rs_worker_init(struct rs_worker *w, char *err, size_t errlen)
 {
     const struct rs_config *cfg = &w->srv->cfg;
     unsigned i;
@@ -217,7 +271,7 @@ static int worker_setup(struct rs_worker *w, char *err, size_t errlen)
 
 static void timers_free_all(struct rs_worker *w);
 
-static void worker_teardown(struct rs_worker *w)
+void rs_worker_fini(struct rs_worker *w)
 {
     timers_free_all(w);
     free(w->zconn);
@@ -490,14 +544,12 @@ static void start_drain(struct rs_worker *w)
     if (w->flags & RS_WORKER_F_DRAINING)
         return;
     w->flags |= RS_WORKER_F_DRAINING;
-    if (w->flags & RS_WORKER_F_ACCEPTING)
-        rs_ring_cancel(&w->ring, rs_ud_make(RS_OP_ACCEPT, 0, 0), rs_ud_make(RS_OP_CANCEL, 0, 0));
+    w->flags &= ~RS_WORKER_F_OWE_ACCEPT;
+    cancel_accept(w);
     for (i = 1; i < w->nconns; i++)
         if (w->conns[i] != NULL)
             rs_conn_drain(w->conns[i]);
-    w->drain_ts.tv_sec = w->srv->cfg.drain_ms / 1000;
-    w->drain_ts.tv_nsec = (long long)(w->srv->cfg.drain_ms % 1000) * 1000000;
-    rs_ring_timeout(&w->ring, &w->drain_ts, rs_ud_make(RS_OP_TIMER, 0, 0));
+    arm_drain_timer(w);
 }
 
 static struct rs_conn *conn_of(struct rs_worker *w, uint64_t ud)
@@ -512,9 +564,8 @@ static struct rs_conn *conn_of(struct rs_worker *w, uint64_t ud)
 
 static void on_timers(struct rs_worker *w, const struct rs_ring_cqe *cqe);
 
-static void on_cqe(void *ctx, const struct rs_ring_cqe *cqe)
+void rs_worker_handle_cqe(struct rs_worker *w, const struct rs_ring_cqe *cqe)
 {
-    struct rs_worker *w = ctx;
     struct rs_conn *c;
     unsigned i;
 
@@ -567,7 +618,12 @@ static void on_cqe(void *ctx, const struct rs_ring_cqe *cqe)
     }
 }
 
-static void run_pending(struct rs_worker *w)
+static void on_cqe(void *ctx, const struct rs_ring_cqe *cqe)
+{
+    rs_worker_handle_cqe(ctx, cqe);
+}
+
+void rs_worker_run_pending(struct rs_worker *w)
 {
     struct rs_conn *c;
 
@@ -580,7 +636,7 @@ static void run_pending(struct rs_worker *w)
     }
 }
 
-static bool worker_idle(const struct rs_worker *w)
+bool rs_worker_idle(const struct rs_worker *w)
 {
     unsigned i;
 
@@ -590,30 +646,45 @@ static bool worker_idle(const struct rs_worker *w)
     return true;
 }
 
+int rs_worker_turn(struct rs_worker *w)
+{
+    int ret = rs_ring_wait(&w->ring, on_cqe, w);
+
+    if (ret < 0)
+        return ret;
+    rs_worker_run_pending(w);
+    /* Last, so what was owed is queued for the next wait to submit. A retry fails again only
+     * if io_uring_submit() itself could not empty the queue (ring.c submits before giving up
+     * on an SQE); then completions are pending (-EBUSY: CQ overflow) and the wait returns at
+     * once, or the armed tick ends it within a second. A tick that stays owed with nothing in
+     * flight would need rs_ring_wait() with a timeout (uring/, not changed here). */
+    rs_worker_rearm(w);
+    return ret;
+}
+
 static void *worker_main(void *arg)
 {
     struct rs_worker *w = arg;
     int ret;
 
     /* The ring must be created by the thread that uses it (SINGLE_ISSUER binds the creator). */
-    w->setup_ret = worker_setup(w, w->setup_err, sizeof(w->setup_err));
+    w->setup_ret = rs_worker_init(w, w->setup_err, sizeof(w->setup_err));
     pthread_barrier_wait(&w->srv->barrier);
     pthread_barrier_wait(&w->srv->barrier); /* main has decided: all go, or all give up */
     if (w->srv->setup_failed) {
-        worker_teardown(w);
+        rs_worker_fini(w);
         return NULL;
     }
     for (;;) {
-        ret = rs_ring_wait(&w->ring, on_cqe, w);
+        ret = rs_worker_turn(w);
         if (ret < 0) {
             rs_log_error("worker %u: io_uring wait: %s", w->id, strerror(-ret));
             break;
         }
-        run_pending(w);
-        if ((w->flags & RS_WORKER_F_DRAINING) && worker_idle(w))
+        if ((w->flags & RS_WORKER_F_DRAINING) && rs_worker_idle(w))
             break;
     }
-    worker_teardown(w);
+    rs_worker_fini(w);
     return NULL;
 }
 
@@ -679,7 +750,7 @@ void rs_server_destroy(struct rs_server *s)
         if (s->started)
             pthread_join(w->thread, NULL); /* the thread tore its ring down itself */
         else
-            worker_teardown(w);
+            rs_worker_fini(w);
         if (w->listen_fd >= 0)
             close(w->listen_fd);
         if (w->wake_fd >= 0)

@@ -112,8 +112,9 @@ bool rs_call_msg_was_compressed(const struct rs_call *call);
 /* True when the server is draining (see on_drain). */
 bool rs_call_server_draining(const struct rs_call *call);
 /* Zero-copy sends. rs_call_buf_get() returns an owned buffer of *cap bytes from the worker's
- * block pool (NULL when the pool is exhausted): fill it (say with rs_call_pread()), then give
- * it to rs_call_send_buf(), or back with rs_call_buf_put(). */
+ * block pool, charged to the call's connection (NULL when the pool, the worker's memory budget
+ * or the connection's share is exhausted): fill it (say with rs_call_pread()), then give it to
+ * rs_call_send_buf(), or back with rs_call_buf_put(). */
 void *rs_call_buf_get(struct rs_call *call, size_t *cap);
 void rs_call_buf_put(struct rs_call *call, void *buf);
 /* Queues one message: |hdr| (copied) followed by the first |len| bytes of |buf| (queued by
@@ -121,6 +122,15 @@ void rs_call_buf_put(struct rs_call *call, void *buf);
  * caller keeps it. Returns as rs_call_send(); never compresses. */
 int rs_call_send_buf(struct rs_call *call, const struct iovec *hdr, int hdrcnt, void *buf,
                      size_t len);
+/* Memory a handler keeps for a call beyond its messages (staging buffers, queued requests) is
+ * charged to the call's connection and worker (the per-worker budget, each connection capped
+ * at its share), so one peer cannot make the server hold more than its share.
+ * rs_call_charge() returns 0, or -ENOMEM when the budget or the connection's share would be
+ * passed (charging nothing: the handler should finish with RESOURCE_EXHAUSTED). Whatever is
+ * still charged when the call is freed is released then; rs_call_uncharge() gives back earlier
+ * (never more than was charged). */
+int rs_call_charge(struct rs_call *call, size_t n);
+void rs_call_uncharge(struct rs_call *call, size_t n);
 /* Payload bytes of the largest message the send queue takes now without answering -EAGAIN. */
 size_t rs_call_send_room(const struct rs_call *call);
 /* True when nothing is queued: the next message is taken whatever its size (up to the max). */

@@ -1,5 +1,6 @@
 /* core/chunkq.c: bounded FIFO of pool blocks (see core/chunkq.h). */
 #include "core/chunkq.h"
+#include "core/budget.h"
 #include "core/pool.h"
 #include <assert.h>
 #include <errno.h>
@@ -11,6 +12,45 @@ void rs_chunkq_init(struct rs_chunkq *q, size_t cap, struct rs_pool *pool)
     q->used = 0;
     q->cap = cap;
     q->pool = pool;
+    q->budget = NULL;
+    q->acct = NULL;
+}
+
+void rs_chunkq_set_budget(struct rs_chunkq *q, struct rs_budget *budget,
+                          struct rs_budget_acct *acct)
+{
+    assert(rs_list_empty(&q->blocks));
+    q->budget = budget;
+    q->acct = acct;
+}
+
+/* A block for the queue: charged first, then taken from the pool. NULL with *err set. */
+static struct rs_block *take_block(struct rs_chunkq *q, int *err)
+{
+    struct rs_block *b;
+    int ret;
+
+    if (q->budget != NULL) {
+        ret = rs_budget_charge(q->budget, q->acct, q->pool->block_size);
+        if (ret < 0) {
+            *err = ret;
+            return NULL;
+        }
+    }
+    b = rs_pool_get(q->pool);
+    if (b == NULL) {
+        if (q->budget != NULL)
+            rs_budget_release(q->budget, q->acct, q->pool->block_size);
+        *err = -ENOMEM;
+    }
+    return b;
+}
+
+static void give_block(struct rs_chunkq *q, struct rs_block *b)
+{
+    rs_pool_put(q->pool, b);
+    if (q->budget != NULL)
+        rs_budget_release(q->budget, q->acct, q->pool->block_size);
 }
 
 static struct rs_block *last_block(const struct rs_chunkq *q)
@@ -40,6 +80,7 @@ ssize_t rs_chunkq_push(struct rs_chunkq *q, const void *data, size_t len)
     size_t want = rs_chunkq_room(q);
     size_t done = 0;
     struct rs_block *b;
+    int err = 0;
 
     if (want > len)
         want = len;
@@ -47,10 +88,10 @@ ssize_t rs_chunkq_push(struct rs_chunkq *q, const void *data, size_t len)
     if (b != NULL)
         done = fill_block(b, bs, src, want);
     while (done < want) {
-        b = rs_pool_get(q->pool);
+        b = take_block(q, &err);
         if (b == NULL) {
             if (done == 0)
-                return -ENOMEM;
+                return err;
             break;
         }
         rs_list_insert_tail(&q->blocks, &b->link);
@@ -71,13 +112,14 @@ int rs_chunkq_append(struct rs_chunkq *q, const void *data, size_t len)
     struct rs_block *b;
     size_t done = 0;
     size_t need;
+    int err = 0;
 
     if (in_tail > len)
         in_tail = len;
     /* Take every block first, so a failure leaves |q| untouched. */
     rs_list_init(&fresh);
     for (need = len - in_tail; need > 0; need -= need < bs ? need : bs) {
-        b = rs_pool_get(q->pool);
+        b = take_block(q, &err);
         if (b == NULL)
             goto err_put_fresh;
         rs_list_insert_tail(&fresh, &b->link);
@@ -98,9 +140,9 @@ err_put_fresh:
     for (e = fresh.next; e != &fresh; e = next) {
         next = e->next;
         rs_list_unlink(e);
-        rs_pool_put(q->pool, rs_container_of(e, struct rs_block, link));
+        give_block(q, rs_container_of(e, struct rs_block, link));
     }
-    return -ENOMEM;
+    return err;
 }
 
 size_t rs_chunkq_peek(const struct rs_chunkq *q, size_t off, size_t max, struct iovec *iov,
@@ -146,7 +188,7 @@ void rs_chunkq_consume(struct rs_chunkq *q, size_t len)
         }
         len -= avail;
         rs_list_unlink(e);
-        rs_pool_put(q->pool, b);
+        give_block(q, b);
     }
 }
 
@@ -157,7 +199,7 @@ void rs_chunkq_free(struct rs_chunkq *q)
     for (e = q->blocks.next; e != &q->blocks; e = next) {
         next = e->next;
         rs_list_unlink(e);
-        rs_pool_put(q->pool, rs_container_of(e, struct rs_block, link));
+        give_block(q, rs_container_of(e, struct rs_block, link));
     }
     q->used = 0;
 }
@@ -194,9 +236,17 @@ size_t rs_chunkq_admits(const struct rs_chunkq *q)
     return slack + (now >= q->cap ? 0 : (q->cap - now) / bs * bs);
 }
 
-void rs_chunkq_append_block(struct rs_chunkq *q, struct rs_block *b)
+int rs_chunkq_append_block(struct rs_chunkq *q, struct rs_block *b)
 {
+    int ret;
+
     assert(b->head <= b->tail && b->tail <= q->pool->block_size);
+    if (q->budget != NULL) {
+        ret = rs_budget_charge(q->budget, q->acct, q->pool->block_size);
+        if (ret < 0)
+            return ret;
+    }
     rs_list_insert_tail(&q->blocks, &b->link);
     q->used += b->tail - b->head;
+    return 0;
 }

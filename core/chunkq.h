@@ -6,20 +6,36 @@
 #include "core/list.h"
 
 struct rs_pool;
+struct rs_budget;
+struct rs_budget_acct;
 struct rs_chunkq {
     struct rs_list blocks; /* of struct rs_block, oldest first */
     size_t used;           /* bytes queued */
     size_t cap;            /* soft capacity, fixed at init; used <= cap except after _append */
     struct rs_pool *pool;  /* borrowed; must outlive the queue */
+    /* memory accounting (core/budget.h): every block linked here is charged to |acct| and
+     * |budget| for as long as it is linked; NULL = not accounted */
+    struct rs_budget *budget;    /* borrowed; must outlive the queue */
+    struct rs_budget_acct *acct; /* borrowed; must outlive the queue */
 };
 
-/* Allocates nothing. |pool| is borrowed. */
+/* Allocates nothing. |pool| is borrowed. The queue is not accounted until
+ * rs_chunkq_set_budget(). */
 void rs_chunkq_init(struct rs_chunkq *q, size_t cap, struct rs_pool *pool);
-/* Copies up to min(len, cap - used) bytes in. Returns bytes taken (0 when full) or
- *   -ENOMEM  pool exhausted before anything was taken; |q| unchanged. */
+/* Charges every block the queue takes from now on (one pool block size each) to |acct| and
+ * |budget| (both borrowed), and releases the charge when the block leaves. Only on an empty
+ * queue. */
+void rs_chunkq_set_budget(struct rs_chunkq *q, struct rs_budget *budget,
+                          struct rs_budget_acct *acct);
+/* Copies up to min(len, cap - used) bytes in. Returns bytes taken (0 when full) or, when
+ * nothing could be taken (|q| unchanged):
+ *   -ENOMEM   pool exhausted;
+ *   -ENOBUFS  the worker's memory budget is spent;
+ *   -EDQUOT   the connection's share of it is spent. */
 ssize_t rs_chunkq_push(struct rs_chunkq *q, const void *data, size_t len);
 /* Copies all |len| bytes in, ignoring the capacity (the caller admits whole messages).
- * Returns 0, or -ENOMEM with |q| unchanged (blocks taken are given back). */
+ * Returns 0, or -ENOMEM/-ENOBUFS/-EDQUOT (as rs_chunkq_push()) with |q| unchanged (blocks
+ * taken are given back). */
 int rs_chunkq_append(struct rs_chunkq *q, const void *data, size_t len);
 /* Fills up to |n| views of queued bytes starting |off| bytes past the oldest byte and covering
  * at most |max| bytes. Returns the number of iovecs filled. Views stay valid until the bytes
@@ -35,9 +51,10 @@ size_t rs_chunkq_footprint_after(const struct rs_chunkq *q, size_t len);
  * capacity when the queue is empty). */
 size_t rs_chunkq_admits(const struct rs_chunkq *q);
 /* Links |b| (a block of q's pool, unlinked, bytes [head, tail) filled) at the end: its bytes
- * are queued without a copy. Takes ownership; ignores the capacity, as _append does. */
+ * are queued without a copy. Ignores the capacity, as _append does. Returns 0 and takes
+ * ownership, or -ENOBUFS/-EDQUOT (the charge failed) and the caller keeps |b|. */
 struct rs_block;
-void rs_chunkq_append_block(struct rs_chunkq *q, struct rs_block *b);
+int rs_chunkq_append_block(struct rs_chunkq *q, struct rs_block *b);
 /* Returns every block to the pool; accepts an initialised empty queue. */
 void rs_chunkq_free(struct rs_chunkq *q);
 

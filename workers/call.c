@@ -27,8 +27,14 @@ struct rs_call *rs_stream_new(struct rs_conn *c, int32_t stream_id)
     call->conn = c;
     call->stream_id = stream_id;
     call->state = RS_STREAM_RECV_HEADERS;
+    if (rs_budget_charge(&c->w->budget, &c->acct, sizeof(*call)) < 0) {
+        free(call);
+        return NULL;
+    }
+    call->charged = sizeof(*call);
     rs_deframer_init(&call->rx, cfg->max_msg);
     rs_chunkq_init(&call->txq, cfg->stream_buffer, &c->w->pool);
+    rs_chunkq_set_budget(&call->txq, &c->w->budget, &c->acct);
     rs_list_init(&call->ready_link);
     rs_list_insert_tail(&c->calls, &call->link);
     return call;
@@ -102,6 +108,11 @@ void rs_stream_free(struct rs_call *call)
     rs_list_unlink(&call->ready_link);
     rs_deframer_free(&call->rx);
     rs_chunkq_free(&call->txq);
+    free(call->inflated);
+    call->inflated = NULL;
+    call->inflated_len = 0;
+    rs_stream_rx_account(call); /* releases: nothing is buffered any more */
+    rs_budget_release(&c->w->budget, &c->acct, call->charged + call->bufs_charged);
     free_meta(call->meta, call->nmeta);
     free_meta(call->resp_meta, call->nresp_meta);
     free(call->path);
@@ -110,7 +121,6 @@ void rs_stream_free(struct rs_call *call)
     free(call->grpc_encoding);
     free(call->status_msg);
     free(call->state_mem);
-    free(call->inflated);
     free(call);
     if (c->flags & RS_CONN_F_CLOSING)
         rs_worker_mark_pending(c->w, c);
@@ -352,7 +362,8 @@ void rs_stream_route(struct rs_call *call)
         call->req_gzip = true;
     }
     if (m->state_size > 0) {
-        call->state_mem = calloc(1, m->state_size);
+        call->state_mem =
+                rs_stream_charge(call, m->state_size) == 0 ? calloc(1, m->state_size) : NULL;
         if (call->state_mem == NULL) {
             call->method = NULL;
             rs_call_finish(call, RS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
@@ -564,6 +575,17 @@ int rs_call_send(struct rs_call *call, const struct iovec *iov, int iovcnt)
     return rs_call_send_ex(call, iov, iovcnt, 0);
 }
 
+/* The send queue could not take a block: the budget's refusals are -ENOMEM to handlers (the
+ * worker's memory for this peer is spent), logged at most once a second. */
+static int budget_refusal(struct rs_call *call, int ret)
+{
+    if (ret == -ENOBUFS || ret == -EDQUOT) {
+        rs_worker_budget_note(call->conn->w, ret, "a send queue");
+        ret = -ENOMEM;
+    }
+    return ret;
+}
+
 /* Appends the 5-byte prefix of a |total|-byte message and the bytes of |iov|. Returns 0, or
  * -ENOMEM: with nothing queued when the prefix did not fit, else with the stream reset (half a
  * message is queued and nothing can follow it). */
@@ -576,10 +598,11 @@ static int queue_prefix_and(struct rs_call *call, const struct iovec *iov, int i
     rs_grpc_prefix_write(prefix, compressed, (uint32_t)total);
     ret = rs_chunkq_append(&call->txq, prefix, sizeof(prefix));
     if (ret < 0)
-        return ret;
+        return budget_refusal(call, ret);
     for (i = 0; i < iovcnt; i++) {
         ret = rs_chunkq_append(&call->txq, iov[i].iov_base, iov[i].iov_len);
         if (ret < 0) {
+            ret = budget_refusal(call, ret);
             call->flags |= RS_CALL_F_FAILED;
             rs_stream_set_state(call, RS_STREAM_FINISHED);
             nghttp2_submit_rst_stream(h2_of(call), NGHTTP2_FLAG_NONE, call->stream_id,
@@ -646,12 +669,78 @@ int rs_call_send_ex(struct rs_call *call, const struct iovec *iov, int iovcnt, u
 
 void *rs_call_buf_get(struct rs_call *call, size_t *cap)
 {
-    struct rs_block *b = rs_pool_get(&call->conn->w->pool);
+    struct rs_worker *w = call->conn->w;
+    struct rs_block *b;
+    int ret;
 
-    if (b == NULL)
+    ret = rs_budget_charge(&w->budget, &call->conn->acct, w->pool.block_size);
+    if (ret < 0) {
+        rs_worker_budget_note(w, ret, "a send buffer");
         return NULL;
-    *cap = call->conn->w->pool.block_size - RS_BUF_HEADROOM;
+    }
+    b = rs_pool_get(&w->pool);
+    if (b == NULL) {
+        rs_budget_release(&w->budget, &call->conn->acct, w->pool.block_size);
+        return NULL;
+    }
+    call->bufs_charged += w->pool.block_size;
+    *cap = w->pool.block_size - RS_BUF_HEADROOM;
     return b->data + RS_BUF_HEADROOM;
+}
+
+/* A block from rs_call_buf_get leaves the handler: its charge goes with it. */
+static void buf_uncharge(struct rs_call *call)
+{
+    struct rs_worker *w = call->conn->w;
+
+    call->bufs_charged -= w->pool.block_size;
+    rs_budget_release(&w->budget, &call->conn->acct, w->pool.block_size);
+}
+
+int rs_call_charge(struct rs_call *call, size_t n)
+{
+    int ret = rs_stream_charge(call, n);
+
+    if (ret < 0) {
+        rs_worker_budget_note(call->conn->w, ret, "handler memory");
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+void rs_call_uncharge(struct rs_call *call, size_t n)
+{
+    assert(n <= call->charged - sizeof(*call));
+    call->charged -= n;
+    rs_budget_release(&call->conn->w->budget, &call->conn->acct, n);
+}
+
+int rs_stream_charge(struct rs_call *call, size_t n)
+{
+    int ret = rs_budget_charge(&call->conn->w->budget, &call->conn->acct, n);
+
+    if (ret == 0)
+        call->charged += n;
+    return ret;
+}
+
+int rs_stream_rx_account(struct rs_call *call)
+{
+    struct rs_worker *w = call->conn->w;
+    size_t now = call->rx.cap + call->inflated_len;
+    int ret;
+
+    if (now < call->rx_charged) {
+        rs_budget_release(&w->budget, &call->conn->acct, call->rx_charged - now);
+    } else if (now > call->rx_charged) {
+        ret = rs_budget_charge(&w->budget, &call->conn->acct, now - call->rx_charged);
+        if (ret < 0) {
+            rs_worker_budget_note(w, ret, "a receive buffer");
+            return ret;
+        }
+    }
+    call->rx_charged = now;
+    return 0;
 }
 
 static struct rs_block *buf_block(void *buf)
@@ -661,8 +750,10 @@ static struct rs_block *buf_block(void *buf)
 
 void rs_call_buf_put(struct rs_call *call, void *buf)
 {
-    if (buf != NULL)
-        rs_pool_put(&call->conn->w->pool, buf_block(buf));
+    if (buf == NULL)
+        return;
+    rs_pool_put(&call->conn->w->pool, buf_block(buf));
+    buf_uncharge(call);
 }
 
 int rs_call_send_buf(struct rs_call *call, const struct iovec *hdr, int hdrcnt, void *buf,
@@ -709,7 +800,10 @@ int rs_call_send_buf(struct rs_call *call, const struct iovec *hdr, int hdrcnt, 
         b->head = RS_BUF_HEADROOM;
     }
     b->tail = RS_BUF_HEADROOM + len;
-    rs_chunkq_append_block(&call->txq, b);
+    /* The block's charge moves from the handler to the queue: the same bytes, never over. */
+    buf_uncharge(call);
+    ret = rs_chunkq_append_block(&call->txq, b);
+    assert(ret == 0);
     return queued(call);
 }
 
@@ -752,6 +846,7 @@ void rs_call_finish(struct rs_call *call, enum rs_grpc_status status, const char
     /* Input from now on is discarded; what is buffered and not held goes now. */
     if (!(call->flags & RS_CALL_F_HELD))
         rs_deframer_free(&call->rx);
+    rs_stream_rx_account(call);
     credit(call);
     if (!(call->flags & RS_CALL_F_RESP_SUBMITTED))
         submit_trailers_only(call);
@@ -786,9 +881,11 @@ static void release_held(struct rs_call *call)
     if (call->last_compressed) {
         free(call->inflated);
         call->inflated = NULL;
+        call->inflated_len = 0;
     } else {
         rs_deframer_pop(&call->rx);
     }
+    rs_stream_rx_account(call); /* only shrinks: cannot fail */
 }
 
 /* Bytes the client may still send on this stream before it needs a WINDOW_UPDATE: while the
@@ -804,6 +901,19 @@ static size_t window_left(const struct rs_call *call)
     if (win < 0 || used < 0 || win <= used)
         return 0;
     return (size_t)(win - used);
+}
+
+/* The receive side of a stream could not be charged: the peer's connection holds its share
+ * (or the worker its budget). */
+static void budget_finish(struct rs_call *call)
+{
+    struct rs_worker *w = call->conn->w;
+
+    rs_call_finish(call, RS_GRPC_RESOURCE_EXHAUSTED,
+                   w->budget.used >= w->budget.limit - w->budget.limit / 8
+                           ? "server memory budget exhausted"
+                           : "connection over its memory share");
+    rs_stream_rx_account(call);
 }
 
 static void pump_messages(struct rs_call *call)
@@ -824,6 +934,13 @@ static void pump_messages(struct rs_call *call)
         if (r < 0) {
             rs_call_finish(call, r == -ENOMEM ? RS_GRPC_RESOURCE_EXHAUSTED : RS_GRPC_INTERNAL,
                            r == -ENOMEM ? "server out of memory" : "bad message prefix flag");
+            return;
+        }
+        /* Making room for what may land while the handler holds the message can grow the
+         * buffer: it is charged like any other receive memory. */
+        if (rs_stream_rx_account(call) < 0) {
+            rs_deframer_pop(&call->rx);
+            budget_finish(call);
             return;
         }
         call->last_compressed = m.compressed;
@@ -847,6 +964,14 @@ static void pump_messages(struct rs_call *call)
                     rs_call_finish(
                             call, ret == -ENOMEM ? RS_GRPC_RESOURCE_EXHAUSTED : RS_GRPC_INTERNAL,
                             ret == -ENOMEM ? "server out of memory" : "corrupt gzip message");
+                return;
+            }
+            call->inflated_len = len;
+            if (rs_stream_rx_account(call) < 0) {
+                free(call->inflated);
+                call->inflated = NULL;
+                call->inflated_len = 0;
+                budget_finish(call);
                 return;
             }
             call->flags |= RS_CALL_F_HELD | RS_CALL_F_IN_CALLBACK;
@@ -931,6 +1056,7 @@ void rs_call_consume(struct rs_call *call)
     release_held(call);
     if (finished(call))
         rs_deframer_free(&call->rx);
+    rs_stream_rx_account(call);
     if (!(call->flags & RS_CALL_F_IN_CALLBACK))
         rs_stream_mark_ready(call);
 }

@@ -11,6 +11,9 @@
 #include "workers/internal.h"
 
 #define RS_CONN_WINDOW (16 << 20) /* connection receive window; credited as bytes land */
+/* What a connection costs before any stream: itself and its output buffer (nghttp2's session
+ * adds a few KiB more, bounded by SETTINGS). */
+#define RS_CONN_CHARGE (sizeof(struct rs_conn) + RS_CONN_OUTBUF)
 
 uint64_t rs_now_ms(void)
 {
@@ -174,6 +177,15 @@ static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *frame, voi
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
     if ((c->w->flags & RS_WORKER_F_DRAINING) || (c->flags & RS_CONN_F_TERM)) {
+        nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                  NGHTTP2_REFUSED_STREAM);
+        return 0;
+    }
+    /* Near the worker's memory budget, or with this connection at its share, new streams are
+     * refused (gRPC clients retry REFUSED_STREAM elsewhere or later): degrade, never OOM. */
+    if (!rs_budget_admit_stream(&c->w->budget, &c->acct)) {
+        rs_worker_budget_note(c->w, c->acct.used >= c->w->budget.share ? -EDQUOT : -ENOBUFS,
+                              "a new stream (REFUSED_STREAM)");
         nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
                                   NGHTTP2_REFUSED_STREAM);
         return 0;
@@ -362,6 +374,16 @@ static int on_data_chunk_recv(nghttp2_session *h2, uint8_t flags, int32_t stream
                        ret == -ENOMEM ? "server out of memory" : "flow control violated");
         return 0;
     }
+    /* Every byte buffered for a stream is charged to its connection: a peer parking partial
+     * messages on many streams runs into its share, not into the worker's memory. */
+    ret = rs_stream_rx_account(call);
+    if (ret < 0) {
+        call->uncredited += len;
+        rs_stream_fail(call, RS_GRPC_RESOURCE_EXHAUSTED,
+                       ret == -EDQUOT ? "connection over its memory share"
+                                      : "server memory budget exhausted");
+        return 0;
+    }
     call->uncredited += len;
     rs_stream_mark_ready(call);
     return 0;
@@ -460,9 +482,12 @@ struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t
     c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
+    /* The connection's own buffers are the first thing charged to its account. */
+    if (rs_budget_charge(&w->budget, &c->acct, RS_CONN_CHARGE) < 0)
+        goto err_free_conn;
     c->out = malloc(RS_CONN_OUTBUF);
     if (c->out == NULL)
-        goto err_free_conn;
+        goto err_uncharge;
     c->w = w;
     c->fd = fd;
     c->born_ms = rs_now_ms();
@@ -513,6 +538,8 @@ err_del_session:
     nghttp2_session_del(c->h2);
 err_free_out:
     free(c->out);
+err_uncharge:
+    rs_budget_release(&w->budget, &c->acct, RS_CONN_CHARGE);
 err_free_conn:
     free(c);
     return NULL;
@@ -560,6 +587,9 @@ bool rs_conn_maybe_free(struct rs_conn *c)
     nghttp2_session_del(c->h2);
     close(c->fd);
     free(c->out);
+    rs_budget_release(&c->w->budget, &c->acct, RS_CONN_CHARGE);
+    if (c->acct.used != 0) /* every call was freed: nothing may still be charged */
+        rs_log_bug("conn %u: %zu bytes still charged at free", c->slot, c->acct.used);
     free(c);
     return true;
 }

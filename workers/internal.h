@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include "core/budget.h"
 #include "core/call.h"
 #include "core/chunkq.h"
 #include "core/list.h"
@@ -97,6 +98,10 @@ struct rs_worker {
     /* compression budget (workers/callx.c): per connection slot, and the worker's */
     struct rs_zbucket *zconn; /* owned, nconns entries */
     struct rs_zbucket zworker;
+    /* memory a peer can make this worker hold (core/budget.h); every connection has an
+     * account in it */
+    struct rs_budget budget;
+    uint64_t budget_logged_ms; /* monotonic time of the last "budget full" log line */
 };
 
 enum {
@@ -151,6 +156,7 @@ struct rs_conn {
     uint64_t active_ms;          /* monotonic, last time bytes arrived */
     int glitch_tokens;           /* suspicious events left before ENHANCE_YOUR_CALM */
     bool got_frame;              /* a valid HTTP/2 frame arrived: the handshake is done */
+    struct rs_budget_acct acct;  /* what this connection holds, charged to w->budget */
     struct rs_list calls;        /* every rs_call of this conn, live or waiting to be freed */
     struct rs_list ready;        /* of rs_call.ready_link: calls with work to run */
     struct rs_list pending_link; /* in worker->pending */
@@ -230,6 +236,11 @@ struct rs_call {
     unsigned flags;
     unsigned refs;             /* in-flight file I/O requests and timers */
     unsigned ntimers;          /* of |refs|, timers (cancelled when the call ends) */
+    size_t charged;            /* charged to conn->acct: the call, its headers, its state and
+                                * what the handler charged (rs_call_charge); not the queues */
+    size_t rx_charged;         /* charged for the receive side: deframer buffer + inflated */
+    size_t inflated_len;       /* bytes of |inflated| */
+    size_t bufs_charged;       /* blocks handed out by rs_call_buf_get and not yet queued */
     struct rs_list timers;     /* of call_timer.link (worker.c); all-zero until the first */
     int64_t timeout_ns;        /* from grpc-timeout; 0 = none */
     uint8_t *inflated;         /* owned: the decompressed message with the handler, or NULL */
@@ -356,6 +367,15 @@ void rs_stream_route(struct rs_call *call);
 extern const nghttp2_data_provider rs_stream_data_provider;
 /* nghttp2 send_data_callback target: appends the DATA frame to the conn's send list. */
 int rs_stream_frame_data(struct rs_call *call, const uint8_t *framehd, size_t length);
+/* Charges |n| more bytes of the stream's own memory (headers, state) to its connection.
+ * Returns 0, or -ENOBUFS/-EDQUOT (nothing charged). */
+int rs_stream_charge(struct rs_call *call, size_t n);
+/* Brings the charge for the receive side (deframer buffer, decompressed message) up to date.
+ * Returns 0, or -ENOBUFS/-EDQUOT when it grew past what the budget allows (the caller fails
+ * the stream; the old charge stands until the buffer is freed). */
+int rs_stream_rx_account(struct rs_call *call);
+/* Logs, at most once a second per worker, that the budget refused something. */
+void rs_worker_budget_note(struct rs_worker *w, int err, const char *what);
 /* The transport failed the call (a bad message, no memory): counts a glitch, finishes it. */
 void rs_stream_fail(struct rs_call *call, enum rs_grpc_status status, const char *msg);
 

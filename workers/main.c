@@ -55,6 +55,11 @@ static void usage(FILE *f)
             "  --send-zc-threshold BYTES  send with IORING_OP_SENDMSG_ZC when a flush carries\n"
             "                         at least BYTES of DATA payload; 0 = never (default 0;\n"
             "                         it cannot win on loopback, see perf/RESULTS.md)\n"
+            "  --worker-budget BYTES  memory each worker may hold for its peers (receive buffers,\n"
+            "                         send queues, handler memory); near it new streams get\n"
+            "                         REFUSED_STREAM, then no connection is accepted\n"
+            "                         (default: physical memory / 8 / workers, 64m..4g)\n"
+            "  --conn-share BYTES     most one connection may hold of it (default budget / 8)\n"
             "  --drain-ms MS          on SIGTERM, time in-flight calls get to finish\n"
             "                         (default 5000)\n"
             "  --log-level LEVEL      error, warn, info or debug (default info)\n"
@@ -239,6 +244,8 @@ int main(int argc, char **argv)
         OPT_HDR_TIMEOUT,
         OPT_GLITCH,
         OPT_SEND_ZC,
+        OPT_BUDGET,
+        OPT_SHARE,
         OPT_LOG,
         OPT_HELP,
     };
@@ -257,6 +264,8 @@ int main(int argc, char **argv)
         { "header-timeout-ms", required_argument, NULL, OPT_HDR_TIMEOUT },
         { "glitch-budget", required_argument, NULL, OPT_GLITCH },
         { "send-zc-threshold", required_argument, NULL, OPT_SEND_ZC },
+        { "worker-budget", required_argument, NULL, OPT_BUDGET },
+        { "conn-share", required_argument, NULL, OPT_SHARE },
         { "log-level", required_argument, NULL, OPT_LOG },
         { "help", no_argument, NULL, OPT_HELP },
         { NULL, 0, NULL, 0 },
@@ -327,6 +336,12 @@ int main(int argc, char **argv)
             break;
         case OPT_SEND_ZC:
             ret = parse_size(optarg, 0, (size_t)1 << 30, &cfg.send_zc_threshold);
+            break;
+        case OPT_BUDGET:
+            ret = parse_size(optarg, (size_t)1 << 20, (size_t)1 << 40, &cfg.worker_budget);
+            break;
+        case OPT_SHARE:
+            ret = parse_size(optarg, (size_t)256 << 10, (size_t)1 << 40, &cfg.conn_share);
             break;
         case OPT_LOG:
             ret = parse_level(optarg, &level);

@@ -19,6 +19,9 @@ struct rs_config {
     uint32_t max_header_list; /* SETTINGS_MAX_HEADER_LIST_SIZE (default 16 KiB) */
     unsigned max_conns;       /* connections per worker (default 4096) */
     size_t pool_bytes;        /* cap of each worker's block pool (default 1 GiB) */
+    size_t worker_budget;     /* memory a worker may hold for peers; 0 = derived from the
+                               * machine's memory and the worker count (core/budget.h) */
+    size_t conn_share;        /* most one connection may hold of it; 0 = budget / 8 */
     unsigned idle_ms;         /* close a connection with no stream for this long (default 300000) */
     unsigned handshake_ms;    /* close a connection that sent no HTTP/2 frame by then (10000) */
     unsigned header_timeout_ms; /* a request header block, or a frame trickling in, must

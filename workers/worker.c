@@ -70,6 +70,24 @@ err_close:
     return -1;
 }
 
+/* Fills the memory budget a configuration left at 0 (core/budget.h): physical memory / 8 over
+ * the workers, and an eighth of that per connection (at least what one stream of a maximum
+ * message and a full queue needs, when the budget allows it). */
+static void budget_resolve(struct rs_config *cfg)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    uint64_t mem = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 0;
+    size_t floor_share = 2 * cfg->max_msg + 2 * cfg->stream_buffer;
+
+    if (cfg->worker_budget == 0)
+        cfg->worker_budget = rs_budget_default(mem / 2, cfg->workers); /* mem/2/4 = mem/8 */
+    if (cfg->conn_share == 0) {
+        cfg->conn_share = cfg->worker_budget / 8;
+        if (cfg->conn_share < floor_share)
+            cfg->conn_share = floor_share < cfg->worker_budget ? floor_share : cfg->worker_budget;
+    }
+}
+
 struct rs_server *rs_server_new(const struct rs_config *cfg, char *err, size_t errlen)
 {
     struct rs_server *s;
@@ -83,6 +101,15 @@ struct rs_server *rs_server_new(const struct rs_config *cfg, char *err, size_t e
     if (s == NULL)
         goto err_nomem;
     s->cfg = *cfg;
+    budget_resolve(&s->cfg);
+    if (s->cfg.conn_share > s->cfg.worker_budget) {
+        snprintf(err, errlen, "--conn-share (%zu) is larger than --worker-budget (%zu)",
+                 s->cfg.conn_share, s->cfg.worker_budget);
+        free(s);
+        return NULL;
+    }
+    rs_log_info("memory budget: %zu MiB per worker (%u workers), %zu MiB per connection",
+                s->cfg.worker_budget >> 20, s->cfg.workers, s->cfg.conn_share >> 20);
     s->workers = calloc(cfg->workers, sizeof(*s->workers));
     if (s->workers == NULL)
         goto err_free;
@@ -237,6 +264,12 @@ int rs_worker_init(struct rs_worker *w, char *err, size_t errlen)
         return ret;
     }
     rs_pool_init(&w->pool, RS_POOL_BLOCK, cfg->pool_bytes / RS_POOL_BLOCK + 1, 64);
+    ret = rs_budget_init(&w->budget, cfg->worker_budget, cfg->conn_share);
+    if (ret < 0) {
+        snprintf(err, errlen, "invalid memory budget (%zu, share %zu)", cfg->worker_budget,
+                 cfg->conn_share);
+        return ret;
+    }
     w->nconns = cfg->max_conns + 1;
     w->conns = calloc(w->nconns, sizeof(*w->conns));
     w->conn_gen = calloc(w->nconns, sizeof(*w->conn_gen));
@@ -353,6 +386,25 @@ static void accept_backoff(struct rs_worker *w, int err)
     w->flags |= RS_WORKER_F_ACCEPT_WAIT;
 }
 
+void rs_worker_budget_note(struct rs_worker *w, int err, const char *what)
+{
+    uint64_t now = rs_now_ms();
+
+    if (w->budget_logged_ms != 0 && now - w->budget_logged_ms < 1000)
+        return;
+    w->budget_logged_ms = now;
+    rs_log_warn("worker %u: refused %s: %s (worker %zu of %zu bytes in use, peak %zu; refusals: "
+                "worker %llu, connection share %llu, streams %llu, accepts %llu)",
+                w->id, what,
+                err == -EDQUOT ? "the connection is at its memory share"
+                               : "the worker's memory budget is spent",
+                w->budget.used, w->budget.limit, w->budget.peak,
+                (unsigned long long)w->budget.refused[RS_BUDGET_R_WORKER],
+                (unsigned long long)w->budget.refused[RS_BUDGET_R_SHARE],
+                (unsigned long long)w->budget.refused[RS_BUDGET_R_STREAM],
+                (unsigned long long)w->budget.refused[RS_BUDGET_R_ACCEPT]);
+}
+
 static void on_accept_retry(struct rs_worker *w)
 {
     w->flags &= ~RS_WORKER_F_ACCEPT_WAIT;
@@ -387,6 +439,14 @@ static void on_accept(struct rs_worker *w, const struct rs_ring_cqe *cqe)
     }
     if (w->flags & RS_WORKER_F_DRAINING) {
         close(fd);
+        return;
+    }
+    /* The last step of degradation: near the memory budget no connection is accepted; the
+     * accept pauses (backing off) so the kernel's backlog holds the rest. */
+    if (!rs_budget_admit_conn(&w->budget)) {
+        close(fd);
+        rs_worker_budget_note(w, -ENOBUFS, "new connections (accept paused)");
+        accept_backoff(w, -ENOBUFS);
         return;
     }
     slot = conn_slot_alloc(w);

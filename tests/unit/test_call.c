@@ -131,6 +131,7 @@ static void start(uint32_t max_header_list)
     w.srv = &srv;
     rs_list_init(&w.pending);
     CU_ASSERT_EQUAL_FATAL(rs_pool_init(&w.pool, RS_POOL_BLOCK, 64, 4), 0);
+    CU_ASSERT_EQUAL_FATAL(rs_budget_init(&w.budget, (size_t)64 << 20, (size_t)16 << 20), 0);
     conn.w = &w;
     rs_list_init(&conn.calls);
     rs_list_init(&conn.ready);

@@ -12,6 +12,7 @@
 #ifdef RS_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
 #endif
+#include "core/fault.h"
 #include "core/log.h"
 #include "core/tlsinfo.h"
 #include "uring/ring.h"
@@ -294,6 +295,12 @@ int main(int argc, char **argv)
         return 2;
     }
     rs_log_set_level(level);
+    if (rs_fault_init(err, sizeof(err)) < 0) { /* RS_FAULTS, test builds only */
+        fprintf(stderr, "ringstreamd: %s\n", err);
+        return 2;
+    }
+    if (RS_FAULT_ENABLED && getenv("RS_FAULTS") != NULL)
+        rs_log_warn("fault injection (test build): RS_FAULTS=%s", getenv("RS_FAULTS"));
     if (rs_ring_probe(err, sizeof(err)) < 0) {
         fprintf(stderr, "ringstreamd: %s\n", err);
         return 1;

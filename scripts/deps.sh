@@ -12,6 +12,8 @@ PACKAGES=(
     dpkg-dev build-essential autoconf automake libtool
     # end-to-end tests
     python3-grpcio python3-protobuf nghttp2-client curl
+    # raw HTTP/2 client of tests/e2e/test_storage_faults.py (a connection that stops reading)
+    python3-h2
 )
 
 missing=()

@@ -615,7 +615,8 @@ static void put_on_publish(struct rs_call *call, struct rs_store_op *op, int res
 
     if (res == 0 && rs_call_is_done(call)) {
         /* Published, and the client reset the stream meanwhile (it chose not to hear the
-         * outcome): the object stays, so make its name durable all the same. */
+         * outcome): the object stays (anything kept beside the objects must follow it here
+         * too), so make its name durable all the same. */
         p->inflight--;
         if (rs_store_fault_run(call, &p->fault, "put.dirsync", put_issue_dirsync, put_on_dirsync,
                                p) == 0)

@@ -109,6 +109,7 @@ static void begin(struct rs_store_op *op, int kind)
     op->pending = 0;
     op->tries = 0;
     op->want_len = 0;
+    op->removed = false;
 }
 
 /* The chain's last step: nothing may touch |op| after the callback. */
@@ -625,6 +626,7 @@ static void on_delete_rename(struct rs_call *call, void *arg, int res)
     }
     /* Nobody else can reach this version now: what we report is what we remove. Committed:
      * the chain runs to its end even if the call ends meanwhile. */
+    op->removed = true;
     op->path = op->aux;
     if (meta_start(call, op) < 0)
         delete_unlink(call, op, RS_STORE_OP_NOSLOT);

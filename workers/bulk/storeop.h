@@ -80,6 +80,7 @@ struct rs_store_op {
     void *arg;                 /* the handler's; the op never touches it */
     struct rs_store_meta meta; /* result of _stat, _stat_key, _open and _delete */
     bool direct;               /* result of _create: the new fd has O_DIRECT */
+    bool removed; /* result of _delete: the name is gone (renamed aside), whatever res says */
     /* private: the chain in progress; every buffer below is borrowed by the ring */
     bool busy;
     bool overwrite;

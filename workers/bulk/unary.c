@@ -68,6 +68,8 @@ static void delete_on_op(struct rs_call *call, struct rs_store_op *op, int res)
 {
     struct unary *u = op->arg;
 
+    /* op->removed: the name is gone, even when the call ended meanwhile (the delete was
+     * committed): anything kept beside the objects follows it here, before the return. */
     if (rs_call_is_done(call) || u->finished)
         return;
     if (res == -EBADMSG)

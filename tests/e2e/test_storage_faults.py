@@ -268,10 +268,11 @@ def _(srv):
         with channel(s2) as ch:
             expect_status(grpc.StatusCode.NOT_FOUND, Bulk(ch).stat, "drained")
     finally:
-        finish(s)
+        problems = s.stop()  # both servers are stopped before anything is checked
         if s2 is not None:
-            finish(s2)
+            problems += s2.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+    check(not problems, "; ".join(problems))
 
 
 # --- finding 10: codes a client can act on ------------------------------------------------------

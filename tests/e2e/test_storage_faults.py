@@ -11,6 +11,8 @@ Group "commit" (finding 4: a publish and its status agree):
     the Put on its grpc-timeout while the handler still works: the client gets
     DEADLINE_EXCEEDED and the object is not published; for an overwrite the old version is
     intact;
+  - the same with the delay right before the publish's linkat, and for a Delete (its rename
+    aside delayed): DEADLINE_EXCEEDED and the object intact;
   - client cancel during the slow fsync: nothing published;
   - drain: SIGTERM with a short --drain-ms while a slow Put is in flight: the client gets an
     error, and after a restart on the same data dir the object is not there.
@@ -214,6 +216,56 @@ def _(srv):
           group="commit")
 def _(srv):
     deadline_case(srv, overwrite=True)
+
+
+@run.case("deadline during a slow link, send side busy: DEADLINE_EXCEEDED and not published",
+          group="commit")
+def _(srv):
+    s = fault_server(srv, "put.link=delay:%d@1" % FSYNC_DELAY_MS)  # hit 0: the big object
+    raw = None
+    try:
+        with channel(s) as ch:
+            b = Bulk(ch)
+            b.put("big", os.urandom(64 * KiB) * 512)
+            raw = RawClient(s)
+            raw.call("Get", [pb2().GetRequest(name="big")])
+            sid = raw.call("Put", put_msgs("victim", os.urandom(20 * KiB)), timeout=PUT_TIMEOUT)
+            time.sleep(2 * FSYNC_DELAY_MS / 1000.0)
+            check_eq(raw.wait_status(sid), 4, "grpc-status of the Put (DEADLINE_EXCEEDED)")
+            raw.close()
+            raw = None
+            expect_status(grpc.StatusCode.NOT_FOUND, b.stat, "victim")
+            bystander(s, "link")
+    finally:
+        if raw is not None:
+            raw.close()
+        finish(s)
+
+
+@run.case("deadline during a slow Delete (rename delayed), send side busy: DEADLINE_EXCEEDED "
+          "and the object intact", group="commit")
+def _(srv):
+    s = fault_server(srv, "delete.rename=delay:%d" % FSYNC_DELAY_MS)
+    raw = None
+    try:
+        with channel(s) as ch:
+            b = Bulk(ch)
+            b.put("big", os.urandom(64 * KiB) * 512)
+            data = os.urandom(20 * KiB)
+            b.put("victim", data)
+            raw = RawClient(s)
+            raw.call("Get", [pb2().GetRequest(name="big")])
+            sid = raw.call("Delete", [pb2().DeleteRequest(name="victim")], timeout=PUT_TIMEOUT)
+            time.sleep(2 * FSYNC_DELAY_MS / 1000.0)
+            check_eq(raw.wait_status(sid), 4, "grpc-status of the Delete (DEADLINE_EXCEEDED)")
+            raw.close()
+            raw = None
+            check_eq(sha256(b.get("victim")), sha256(data), "sha256 of the object kept")
+            bystander(s, "delete-deadline")
+    finally:
+        if raw is not None:
+            raw.close()
+        finish(s)
 
 
 @run.case("client cancel during a slow fsync: nothing published", group="commit")

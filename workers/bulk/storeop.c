@@ -71,8 +71,9 @@ static void on_fault_timer(struct rs_call *call, void *arg, int res)
     /* The delay is over, or the call ended during it: the op runs either way (it may be the
      * clean-up of a chain past its commit); its completion sees rs_call_is_done(). */
     (void)res;
-    if (sf->issue(call, sf->arg) < 0)
-        sf->cb(call, sf->arg, RS_STORE_OP_NOSLOT);
+    res = sf->issue(call, sf->arg);
+    if (res < 0) /* -ECANCELED: a commit the call ended before (see commit()) */
+        sf->cb(call, sf->arg, res == -ECANCELED ? -ECANCELED : RS_STORE_OP_NOSLOT);
 }
 
 int rs_store_fault_run(struct rs_call *call, struct rs_store_fault *sf, const char *point,
@@ -453,6 +454,15 @@ int rs_store_op_set_meta(struct rs_call *call, struct rs_store_op *op, int fd,
 
 /* --- publish: linkat, or linkat to a tmp- name and renameat ------------------------------- */
 
+/* Right before the op that makes a change visible (so after any fault delay): 0 while the call
+ * is open (the core then leaves ending it to the handler), -ECANCELED once it has ended. */
+static int commit(struct rs_call *call)
+{
+    if (rs_call_is_done(call))
+        return -ECANCELED;
+    return rs_call_commit_begin(call);
+}
+
 static void on_publish_rename(struct rs_call *call, void *arg, int res)
 {
     struct rs_store_op *op = arg;
@@ -468,6 +478,8 @@ static int issue_publish_rename(struct rs_call *call, void *arg)
 {
     struct rs_store_op *op = arg;
 
+    if (commit(call) < 0)
+        return -ECANCELED;
     return rs_call_renameat(call, rs_store_dirfd(op->st), op->aux, rs_store_dirfd(op->st), op->key,
                             0, on_publish_rename, op);
 }
@@ -477,14 +489,14 @@ static int link_aux(struct rs_call *call, struct rs_store_op *op);
 static void on_publish_link(struct rs_call *call, void *arg, int res)
 {
     struct rs_store_op *op = arg;
+    int ret;
 
     if (!op->overwrite) {
         op_done(call, op, res); /* -EEXIST: another upload of this name won */
         return;
     }
     if (res == -EEXIST && op->tries < 4 && !rs_call_is_done(call)) {
-        int ret = link_aux(call, op); /* a tmp- name collision: draw another */
-
+        ret = link_aux(call, op); /* a tmp- name collision: draw another */
         if (ret < 0)
             op_done(call, op, ret);
         return;
@@ -493,14 +505,12 @@ static void on_publish_link(struct rs_call *call, void *arg, int res)
         op_done(call, op, res);
         return;
     }
-    /* The rename makes the new version visible: only while the call is still open. */
-    if (rs_call_is_done(call) || rs_call_commit_begin(call) < 0) {
-        unlink_aux(call, op, -ECANCELED); /* a cancelled upload leaves nothing */
-        return;
-    }
-    if (rs_store_fault_run(call, &op->fault, "put.rename", issue_publish_rename, on_publish_rename,
-                           op) < 0)
-        unlink_aux(call, op, RS_STORE_OP_NOSLOT);
+    /* The rename makes the new version visible: only while the call is still open (commit(),
+     * in the issue function); otherwise the tmp- name goes and nothing is left. */
+    ret = rs_store_fault_run(call, &op->fault, "put.rename", issue_publish_rename,
+                             on_publish_rename, op);
+    if (ret < 0)
+        unlink_aux(call, op, ret == -ECANCELED ? -ECANCELED : RS_STORE_OP_NOSLOT);
 }
 
 static int link_aux(struct rs_call *call, struct rs_store_op *op)
@@ -520,6 +530,8 @@ static int issue_publish_link(struct rs_call *call, void *arg)
 {
     struct rs_store_op *op = arg;
 
+    if (commit(call) < 0)
+        return -ECANCELED;
     return rs_call_linkat(call, AT_FDCWD, op->src, rs_store_dirfd(op->st), op->key,
                           AT_SYMLINK_FOLLOW, on_publish_link, op);
 }
@@ -539,12 +551,13 @@ int rs_store_op_publish(struct rs_call *call, struct rs_store_op *op, int fd, co
         if (ret < 0)
             return ret;
     } else {
-        /* The linkat makes the object visible: only while the call is still open. */
-        if (rs_call_is_done(call) || rs_call_commit_begin(call) < 0)
-            return -ECANCELED;
-        if (rs_store_fault_run(call, &op->fault, "put.link", issue_publish_link, on_publish_link,
-                               op) < 0)
-            return RS_STORE_OP_NOSLOT; /* linkat never replaces: -EEXIST */
+        /* The linkat makes the object visible: only while the call is still open (commit(),
+         * in the issue function). linkat never replaces: -EEXIST. */
+        int ret = rs_store_fault_run(call, &op->fault, "put.link", issue_publish_link,
+                                     on_publish_link, op);
+
+        if (ret < 0)
+            return ret == -ECANCELED ? -ECANCELED : RS_STORE_OP_NOSLOT;
     }
     op->busy = true;
     return 0;
@@ -636,6 +649,8 @@ static int issue_delete_rename(struct rs_call *call, void *arg)
 {
     struct rs_store_op *op = arg;
 
+    if (commit(call) < 0)
+        return -ECANCELED;
     return rs_call_renameat(call, rs_store_dirfd(op->st), op->key, rs_store_dirfd(op->st), op->aux,
                             RENAME_NOREPLACE, on_delete_rename, op);
 }
@@ -650,12 +665,12 @@ int rs_store_op_delete(struct rs_call *call, struct rs_store_op *op, const char 
         ret = rs_store_aux_name(op->aux, "del-");
     if (ret < 0)
         return ret;
-    /* The rename removes the name: only while the call is still open. */
-    if (rs_call_is_done(call) || rs_call_commit_begin(call) < 0)
-        return -ECANCELED;
-    if (rs_store_fault_run(call, &op->fault, "delete.rename", issue_delete_rename, on_delete_rename,
-                           op) < 0)
-        return RS_STORE_OP_NOSLOT;
+    /* The rename removes the name: only while the call is still open (commit(), in the issue
+     * function). */
+    ret = rs_store_fault_run(call, &op->fault, "delete.rename", issue_delete_rename,
+                             on_delete_rename, op);
+    if (ret < 0)
+        return ret == -ECANCELED ? -ECANCELED : RS_STORE_OP_NOSLOT;
     op->busy = true;
     return 0;
 }

@@ -13,6 +13,7 @@
 #ifdef RS_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
 #endif
+#include "core/fault.h"
 #include "core/log.h"
 #include "core/tlsinfo.h"
 #include "uring/ring.h"
@@ -373,6 +374,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "ringstreamd: %s\n", err);
         return 1;
     }
+    if (rs_fault_init(err, sizeof(err)) < 0) { /* RS_FAULTS, test builds only */
+        fprintf(stderr, "ringstreamd: %s\n", err);
+        return 2;
+    }
+    if (RS_FAULT_ENABLED && getenv("RS_FAULTS") != NULL)
+        rs_log_warn("fault injection (test build): RS_FAULTS=%s", getenv("RS_FAULTS"));
     if (rs_ring_probe(err, sizeof(err)) < 0) {
         fprintf(stderr, "ringstreamd: %s\n", err);
         return 1;

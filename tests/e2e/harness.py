@@ -102,9 +102,13 @@ def free_port():
 class Server:
     """One ringstreamd process with a fresh data dir. stop() is idempotent."""
 
-    def __init__(self, binary, extra_args=()):
+    def __init__(self, binary, extra_args=(), env=None, data_dir=None):
+        """env: variables added to the server's environment (e.g. RS_FAULTS). data_dir: an
+        existing data dir to use (and keep: the caller owns it), else a fresh one."""
         self.binary = os.path.abspath(binary)
         self.extra_args = list(extra_args)
+        self.env = dict(env or {})
+        self._given_data_dir = data_dir
         self.port = None
         self.proc = None
         self.data_dir = None
@@ -132,8 +136,11 @@ class Server:
     def start(self):
         if not os.access(self.binary, os.X_OK):
             raise CaseFailure("server binary %s is not executable" % self.binary)
-        self.data_dir = os.path.join(self._tmp, "data")
-        os.mkdir(self.data_dir)
+        if self._given_data_dir is not None:
+            self.data_dir = self._given_data_dir
+        else:
+            self.data_dir = os.path.join(self._tmp, "data")
+            os.mkdir(self.data_dir)
         self.port = free_port()
         cmd = [self.binary, "--listen", self.address, "--data-dir", self.data_dir]
         cmd += self.extra_args
@@ -141,6 +148,7 @@ class Server:
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        env.update(self.env)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._stderr,
                                      stderr=self._stderr, env=env)
         atexit.register(self.stop)
@@ -161,6 +169,18 @@ class Server:
                 raise CaseFailure("server did not accept on %s within %.0f s; stderr:\n%s"
                                   % (self.address, START_TIMEOUT_S, self.stderr_tail()))
             time.sleep(0.05)
+
+    def kill9(self):
+        """SIGKILL (a crash): no drain, nothing flushed. The data dir stays; stop() is then a
+        no-op apart from removing the server's temp dir."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._stopped = True
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None

@@ -11,9 +11,10 @@ Cases (group "backpressure"):
   - 2 GiB Put and 2 GiB Get: the server's peak RSS (VmHWM) stays under 96 MiB;
   - slow reader on Get: received-but-unread bytes (plus the client's socket queue) never exceed
     the client's stream window, and the server's RSS stays flat;
-  - slow consumer on Put (a second server with RINGSTREAM_TEST_WRITE_DELAY_US, a test-only
-    knob of the bulk store): what the client may send is bounded by what the server consumed
-    plus its windows; the object is intact afterwards;
+  - slow consumer on Put (group "slow_consumer", needs a fault build: a second server with
+    RS_FAULTS="put.write=delay:MS", the slow-disk fault point of the bulk store): what the
+    client may send is bounded by what the server consumed plus its windows; the object is
+    intact afterwards;
   - an Echo client that reads nothing for a while: its upload stalls at a bounded byte count,
     the server's RSS stays flat, then everything comes back intact;
   - a stalled and an active Get on the same connection: the active one completes; a unary
@@ -21,6 +22,7 @@ Cases (group "backpressure"):
   - a message of exactly --max-msg succeeds; one announcing one byte more is refused with
     RESOURCE_EXHAUSTED after only a few KiB of it were sent.
 Usage: test_backpressure.py --server build/ringstreamd [--group backpressure] [--only SUBSTRING]
+       test_backpressure.py --server build-asan/ringstreamd --group slow_consumer (fault build)
 rsload is $RS_RSLOAD, else perf/rsload next to the server binary.
 """
 
@@ -213,21 +215,21 @@ def _(srv):
 
 # --- slow consumer ---------------------------------------------------------------------------
 
-@run.case("slow consumer on Put (test-only write delay): the client's sending is held back by "
-          "flow control, nothing is lost", group="backpressure")
+@run.case("slow consumer on Put (fault point put.write=delay): the client's sending is held "
+          "back by flow control, nothing is lost", group="slow_consumer")
 def _(srv):
     delay_us = 250000
     total = 16 * MiB
     stage = 512 * KiB   # Put's staging buffer (workers/bulk/put.c PUT_STAGE): two of them
-    os.environ["RINGSTREAM_TEST_WRITE_DELAY_US"] = str(delay_us)
+    # Every stage write waits this long on a ring timer before it is issued: the stage stays
+    # busy, so a stage frees at most once per delay.
+    slow = Server(srv.binary, SERVER_ARGS,
+                  env={"RS_FAULTS": "put.write=delay:%d" % (delay_us // 1000)})
+    slow.start()
     try:
-        slow = Server(srv.binary, SERVER_ARGS)
-        slow.start()
-    finally:
-        del os.environ["RINGSTREAM_TEST_WRITE_DELAY_US"]
-    try:
-        check("RINGSTREAM_TEST_WRITE_DELAY_US" in slow.stderr_text(),
-              "the server did not announce the test-only write delay")
+        check("RS_FAULTS=put.write=delay" in slow.stderr_text(),
+              "the server did not announce the fault rule: not a fault build "
+              "(-DRS_FAULT_INJECTION=ON)?")
         r = rsload(slow, "put", "bp/slow", str(total), "--progress-ms", "50").expect_ok()
         prog = r.records("PROGRESS")
         check(len(prog) >= 10, "only %d progress samples" % len(prog))

@@ -17,8 +17,11 @@
  * |finished| in a state means we called rs_call_finish(): later events only release resources.
  * What still runs on the worker thread: List's reads of the name index and a publish's one
  * index write (LMDB, page cache only, see index.c), fcntl to clear O_DIRECT and posix_fadvise
- * (flags on an open file, never I/O), and a close() or unlinkat() only as the fallback when no
- * ring slot is free. */
+ * (flags on an open file, never I/O), and an unlinkat() of a temporary name only as the
+ * fallback when no ring slot is free. A close never does: it is issued from a completion, or
+ * in a slot held for it ahead (storeop.h). Storage errors map to gRPC codes through one table
+ * (status.h). Test builds (RS_FAULT_INJECTION) have named fault points on the store's ring
+ * ops, listed in storeop.h. */
 #include "workers/bulk/bulk_internal.h"
 #include <errno.h>
 #include <inttypes.h>
@@ -85,7 +88,7 @@ void rs_bulk_fail_send(struct rs_call *call, bool *finished, int err)
     else if (err == -ENOMEM)
         rs_bulk_fail(call, finished, RS_GRPC_RESOURCE_EXHAUSTED, "server out of buffer memory");
     else
-        rs_bulk_fail(call, finished, rs_grpc_status_from_errno(err), "sending: %s", strerror(-err));
+        rs_bulk_fail(call, finished, rs_bulk_status_from_errno(err), "sending: %s", strerror(-err));
 }
 
 /* An error from store.c about object |name| (valid, so safe to print). */
@@ -99,7 +102,7 @@ void rs_bulk_fail_store(struct rs_call *call, bool *finished, int err, const cha
         rs_bulk_fail(call, finished, RS_GRPC_DATA_LOSS,
                      "object \"%.*s\": stored metadata is corrupt", (int)len, name);
     else
-        rs_bulk_fail(call, finished, rs_grpc_status_from_errno(err), "%s \"%.*s\": %s", doing,
+        rs_bulk_fail(call, finished, rs_bulk_status_from_errno(err), "%s \"%.*s\": %s", doing,
                      (int)len, name, strerror(-err));
 }
 
@@ -258,7 +261,6 @@ _Static_assert(sizeof(bulk_methods) / sizeof(bulk_methods[0]) ==
 int rs_bulk_open(struct rs_bulk **out, const char *data_dir, char *err, size_t errlen)
 {
     struct rs_bulk *b = calloc(1, sizeof(*b));
-    const char *delay;
     size_t i;
     int ret;
 
@@ -284,13 +286,6 @@ int rs_bulk_open(struct rs_bulk **out, const char *data_dir, char *err, size_t e
         char key[RS_STORE_KEY_LEN + 1];
 
         (void)rs_store_key("warm-up", 7, key);
-    }
-    delay = getenv("RINGSTREAM_TEST_WRITE_DELAY_US"); /* test-only, see struct rs_bulk */
-    if (delay != NULL && delay[0] != '\0') {
-        b->test_write_delay_ns = strtoull(delay, NULL, 10) * 1000u;
-        rs_log_warn("bulk: RINGSTREAM_TEST_WRITE_DELAY_US=%s: each Put write completes %" PRIu64
-                    " us late (test-only knob)",
-                    delay, b->test_write_delay_ns / 1000u);
     }
     b->svc.name = "ringstream.v1.Bulk";
     for (i = 0; i < sizeof(bulk_methods) / sizeof(bulk_methods[0]); i++)

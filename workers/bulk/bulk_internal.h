@@ -15,6 +15,7 @@
 #include "core/call.h"
 #include "proto/pbview.h"
 #include "workers/bulk/bulk.h"
+#include "workers/bulk/status.h"
 #include "workers/bulk/store.h"
 
 struct rs_index;
@@ -23,11 +24,6 @@ struct rs_bulk {
     struct rs_store store;
     struct rs_index *index; /* owned; the sorted names List walks (index.h) */
     struct rs_service svc;
-    /* TEST-ONLY knob, never for production: RINGSTREAM_TEST_WRITE_DELAY_US (read once in
-     * rs_bulk_open) makes every Put write completion take effect that much later (the stage
-     * stays busy, held messages stay unconsumed), so tests can watch a slow consumer push back
-     * on the client through flow control (tests/e2e/test_backpressure.py). 0: no delay. */
-    uint64_t test_write_delay_ns;
     struct rs_method methods[6]; /* the service table, copied in by rs_bulk_open */
 };
 
@@ -55,7 +51,8 @@ __attribute__((format(printf, 4, 5))) void rs_bulk_fail(struct rs_call *call, bo
 void rs_bulk_finish_ok(struct rs_call *call, bool *finished);
 /* A failed rs_call_send(); -EAGAIN is the caller's business. */
 void rs_bulk_fail_send(struct rs_call *call, bool *finished, int err);
-/* An error from store.c about object |name| (valid, so safe to print). */
+/* An error from the store about object |name| (valid, so safe to print); the status comes
+ * from rs_bulk_status_from_errno() (status.h). */
 void rs_bulk_fail_store(struct rs_call *call, bool *finished, int err, const char *doing,
                         const char *name, size_t len);
 /* A store operation that failed to start or ended with |err|. */

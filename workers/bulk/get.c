@@ -54,6 +54,7 @@ struct get {
     uint64_t req_offset, req_length, req_chunk; /* from the GetRequest, used once it is open */
     int fd; /* the object, when has_fd; held so one version is sent */
     bool has_fd;
+    bool keeping; /* a ring slot is held for closing |fd| (rs_store_keep_arm) */
     bool got;     /* the request arrived */
     bool opening; /* the open is in flight */
     bool holding; /* the chunk at |head| waits for room in the send queue */
@@ -62,12 +63,15 @@ struct get {
 
 static void get_on_read(struct rs_call *call, void *arg, int res);
 
+/* Runs once the call is done and the last completion has arrived, which gave back the slot the
+ * close takes (the kept slot's timer, cancelled when the call ended, if nothing else): the last
+ * close of an object deleted meanwhile frees its blocks, never on the worker thread. */
 static void get_release(struct rs_call *call, struct get *g)
 {
-    if (g->opening || g->nreading > 0)
+    if (g->opening || g->nreading > 0 || g->keeping)
         return;
-    if (g->has_fd)
-        rs_store_close_fd(call, g->fd);
+    if (g->has_fd && rs_store_close_fd(call, g->fd) < 0)
+        rs_log_bug("bulk: Get: no ring slot to close its file (fd %d)", g->fd);
     g->has_fd = false;
     for (unsigned i = 0; i < GET_READS; i++) {
         if (g->slot[i].pooled)
@@ -195,7 +199,7 @@ static void get_on_read(struct rs_call *call, void *arg, int res)
     if (g->finished)
         return;
     if (res < 0) {
-        rs_bulk_fail(call, &g->finished, rs_grpc_status_from_errno(res), "reading the object: %s",
+        rs_bulk_fail(call, &g->finished, rs_bulk_status_from_errno(res), "reading the object: %s",
                      strerror(-res));
         return;
     }
@@ -211,6 +215,21 @@ static void get_on_read(struct rs_call *call, void *arg, int res)
         get_pump(call, g);
 }
 
+/* The slot held for closing the file: the call ended (the core cancelled the timer), or the
+ * timer ran out and is armed again. */
+static void get_on_keep(struct rs_call *call, void *arg, int res)
+{
+    struct get *g = arg;
+
+    g->keeping = false;
+    if (res == 0 && !rs_call_is_done(call) && rs_store_keep_arm(call, get_on_keep, g) == 0) {
+        g->keeping = true;
+        return;
+    }
+    if (rs_call_is_done(call))
+        get_release(call, g);
+}
+
 /* The object is open (or not): check the range, then start reading. */
 static void get_on_open(struct rs_call *call, struct rs_store_op *op, int res)
 {
@@ -220,8 +239,16 @@ static void get_on_open(struct rs_call *call, struct rs_store_op *op, int res)
 
     g->opening = false;
     if (res >= 0) {
-        g->fd = res;
-        g->has_fd = true;
+        /* First thing in this completion: hold the slot it gave back for the close. */
+        if (rs_store_keep_arm(call, get_on_keep, g) < 0) {
+            if (rs_store_close_fd(call, res) < 0)
+                rs_log_bug("bulk: Get: no ring slot to close its file (fd %d)", res);
+            res = RS_STORE_OP_NOSLOT;
+        } else {
+            g->keeping = true;
+            g->fd = res;
+            g->has_fd = true;
+        }
     }
     if (rs_call_is_done(call)) {
         get_release(call, g);

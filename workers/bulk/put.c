@@ -46,14 +46,13 @@ static int64_t now_unix_ms(void)
 struct put;
 struct put_stage {
     struct put *p;
-    uint8_t *buf;  /* owned, PUT_STAGE bytes, allocated with the header */
-    size_t len;    /* bytes staged */
-    size_t done;   /* bytes of |len| written (short writes resume here) */
-    uint64_t off;  /* file offset of buf[0] */
-    bool busy;     /* a write is in flight, or waits for the file (|deferred|) */
-    bool deferred; /* full before the unnamed file existed: put_on_create writes it */
-    int test_res;  /* test-only write delay: the completion's result, replayed by the timer */
-    bool test_delayed;
+    uint8_t *buf;                /* owned, PUT_STAGE bytes, allocated with the header */
+    size_t len;                  /* bytes staged */
+    size_t done;                 /* bytes of |len| written (short writes resume here) */
+    uint64_t off;                /* file offset of buf[0] */
+    bool busy;                   /* a write is in flight, or waits for the file (|deferred|) */
+    bool deferred;               /* full before the unnamed file existed: put_on_create writes it */
+    struct rs_store_fault fault; /* fault point "put.write" of the write in flight */
 };
 
 struct put {
@@ -67,12 +66,14 @@ struct put {
     uint64_t received; /* bytes received and hashed */
     uint64_t staged;   /* bytes copied into a stage: the file offset of the next staged byte */
     struct put_stage stage[2];
-    unsigned cur;      /* the stage being filled */
-    const uint8_t *wp; /* rest of a message waiting for a free stage: a view, held */
-    size_t wlen;       /*   unconsumed until it is staged */
-    int fd;            /* the unnamed file, when has_fd */
-    unsigned inflight; /* ring ops whose completion has not arrived */
+    unsigned cur;                /* the stage being filled */
+    const uint8_t *wp;           /* rest of a message waiting for a free stage: a view, held */
+    size_t wlen;                 /*   unconsumed until it is staged */
+    int fd;                      /* the unnamed file, when has_fd */
+    unsigned inflight;           /* ring ops whose completion has not arrived, |keeping| included */
+    struct rs_store_fault fault; /* fault points "put.fsync", "put.dirsync" */
     bool has_fd;
+    bool keeping;  /* a ring slot is held for closing |fd| (rs_store_keep_arm) */
     bool creating; /* the name check or the create of the unnamed file is in flight */
     bool direct;   /* fd has O_DIRECT: stage writes are aligned */
     bool has_header;
@@ -141,13 +142,17 @@ static const char *put_parse(const uint8_t *msg, size_t len, struct put_req *r)
     return NULL;
 }
 
+/* Runs once the call is done and the last completion has arrived: that completion (the kept
+ * slot's timer, cancelled when the call ended, if nothing else) gave back the slot the close
+ * takes, so the close never runs on the worker thread. */
 static void put_release(struct rs_call *call, struct put *p)
 {
     if (p->released || p->inflight > 0)
         return;
     p->released = true;
-    if (p->has_fd)
-        rs_store_close_fd(call, p->fd); /* an unpublished O_TMPFILE file disappears here */
+    /* an unpublished O_TMPFILE file disappears here, its blocks freed in an io-wq thread */
+    if (p->has_fd && rs_store_close_fd(call, p->fd) < 0)
+        rs_log_bug("bulk: Put: no ring slot to close its file (fd %d)", p->fd);
     p->has_fd = false;
     rs_sha256_free(&p->sha);
     free(p->stage[0].buf);
@@ -211,6 +216,23 @@ static void put_on_exists(struct rs_call *call, struct rs_store_op *op, int res)
     rs_call_consume(call); /* a message held while both stages waited, if any */
 }
 
+/* The slot held for closing the file: the call ended (the core cancelled the timer), or the
+ * timer ran out and is armed again. */
+static void put_on_keep(struct rs_call *call, void *arg, int res)
+{
+    struct put *p = arg;
+
+    p->inflight--;
+    p->keeping = false;
+    if (res == 0 && !rs_call_is_done(call) && rs_store_keep_arm(call, put_on_keep, p) == 0) {
+        p->keeping = true;
+        p->inflight++;
+        return;
+    }
+    if (rs_call_is_done(call))
+        put_release(call, p);
+}
+
 static void put_on_create(struct rs_call *call, struct rs_store_op *op, int res)
 {
     struct put *p = op->arg;
@@ -218,9 +240,18 @@ static void put_on_create(struct rs_call *call, struct rs_store_op *op, int res)
     p->inflight--;
     p->creating = false;
     if (res >= 0) {
-        p->fd = res;
-        p->has_fd = true;
-        p->direct = op->direct;
+        /* First thing in this completion: hold the slot it gave back for the file's close. */
+        if (rs_store_keep_arm(call, put_on_keep, p) < 0) {
+            if (rs_store_close_fd(call, res) < 0)
+                rs_log_bug("bulk: Put: no ring slot to close its file (fd %d)", res);
+            res = RS_STORE_OP_NOSLOT;
+        } else {
+            p->keeping = true;
+            p->inflight++;
+            p->fd = res;
+            p->has_fd = true;
+            p->direct = op->direct;
+        }
     }
     if (rs_call_is_done(call)) {
         put_release(call, p);
@@ -306,12 +337,30 @@ static void put_start(struct rs_call *call, struct put *p, const struct put_req 
 }
 
 static void put_on_write(struct rs_call *call, void *arg, int res);
-static void put_on_test_delay(struct rs_call *call, void *arg, int res);
 static void put_finalize(struct rs_call *call, struct put *p);
 static void put_on_meta(struct rs_call *call, struct rs_store_op *op, int res);
 static void put_on_fsync(struct rs_call *call, void *arg, int res);
 static void put_on_publish(struct rs_call *call, struct rs_store_op *op, int res);
 static void put_on_dirsync(struct rs_call *call, void *arg, int res);
+
+/* Issues the pwrite of what is left of stage |s|; half of it under a "short" fault (aligned
+ * down while the file has O_DIRECT), so the completion sees a short count. */
+static int put_issue_write(struct rs_call *call, void *arg)
+{
+    struct put_stage *s = arg;
+    struct put *p = s->p;
+    size_t len = s->len - s->done;
+
+    if (s->fault.short_io && len > 1) {
+        size_t half = len / 2;
+
+        if (p->direct)
+            half -= half % RS_STORE_DIRECT_ALIGN;
+        if (half > 0)
+            len = half;
+    }
+    return rs_call_pwrite(call, p->fd, s->buf + s->done, len, s->off + s->done, put_on_write, s);
+}
 
 /* Writes what is left of stage |s|. */
 static void put_write(struct rs_call *call, struct put *p, struct put_stage *s)
@@ -336,9 +385,7 @@ static void put_write(struct rs_call *call, struct put *p, struct put_stage *s)
         }
         p->direct = false;
     }
-    ret = rs_call_pwrite(call, p->fd, s->buf + s->done, s->len - s->done, s->off + s->done,
-                         put_on_write, s);
-
+    ret = rs_store_fault_run(call, &s->fault, "put.write", put_issue_write, put_on_write, s);
     if (ret < 0) {
         rs_bulk_fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED,
                      "no free I/O slot on this worker");
@@ -429,6 +476,18 @@ static void put_finalize(struct rs_call *call, struct put *p)
     p->inflight++;
 }
 
+static int put_issue_fsync(struct rs_call *call, void *arg)
+{
+    struct put *p = arg;
+
+    return rs_call_fsync(call, p->fd, put_on_fsync, p);
+}
+
+static int put_issue_dirsync(struct rs_call *call, void *arg)
+{
+    return rs_call_fsync(call, rs_store_dirfd(rs_bulk_call_store(call)), put_on_dirsync, arg);
+}
+
 static void put_on_meta(struct rs_call *call, struct rs_store_op *op, int res)
 {
     struct put *p = op->arg;
@@ -440,7 +499,7 @@ static void put_on_meta(struct rs_call *call, struct rs_store_op *op, int res)
                            p->meta.name_len);
         return;
     }
-    if (rs_call_fsync(call, p->fd, put_on_fsync, p) < 0) {
+    if (rs_store_fault_run(call, &p->fault, "put.fsync", put_issue_fsync, put_on_fsync, p) < 0) {
         rs_bulk_fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED,
                      "no free I/O slot on this worker");
         return;
@@ -496,17 +555,7 @@ static void put_on_write(struct rs_call *call, void *arg, int res)
 {
     struct put_stage *s = arg;
     struct put *p = s->p;
-    const struct rs_bulk *b = rs_call_service_ctx(call);
 
-    /* Test-only knob: the completion takes effect after the delay; the write stays counted in
-     * |inflight| and the stage busy until put_on_test_delay replays it. */
-    if (b->test_write_delay_ns > 0 && !s->test_delayed && res > 0 && !rs_call_is_done(call) &&
-        !p->finished && rs_call_timer(call, b->test_write_delay_ns, put_on_test_delay, s) == 0) {
-        s->test_delayed = true;
-        s->test_res = res;
-        return;
-    }
-    s->test_delayed = false;
     p->inflight--;
     s->busy = false;
     if (rs_call_is_done(call)) {
@@ -518,10 +567,8 @@ static void put_on_write(struct rs_call *call, void *arg, int res)
         return;
     }
     if (res <= 0) {
-        int err = res < 0 ? res : -EIO;
-
-        rs_bulk_fail(call, &p->finished, rs_grpc_status_from_errno(err), "writing \"%s\": %s",
-                     p->meta.name, strerror(-err));
+        rs_bulk_fail_op(call, &p->finished, res < 0 ? res : -EIO, "writing", p->meta.name,
+                        p->meta.name_len);
         rs_call_consume(call);
         return;
     }
@@ -540,14 +587,6 @@ static void put_on_write(struct rs_call *call, void *arg, int res)
         put_drain(call, p);
 }
 
-/* The test-only write delay is over (or the call ended): the write's completion, late. */
-static void put_on_test_delay(struct rs_call *call, void *arg, int res)
-{
-    struct put_stage *s = arg;
-
-    put_on_write(call, s, s->test_res);
-}
-
 static void put_on_fsync(struct rs_call *call, void *arg, int res)
 {
     struct put *p = arg;
@@ -556,10 +595,12 @@ static void put_on_fsync(struct rs_call *call, void *arg, int res)
     if (!put_step(call, p))
         return;
     if (res < 0) {
-        rs_bulk_fail(call, &p->finished, rs_grpc_status_from_errno(res), "syncing \"%s\": %s",
-                     p->meta.name, strerror(-res));
+        rs_bulk_fail_op(call, &p->finished, res, "syncing", p->meta.name, p->meta.name_len);
         return;
     }
+    /* Publishing makes the object visible: rs_store_op_publish() refuses (-ECANCELED, nothing
+     * published) once the core has ended the call, and from then on the status we give is
+     * what the client gets. */
     rs_store_op_init(&p->op, rs_bulk_call_store(call), put_on_publish, p);
     ret = rs_store_op_publish(call, &p->op, p->fd, p->key, p->overwrite);
     if (ret < 0) {
@@ -575,6 +616,18 @@ static void put_on_publish(struct rs_call *call, struct rs_store_op *op, int res
 
     if (res == 0) /* published: list it even if the call has ended meanwhile */
         rs_index_add(rs_bulk_call_index(call), p->meta.name, p->meta.name_len);
+    if (res == 0 && rs_call_is_done(call)) {
+        /* Published, and the client reset the stream meanwhile (it chose not to hear the
+         * outcome): the object stays (anything kept beside the objects must follow it here
+         * too), so make its name durable all the same. */
+        p->inflight--;
+        if (rs_store_fault_run(call, &p->fault, "put.dirsync", put_issue_dirsync, put_on_dirsync,
+                               p) == 0)
+            p->inflight++;
+        else
+            put_release(call, p);
+        return;
+    }
     if (!put_step(call, p))
         return;
     if (res == -EEXIST) {
@@ -589,7 +642,8 @@ static void put_on_publish(struct rs_call *call, struct rs_store_op *op, int res
         return;
     }
     /* The new name is durable once objects/ itself is synced. */
-    if (rs_call_fsync(call, rs_store_dirfd(rs_bulk_call_store(call)), put_on_dirsync, p) < 0) {
+    if (rs_store_fault_run(call, &p->fault, "put.dirsync", put_issue_dirsync, put_on_dirsync, p) <
+        0) {
         rs_bulk_fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED,
                      "object \"%s\" published but not synced: no free I/O slot", p->meta.name);
         return;
@@ -604,9 +658,11 @@ static void put_on_dirsync(struct rs_call *call, void *arg, int res)
     if (!put_step(call, p))
         return;
     if (res < 0) {
+        /* Visible but maybe not durable: fail, so the client retries (with overwrite, the
+         * retry is idempotent). */
         rs_log_error("bulk: object \"%s\" published but syncing objects/ failed: %s", p->meta.name,
                      strerror(-res));
-        rs_bulk_fail(call, &p->finished, RS_GRPC_INTERNAL,
+        rs_bulk_fail(call, &p->finished, rs_bulk_status_from_errno(res),
                      "object \"%s\" published but syncing its directory failed: %s", p->meta.name,
                      strerror(-res));
         return;

@@ -142,6 +142,11 @@ static int probe(int objfd, const char *dir, char *err, size_t errlen)
     int fd, ret;
 
     fd = openat(objfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0640);
+    if (fd < 0 && (errno == EACCES || errno == EPERM || errno == EROFS)) {
+        ret = -errno; /* a permission or a read-only mount, not a missing feature */
+        snprintf(err, errlen, "data dir %s: not writable (%s)", dir, strerror(-ret));
+        return ret;
+    }
     if (fd < 0) {
         ret = -errno;
         snprintf(
@@ -192,7 +197,11 @@ int rs_store_open(struct rs_store *s, const char *data_dir, char *err, size_t er
     }
     if (mkdirat(dfd, "objects", 0750) < 0 && errno != EEXIST) {
         ret = -errno;
-        snprintf(err, errlen, "data dir %s: cannot create objects/: %s", data_dir, strerror(-ret));
+        if (ret == -EACCES || ret == -EPERM || ret == -EROFS)
+            snprintf(err, errlen, "data dir %s: not writable (%s)", data_dir, strerror(-ret));
+        else
+            snprintf(err, errlen, "data dir %s: cannot create objects/: %s", data_dir,
+                     strerror(-ret));
         goto err_close_dir;
     }
     s->objfd = openat(dfd, "objects", O_RDONLY | O_DIRECTORY | O_CLOEXEC);

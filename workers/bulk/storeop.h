@@ -19,19 +19,57 @@
  * When |done| runs, the op is idle again (|done| may start the next chain on it) and has
  * released all it took: an fd it opened is closed unless |res| hands it over, a temporary name
  * is removed. A chain that sees its call has ended stops at its next step, cleans up and
- * reports -ECANCELED. A step that finds no ring slot mid-chain reports RS_STORE_OP_NOSLOT;
- * its clean-up (close, unlink) then falls back to a plain syscall on the worker rather than
- * leak an fd or leave a name behind. */
+ * reports -ECANCELED. A step that finds no ring slot mid-chain reports RS_STORE_OP_NOSLOT.
+ * Every close is issued from a completion, so the slot that completion just gave back is there
+ * for it: a close never runs on the worker thread (the last close of an unnamed or deleted
+ * file frees its blocks, which can take long).
+ *
+ * Publish and status agree: _publish and _delete call rs_call_commit_begin() (core/call.h)
+ * right before the step that makes the change visible (the linkat or rename of a publish, the
+ * rename aside of a delete), and abandon the chain with -ECANCELED, changing nothing, when the
+ * core has already ended the call (deadline, client reset, drain). Past that step the chain
+ * runs to its end even if the call ends, so the change is also made durable (objects/ is
+ * fsynced).
+ *
+ * Fault points (core/fault.h; compiled in only with RS_FAULT_INJECTION, configured with
+ * RS_FAULTS="point=action..."). Each sits in front of one ring op: "delay:MS" waits on a ring
+ * timer before issuing it (never a blocking sleep), an errno replaces the op's result (the op
+ * is not issued, so nothing changes), "short" makes a write transfer half (the handler must
+ * write the rest):
+ *   put.write        Put: a pwrite of staged data (delay, short, errno)
+ *   put.fsync        Put: the fsync of the unnamed file before it is published (delay, errno)
+ *   put.link         Put: the linkat that publishes a new name (delay, errno)
+ *   put.rename       Put with overwrite: the rename over the old version (delay, errno)
+ *   put.dirsync      Put: the fsync of objects/ after the publish (delay, errno)
+ *   store.create     Put: the openat(O_TMPFILE) of the unnamed file (delay, errno)
+ *   store.setxattr   Put: the fsetxattr of the metadata (delay, errno)
+ *   store.open       Stat, Get, Delete, List: the openat of an object (delay, errno)
+ *   store.getxattr   Stat, Delete, List: the fgetxattr of the metadata (delay, errno)
+ *   delete.rename    Delete: the rename aside that removes the name (delay, errno)
+ *   delete.unlink    Delete: the unlink of the renamed-aside file (delay, errno)
+ *   delete.dirsync   Delete: the fsync of objects/ that makes the delete durable (delay, errno)
+ */
 #ifndef RS_WORKERS_BULK_STOREOP_H
 #define RS_WORKERS_BULK_STOREOP_H
 #include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include "core/call.h"
 #include "workers/bulk/store.h"
 
 #define RS_STORE_OP_NOSLOT (-ENOBUFS) /* no free ring slot: not an errno of the syscalls used */
+
+/* One fault point in front of one ring op (see the list above). */
+struct rs_store_fault {
+    int err;        /* the rule's -errno, or 0 */
+    uint64_t delay; /* ns */
+    bool short_io;  /* the issuer moves half */
+    int (*issue)(struct rs_call *call, void *arg);
+    rs_call_io_cb cb;
+    void *arg;
+};
 
 struct rs_store_op;
 typedef void (*rs_store_op_cb)(struct rs_call *call, struct rs_store_op *op, int res);
@@ -42,6 +80,7 @@ struct rs_store_op {
     void *arg;                 /* the handler's; the op never touches it */
     struct rs_store_meta meta; /* result of _stat, _stat_key, _open and _delete */
     bool direct;               /* result of _create: the new fd has O_DIRECT */
+    bool removed; /* result of _delete: the name is gone (renamed aside), whatever res says */
     /* private: the chain in progress; every buffer below is borrowed by the ring */
     bool busy;
     bool overwrite;
@@ -59,7 +98,9 @@ struct rs_store_op {
     char aux[RS_STORE_AUX_LEN + 1];
     char src[32]; /* "/proc/self/fd/<fd>": linkat's way to name an unnamed file */
     uint8_t xattr[RS_STORE_META_MAX];
+    size_t xlen; /* _set_meta: bytes of |xattr| to write */
     struct statx stx;
+    struct rs_store_fault fault; /* the fault point of the step in flight */
 };
 
 /* Prepares an idle op; allocates nothing. |st| is borrowed; |done| and |arg| as above. */
@@ -94,19 +135,45 @@ int rs_store_op_set_meta(struct rs_call *call, struct rs_store_op *op, int fd,
  * linkat(), which never replaces, so of concurrent publishers exactly one wins and the others
  * get -EEXIST. With it: a link under a fresh tmp- name, then one rename over |key| (the old
  * version, if any, is replaced atomically), and the tmp- name removed if the rename fails or
- * the call ended before it. res: 0, -EEXIST, or -errno. The handler fsyncs objects/ afterwards
- * (rs_store_dirfd()) to make the new name durable. */
+ * the call ended before it. The visible step is bracketed by rs_call_commit_begin(): res
+ * -ECANCELED means the call had ended and nothing was published. res: 0, -EEXIST, -ECANCELED,
+ * or -errno. The handler fsyncs objects/ afterwards (rs_store_dirfd()) to make the new name
+ * durable, even when the call ended after a successful publish. */
 int rs_store_op_publish(struct rs_call *call, struct rs_store_op *op, int fd, const char *key,
                         bool overwrite);
 /* Removes |name|'s object and fills op->meta with the metadata of exactly the version removed:
  * it is first renamed aside (RENAME_NOREPLACE to a fresh del- name), so a concurrent overwrite
- * cannot slip in, then read, then unlinked. Once renamed, the unlink happens even if the call
- * ends. res: 0, -ENOENT, another -errno, or -EBADMSG: the object was removed but its metadata
- * was unreadable (op->meta undefined). */
+ * cannot slip in, then read, then unlinked, and objects/ is fsynced, so an acknowledged delete
+ * survives a power loss. The rename is the visible step (rs_call_commit_begin() before it:
+ * the start function returns -ECANCELED, changing nothing, when the call has ended). Once
+ * renamed, the chain runs to its end even if the call ends; an unlink that fails then only
+ * leaves a del- name, removed at the next start (logged), not an error. res: 0, -ENOENT,
+ * another -errno (of the rename: nothing changed; of the directory fsync: deleted but maybe
+ * not durable), or -EBADMSG: the object was removed but its metadata was unreadable (op->meta
+ * undefined). */
 int rs_store_op_delete(struct rs_call *call, struct rs_store_op *op, const char *name, size_t len);
 
 /* Closes |fd| through the ring without waiting for it (the call stays alive until it is
- * done); when no ring slot is free, a plain close() on the worker. Never fails to close. */
-void rs_store_close_fd(struct rs_call *call, int fd);
+ * done). Returns 0, or -ENOMEM: no ring slot, |fd| is still open and still the caller's. Never
+ * closes on the worker thread: call it from a completion (its slot was just given back), or
+ * hold a slot for it ahead (rs_store_keep_arm()). */
+int rs_store_close_fd(struct rs_call *call, int fd);
+
+/* A ring slot held for a later close: a long timer that stays in flight until the call ends
+ * (the core then cancels it). Its completion, with the call done, is where the holder closes
+ * the fd it keeps, in the slot the timer gave back. Arm it from a completion, right after
+ * taking the fd. |cb| runs as for rs_call_timer(); it re-arms with rs_store_keep_arm() when
+ * |res| is 0 and the call is not done (the timer expired). Returns 0 or -ENOMEM/-ECANCELED. */
+int rs_store_keep_arm(struct rs_call *call, rs_call_io_cb cb, void *arg);
+
+/* Issues one ring op through fault point |point|: |issue| starts it (with |cb| and |arg| as
+ * its completion) and returns 0 or a negative code. No rule fires: |issue| runs now. A delay:
+ * a ring timer first, then |issue| (a failure then reaches |cb| as RS_STORE_OP_NOSLOT). An
+ * error: |issue| never runs, |cb| gets the error from a timer's completion. "short":
+ * |sf|->short_io is set before |issue| runs. |sf| is borrowed until |cb| runs; keep it beside
+ * the op. Returns 0, what |issue| returned, or -ENOMEM (no slot for the timer). Without
+ * RS_FAULT_INJECTION this is a call of |issue|. */
+int rs_store_fault_run(struct rs_call *call, struct rs_store_fault *sf, const char *point,
+                       int (*issue)(struct rs_call *call, void *arg), rs_call_io_cb cb, void *arg);
 
 #endif /* RS_WORKERS_BULK_STOREOP_H */

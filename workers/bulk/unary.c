@@ -69,7 +69,10 @@ static void delete_on_op(struct rs_call *call, struct rs_store_op *op, int res)
 {
     struct unary *u = op->arg;
 
-    rs_index_recheck(rs_bulk_call_index(call), op->want, op->want_len); /* drops a gone name */
+    /* The index rechecks the name off the worker and drops it only if the object is gone, so
+     * this runs whatever the outcome, also when the call ended meanwhile (a committed delete
+     * finishes anyway). */
+    rs_index_recheck(rs_bulk_call_index(call), op->want, op->want_len);
     if (rs_call_is_done(call) || u->finished)
         return;
     if (res == -EBADMSG)

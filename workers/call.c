@@ -557,11 +557,15 @@ static void credit(struct rs_call *call)
 static void credit_consumed(struct rs_call *call)
 {
     size_t partial = rs_deframer_buffered(&call->rx), need = 0, keep;
-    const uint8_t *p = call->rx.buf + call->rx.head;
 
-    if (partial >= RS_GRPC_PREFIX_LEN)
+    /* |buf| is NULL while nothing is buffered: no pointer is formed from it then (UB, found by
+     * tests/fuzz/fuzz_conn.c under UBSan). */
+    if (partial >= RS_GRPC_PREFIX_LEN) {
+        const uint8_t *p = call->rx.buf + call->rx.head;
+
         need = RS_GRPC_PREFIX_LEN +
                ((size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | (size_t)p[4]);
+    }
     keep = need <= call->conn->w->srv->cfg.stream_buffer / 2 ? partial : 0;
     if (keep > call->uncredited)
         keep = call->uncredited;

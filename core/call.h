@@ -104,8 +104,8 @@ int rs_call_send_ex(struct rs_call *call, const struct iovec *iov, int iovcnt, u
  * budgets (workers/callx.c: 16 MiB/s per connection, 64 MiB/s per worker, in bursts of as
  * much) and returns true, or returns false, charging nothing, when either is spent: send that
  * message without RS_CALL_SEND_COMPRESS (plain; the client then pays in bytes). True without
- * charging when the client does not accept gzip. A handler calls it before every
- * rs_call_send_ex() with RS_CALL_SEND_COMPRESS. */
+ * charging when the client does not accept gzip. rs_call_send_ex() applies it to every
+ * message sent with RS_CALL_SEND_COMPRESS, so handlers need not call it themselves. */
 bool rs_call_compress_budget(struct rs_call *call, size_t len);
 /* True when the client's last request message arrived compressed (grpc-encoding gzip). */
 bool rs_call_msg_was_compressed(const struct rs_call *call);

@@ -654,6 +654,10 @@ int rs_call_send_ex(struct rs_call *call, const struct iovec *iov, int iovcnt, u
     /* The response headers declare gzip whenever the client takes it, before the handler has
      * said which messages it compresses; a message sent plain just has its flag clear. */
     compress = (flags & RS_CALL_SEND_COMPRESS) && call->accept_gzip;
+    /* gzip costs CPU by the bytes it reads: within the connection's and the worker's
+     * compression budget the message is compressed, past it it goes plain (issue 15). */
+    if (compress && !rs_call_compress_budget(call, total))
+        compress = false;
     if (compress) {
         ret = rs_gzip_deflate(iov, iovcnt, &zbuf, &zlen);
         if (ret < 0)

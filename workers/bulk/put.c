@@ -73,9 +73,10 @@ struct put {
     unsigned inflight;           /* ring ops whose completion has not arrived, |keeping| included */
     struct rs_store_fault fault; /* fault points "put.fsync", "put.dirsync" */
     bool has_fd;
-    bool keeping;  /* a ring slot is held for closing |fd| (rs_store_keep_arm) */
-    bool creating; /* the name check or the create of the unnamed file is in flight */
-    bool direct;   /* fd has O_DIRECT: stage writes are aligned */
+    bool keeping;       /* a ring slot is held for closing |fd| (rs_store_keep_arm) */
+    bool creating;      /* the name check or the create of the unnamed file is in flight */
+    bool direct;        /* fd has O_DIRECT: stage writes are aligned */
+    bool stage_charged; /* the two stages are charged to the connection (rs_call_charge) */
     bool has_header;
     bool check_sha;
     bool overwrite;
@@ -159,6 +160,9 @@ static void put_release(struct rs_call *call, struct put *p)
     free(p->stage[1].buf);
     p->stage[0].buf = NULL;
     p->stage[1].buf = NULL;
+    if (p->stage_charged)
+        rs_call_uncharge(call, 2 * (size_t)PUT_STAGE);
+    p->stage_charged = false;
 }
 
 /* Where every completion starts: counts it in, releases the Put once the call is over.
@@ -308,6 +312,14 @@ static void put_start(struct rs_call *call, struct put *p, const struct put_req 
         rs_bulk_fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED, "no memory for hashing");
         return;
     }
+    /* The staging buffers are memory this peer makes the server hold: charged to its
+     * connection (core/call.h rs_call_charge), given back in put_release. */
+    if (rs_call_charge(call, 2 * (size_t)PUT_STAGE) < 0) {
+        rs_bulk_fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED,
+                     "server memory for this connection is spent (upload buffers)");
+        return;
+    }
+    p->stage_charged = true;
     if (posix_memalign((void **)&p->stage[0].buf, RS_STORE_DIRECT_ALIGN, PUT_STAGE) != 0)
         p->stage[0].buf = NULL;
     if (posix_memalign((void **)&p->stage[1].buf, RS_STORE_DIRECT_ALIGN, PUT_STAGE) != 0)

@@ -235,10 +235,8 @@ static int send_payload(struct rs_call *call, uint32_t size, bool compress)
         iov[n].iov_len = left < ZERO_BLOCK ? left : ZERO_BLOCK;
         left -= iov[n++].iov_len;
     }
-    /* Large compressed responses cost CPU out of proportion to their bytes: within the
-     * connection's compression budget they are gzipped, past it they go plain. */
-    if (compress && !rs_call_compress_budget(call, hlen + size))
-        compress = false;
+    /* Large compressed responses cost CPU out of proportion to their bytes: rs_call_send_ex
+     * gzips them only within the connection's compression budget, past it they go plain. */
     ret = rs_call_send_ex(call, iov, (int)n, compress ? RS_CALL_SEND_COMPRESS : 0);
     if (iov != stack)
         free(iov);

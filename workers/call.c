@@ -566,7 +566,8 @@ static void credit_consumed(struct rs_call *call)
         need = RS_GRPC_PREFIX_LEN +
                ((size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | (size_t)p[4]);
     }
-    keep = need <= call->conn->w->srv->cfg.stream_buffer / 2 ? partial : 0;
+    /* half of the smallest window nghttp2 may hold the stream to (it shrinks with the budget) */
+    keep = need <= call->conn->window_floor / 2 ? partial : 0;
     if (keep > call->uncredited)
         keep = call->uncredited;
     call->uncredited -= keep;

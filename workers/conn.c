@@ -75,6 +75,8 @@ static bool slow_input(const struct rs_conn *c, uint64_t now_ms)
     return false;
 }
 
+static void update_window(struct rs_conn *c);
+
 void rs_conn_tick(struct rs_conn *c, uint64_t now_ms)
 {
     const struct rs_config *cfg = &c->w->srv->cfg;
@@ -82,6 +84,8 @@ void rs_conn_tick(struct rs_conn *c, uint64_t now_ms)
 
     if (c->flags & RS_CONN_F_CLOSING)
         return;
+    if (c->got_frame && !(c->flags & (RS_CONN_F_TERM | RS_CONN_F_GOAWAY)))
+        update_window(c);
     /* The budget refills over 10 s: a steady trickle of odd frames is tolerated, a burst not. */
     c->glitch_tokens += budget / 10 > 0 ? budget / 10 : 1;
     if (c->glitch_tokens > budget)
@@ -311,6 +315,8 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *
 
     c->got_frame = true;
     c->progress_ms = rs_now_ms();
+    if (frame->hd.type == NGHTTP2_SETTINGS && (frame->hd.flags & NGHTTP2_FLAG_ACK))
+        c->window_floor = c->window; /* nghttp2 applies our last SETTINGS now */
     if (frame->hd.type == NGHTTP2_HEADERS)
         c->hdr_begin_ms = 0; /* the header block is complete */
     if (frame->hd.type == NGHTTP2_RST_STREAM)
@@ -455,16 +461,60 @@ static int on_send_data(nghttp2_session *h2, nghttp2_frame *frame, const uint8_t
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
 
+/* The smallest stream window the budget shrinks to: a few DATA frames' worth. */
+#define RS_MIN_STREAM_WINDOW (64u * 1024)
+
+static uint32_t rs_conn_stream_window_full(const struct rs_conn *c)
+{
+    size_t full = c->w->srv->cfg.stream_buffer;
+
+    return full > 0x7fffffff ? 0x7fffffff : (uint32_t)full;
+}
+
+uint32_t rs_conn_stream_window(const struct rs_conn *c)
+{
+    const struct rs_config *cfg = &c->w->srv->cfg;
+    size_t full = cfg->stream_buffer > 0x7fffffff ? 0x7fffffff : cfg->stream_buffer;
+
+    return (uint32_t)rs_budget_stream_window(&c->w->budget, full, RS_MIN_STREAM_WINDOW);
+}
+
+/* The first stage of degradation: as the worker's budget fills, the streams' receive windows
+ * shrink (SETTINGS_INITIAL_WINDOW_SIZE, which also applies to the streams already open, RFC
+ * 9113 6.9.2), and grow back as it empties. Changes of less than a quarter are not worth a
+ * SETTINGS frame. */
+static void update_window(struct rs_conn *c)
+{
+    uint32_t want = rs_conn_stream_window(c), have = c->window;
+    uint32_t diff = want > have ? want - have : have - want;
+    nghttp2_settings_entry iv;
+
+    if (diff == 0 || (diff < have / 4 && want != rs_conn_stream_window_full(c)))
+        return;
+    iv.settings_id = NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE;
+    iv.value = want;
+    if (nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, &iv, 1) != 0)
+        return;
+    c->window_floor = want < c->window ? want : c->window;
+    c->window = want;
+    rs_log_debug("conn %u: stream window %u -> %u (worker budget %zu of %zu bytes)", c->slot, have,
+                 want, c->w->budget.used, c->w->budget.limit);
+    rs_worker_mark_pending(c->w, c);
+}
+
 static int submit_settings(struct rs_conn *c)
 {
     const struct rs_config *cfg = &c->w->srv->cfg;
-    size_t win = cfg->stream_buffer > 0x7fffffff ? 0x7fffffff : cfg->stream_buffer;
+    uint32_t win = rs_conn_stream_window(c);
     nghttp2_settings_entry iv[] = {
         { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->max_streams },
-        { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)win },
+        { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, win },
         { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, cfg->max_header_list },
     };
     int rv;
+
+    c->window = win;
+    c->window_floor = win;
 
     rv = nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
     if (rv == 0)

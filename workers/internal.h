@@ -157,6 +157,9 @@ struct rs_conn {
     int glitch_tokens;           /* suspicious events left before ENHANCE_YOUR_CALM */
     bool got_frame;              /* a valid HTTP/2 frame arrived: the handshake is done */
     struct rs_budget_acct acct;  /* what this connection holds, charged to w->budget */
+    uint32_t window;             /* SETTINGS_INITIAL_WINDOW_SIZE last submitted */
+    uint32_t window_floor;       /* the smaller of that and the one before it until the peer
+                                  * ACKs: what nghttp2 may still hold streams to */
     struct rs_list calls;        /* every rs_call of this conn, live or waiting to be freed */
     struct rs_list ready;        /* of rs_call.ready_link: calls with work to run */
     struct rs_list pending_link; /* in worker->pending */
@@ -333,6 +336,9 @@ uint64_t rs_now_ms(void);
 void rs_conn_glitch(struct rs_conn *c, const char *what);
 /* Once a second: refills the glitch budget, closes idle and handshake-stuck connections. */
 void rs_conn_tick(struct rs_conn *c, uint64_t now_ms);
+/* The receive window new streams of |c| get now: the configured one, smaller as the worker's
+ * memory budget fills (core/budget.h). */
+uint32_t rs_conn_stream_window(const struct rs_conn *c);
 struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t gen);
 void rs_conn_on_recv(struct rs_conn *c, const struct rs_ring_cqe *cqe);
 void rs_conn_on_send(struct rs_conn *c, const struct rs_ring_cqe *cqe);

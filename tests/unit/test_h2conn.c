@@ -343,8 +343,11 @@ static void pump(struct h2t *t)
         bool moved = kernel_step(t);
 
         rs_worker_turn(t->w);
+        /* done when nothing moved and the turn left nothing to deliver (a flush it made is a
+         * sendmsg the next step carries to the client, unless the test holds sends) */
         if (!moved && rs_fake_ring_posted(&t->w->ring) == 0 && rs_list_empty(&t->w->pending) &&
-            !nghttp2_session_want_write(t->cli))
+            !nghttp2_session_want_write(t->cli) &&
+            (t->hold_sends || rs_fake_ring_pending(&t->w->ring, RS_FAKE_SENDMSG) == 0))
             break;
     }
 }
@@ -840,6 +843,74 @@ static void test_timer_rearmed(void)
     h2t_fini(&t);
 }
 
+/* Issue 15's degradation order as the worker's memory budget fills: smaller stream windows
+ * (SETTINGS_INITIAL_WINDOW_SIZE), then REFUSED_STREAM for new streams; back to full windows
+ * and served streams once it empties. The budget is filled by hand (|used| stands for what
+ * other connections hold). */
+static void test_budget_degrades_in_order(void)
+{
+    struct h2t t;
+    struct h2t_stream *st;
+    struct rs_budget *b;
+    uint32_t full, win;
+    size_t used0;
+
+    CU_ASSERT_EQUAL_FATAL(h2t_init(&t, &(struct h2t_opts){ 0 }), 0);
+    pump(&t);
+    b = &t.w->budget;
+    used0 = b->used;
+    full = nghttp2_session_get_remote_settings(t.cli, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE);
+    CU_ASSERT_EQUAL(full, t.srv->cfg.stream_buffer);
+    /* 5/8 of the budget: windows shrink, streams are still served */
+    b->used = b->limit / 2 + b->limit / 8;
+    rs_conn_tick(conn_of_test(&t), rs_now_ms());
+    pump(&t);
+    win = nghttp2_session_get_remote_settings(t.cli, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE);
+    CU_ASSERT(win < full);
+    CU_ASSERT(win >= 64 * 1024);
+    st = h2t_call(&t, "/t.T/Echo", 2, 100, true, NULL);
+    pump(&t);
+    CU_ASSERT_EQUAL(st->grpc_status, RS_GRPC_OK);
+    /* 3/4: new streams are refused, which gRPC clients retry */
+    b->used = b->limit - 2 * (b->limit / 8);
+    st = h2t_call(&t, "/t.T/Echo", 1, 100, true, NULL);
+    pump(&t);
+    CU_ASSERT_EQUAL(st->rst, NGHTTP2_REFUSED_STREAM);
+    CU_ASSERT(b->refused[RS_BUDGET_R_STREAM] >= 1);
+    /* emptied: full windows again, streams served */
+    b->used = used0;
+    rs_conn_tick(conn_of_test(&t), rs_now_ms());
+    pump(&t);
+    CU_ASSERT_EQUAL(
+            nghttp2_session_get_remote_settings(t.cli, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE), full);
+    st = h2t_call(&t, "/t.T/Echo", 2, 100, true, NULL);
+    pump(&t);
+    CU_ASSERT_EQUAL(st->grpc_status, RS_GRPC_OK);
+    CU_ASSERT_EQUAL(b->used, used0);
+    h2t_fini(&t);
+}
+
+/* A connection's streams are charged to it: all of it comes back when they end. */
+static void test_budget_charges_return(void)
+{
+    struct h2t t;
+    struct h2t_stream *st;
+    size_t before;
+
+    CU_ASSERT_EQUAL_FATAL(h2t_init(&t, &(struct h2t_opts){ 0 }), 0);
+    pump(&t);
+    before = conn_of_test(&t)->acct.used;
+    CU_ASSERT(before > 0); /* the connection's own buffers */
+    st = h2t_call(&t, "/t.T/Hold", 1, 100000, false, NULL);
+    pump(&t);
+    CU_ASSERT(conn_of_test(&t)->acct.used > before); /* the call and its held message */
+    nghttp2_submit_rst_stream(t.cli, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+    pump(&t);
+    CU_ASSERT(rs_list_empty(&conn_of_test(&t)->calls));
+    CU_ASSERT_EQUAL(conn_of_test(&t)->acct.used, before);
+    h2t_fini(&t);
+}
+
 int main(void)
 {
     CU_TestInfo lifecycle[] = {
@@ -860,6 +931,10 @@ int main(void)
         { "wake-up and accept re-armed", test_wake_and_accept_rearmed },
         { "drain timeout re-armed, the drain ends", test_drain_timer_rearmed },
         { "call timers re-armed after a failed submission", test_timer_rearmed },
+        { "budget: smaller windows, then refused streams, then back",
+          test_budget_degrades_in_order },
+        { "budget: a connection's charges come back when its streams end",
+          test_budget_charges_return },
         CU_TEST_INFO_NULL,
     };
     /* These need the core branch's fixes (findings 1a and 7); they fail before its merge. */

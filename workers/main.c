@@ -222,9 +222,9 @@ static int raise_fd_limit(const struct rs_config *cfg, char *err, size_t errlen)
             return -1;
         }
     }
-    rs_log_info("file descriptors: limit %llu, %llu needed for --max-conns %u x %u workers",
-                (unsigned long long)rl.rlim_cur, (unsigned long long)need, cfg->max_conns,
-                cfg->workers);
+    rs_log_debug("file descriptors: limit %llu, %llu needed for --max-conns %u x %u workers",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)need, cfg->max_conns,
+                 cfg->workers);
     return 0;
 }
 

@@ -1,9 +1,13 @@
 /* tests/fuzz/fuzz_gzip.c: rs_gzip_inflate() of proto/compress.c with a maximum size.
  *
  * Input: a selector byte, the maximum (2 bytes, so 0..65535), then the data.
- *   selector even: the data is a gzip member as a peer would send it;
+ *   selector % 4 == 0 or 2: the data is a gzip member as a peer would send it;
  *   selector odd:  the data is deflated with rs_gzip_deflate (split into up to three iovecs at
- *                  points the selector picks) and inflated back.
+ *                  points the selector picks) and inflated back;
+ *   selector % 4 == 2: a count byte and that many edits (2-byte offset, byte to xor) come
+ *                  first; the rest is deflated, edited, cut at the length the last edit's
+ *                  offset says when the count is odd, and inflated. zlib is not instrumented,
+ *                  so near-valid members reach its error paths far sooner this way.
  * Invariants: the answer is the one a reference inflate (zlib in one call into a buffer of
  * max + 1 bytes) gives: 0 with the same bytes, -EMSGSIZE when the output would pass max,
  * -EINVAL for corrupt or trailing input; the output buffer is never larger than max + 1 bytes
@@ -94,6 +98,29 @@ static void roundtrip(uint8_t sel, const uint8_t *data, size_t len, size_t max)
     free(gz);
 }
 
+static void corrupted(struct rs_fuzz_in *in, size_t max)
+{
+    uint8_t nedits = rs_fuzz_u8(in) % 16;
+    uint16_t at[16];
+    uint8_t x[16];
+    struct iovec iov;
+    uint8_t *gz = NULL;
+    size_t gzlen = 0;
+
+    for (uint8_t i = 0; i < nedits; i++) {
+        at[i] = rs_fuzz_u16(in);
+        x[i] = rs_fuzz_u8(in);
+    }
+    iov = (struct iovec){ .iov_base = (void *)in->p, .iov_len = in->left };
+    RS_FUZZ_CHECK(rs_gzip_deflate(&iov, 1, &gz, &gzlen) == 0);
+    for (uint8_t i = 0; i < nedits && gzlen > 0; i++)
+        gz[at[i] % gzlen] ^= x[i];
+    if ((nedits & 1) && gzlen > 0)
+        gzlen = at[nedits - 1] % gzlen;
+    check_inflate(gz, gzlen, max);
+    free(gz);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct rs_fuzz_in in = { data, size };
@@ -102,6 +129,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (sel & 1)
         roundtrip(sel, in.p, in.left, max);
+    else if (sel & 2)
+        corrupted(&in, max);
     else
         check_inflate(in.p, in.left, max);
     return 0;

@@ -94,6 +94,10 @@ def gz():
         "empty-member": b"\x00" + struct.pack(">H", 0) + gzip.compress(b"", mtime=0),
         "roundtrip": b"\x35" + struct.pack(">H", 300) + b"abcabcabc" * 20,
         "roundtrip-over": b"\x13" + struct.pack(">H", 10) + b"0123456789a",
+        "corrupt-crc": b"\x02" + struct.pack(">H", 4096) + b"\x02" + struct.pack(">HB", 0xFFF8, 1)
+        + struct.pack(">HB", 3, 0x10) + b"some text some text some text",
+        "corrupt-cut": b"\x02" + struct.pack(">H", 4096) + b"\x01" + struct.pack(">HB", 20, 0)
+        + b"cut me short, cut me short",
     }
 
 

@@ -261,16 +261,19 @@ static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 struct field {
     uint32_t num;
     unsigned wt;
-    uint64_t v;       /* varint value */
-    const uint8_t *p; /* length-delimited payload */
-    size_t len;
+    uint64_t v;       /* varint value; 0 unless wt is 0 */
+    const uint8_t *p; /* length-delimited payload; NULL unless wt is 2 */
+    size_t len;       /* 0 unless wt is 2 */
 };
 
-/* Next field of a message; false at the end or on a malformed/unsupported field (|*bad|). */
+/* Next field of a message; false at the end or on a malformed/unsupported field (|*bad|).
+ * Every member of |*f| is defined after a call, whatever the wire type: callers test num and
+ * wt before reading v or p, and the compiler cannot prove that (GCC 12 -O3 flags it). */
 static bool next_field(const uint8_t **p, const uint8_t *end, struct field *f, bool *bad)
 {
     uint64_t key, n;
 
+    *f = (struct field){ 0 };
     *bad = false;
     if (*p >= end)
         return false;
@@ -1622,7 +1625,7 @@ static int mode_msg_limit(void)
 
 /* ---- main --------------------------------------------------------------------------------- */
 
-static void usage(void)
+static __attribute__((noreturn)) void usage(void)
 {
     fprintf(stderr,
             "Usage: rsload [options] put NAME BYTES | get NAME | echo BYTES |\n"

@@ -24,6 +24,13 @@ bool rs_pb_view_cb(pb_istream_t *stream, const pb_field_t *field, void **arg);
 void rs_pb_view_bind(pb_callback_t *cb, struct rs_pb_view *v);
 /* True when |v| is unset or lies wholly inside |msg|..|msg|+|len|. */
 bool rs_pb_view_inside(const struct rs_pb_view *v, const uint8_t *msg, size_t len);
+/* True when every view bound with rs_pb_view_bind() in |msg_struct| (a message of type |fields|
+ * just decoded from |msg|, |len| bytes), its static submessages included, is unset or inside
+ * |msg|. Call it after every successful pb_decode() with views: a string field sent with a
+ * varint or fixed wire type reaches the callback as a copy on nanopb's stack (decode_callback_
+ * field), so its view would dangle once pb_decode() returns. False means malformed input. */
+bool rs_pb_views_inside(const pb_msgdesc_t *fields, const void *msg_struct, const uint8_t *msg,
+                        size_t len);
 /* Reads a length-delimited field's payload as a view of |msg| (|s| reads |msg|). Returns false
  * with PB_GET_ERROR(s) set when the length is malformed or runs past the end. */
 bool rs_pb_take_bytes(pb_istream_t *s, const uint8_t *msg, size_t len, struct rs_pb_view *v);

@@ -9,6 +9,9 @@ PACKAGES=(
     liburing-dev libnghttp2-dev libnanopb-dev nanopb protobuf-compiler
     libwolfssl-dev libcunit1-dev libssl-dev zlib1g-dev libsystemd-dev
     liblmdb-dev # the bulk store's sorted index of names (workers/bulk/index.c)
+    # build-clang/ and the libFuzzer targets (libclang_rt.fuzzer-x86_64.a is in
+    # libclang-rt-14-dev on Debian 12)
+    clang libclang-rt-14-dev
     # wolfSSL built from Debian's source
     dpkg-dev build-essential autoconf automake libtool
     # end-to-end tests

@@ -17,6 +17,11 @@ rs_warnings(fuzz_conn)
 target_compile_options(fuzz_conn PRIVATE -fsanitize=fuzzer,address,undefined)
 target_link_options(fuzz_conn PRIVATE -fsanitize=fuzzer,address,undefined)
 target_link_libraries(fuzz_conn PRIVATE rs_workers_fuzz)
-# Replays the kept corpus once (no fuzzing): a quick regression check for ctest.
-add_test(NAME fuzz/conn_corpus COMMAND fuzz_conn -runs=0 ${CMAKE_CURRENT_LIST_DIR}/corpus/conn)
-set_tests_properties(fuzz/conn_corpus PROPERTIES LABELS fuzz TIMEOUT 120)
+add_dependencies(rs_fuzz fuzz_conn)
+# A short fuzzing run over the kept corpus, like every other target (tests/fuzz/run.cmake).
+add_test(NAME fuzz/fuzz_conn
+         COMMAND ${CMAKE_COMMAND} -DEXE=$<TARGET_FILE:fuzz_conn> -DNAME=fuzz_conn
+                 -DCORPUS=${CMAKE_CURRENT_LIST_DIR}/corpus/conn -DWORK=${CMAKE_BINARY_DIR}
+                 -DSECONDS=${RS_FUZZ_SECONDS} -P ${CMAKE_CURRENT_LIST_DIR}/run.cmake)
+math(EXPR rs_fuzz_conn_limit "${RS_FUZZ_SECONDS} + 120")
+set_tests_properties(fuzz/fuzz_conn PROPERTIES LABELS fuzz TIMEOUT ${rs_fuzz_conn_limit})

@@ -55,6 +55,54 @@ static void test_view_absent_field_unset(void)
     CU_ASSERT(rs_pb_view_inside(&v, msg, 0));
 }
 
+/* Found by tests/fuzz/fuzz_pbview: a string field sent as a varint (or fixed32/64) still reaches
+ * the callback, as a copy on nanopb's stack, and pb_decode() succeeds: the view then points into
+ * a dead stack frame. rs_pb_views_inside() is the check that refuses it. */
+static void test_views_inside_refuses_scalar_wire_type(void)
+{
+    static const uint8_t varint[] = { 0x08, 0x61 }; /* service: varint 'a' */
+    static const uint8_t fixed64[] = { 0x09, 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h' };
+    static const uint8_t good[] = { 0x0a, 0x01, 'a' };
+    const struct {
+        const uint8_t *msg;
+        size_t len;
+        bool inside;
+    } cases[] = {
+        { varint, sizeof(varint), false },
+        { fixed64, sizeof(fixed64), false },
+        { good, sizeof(good), true },
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        grpc_health_v1_HealthCheckRequest req = grpc_health_v1_HealthCheckRequest_init_zero;
+        struct rs_pb_view v = { 0 };
+        pb_istream_t s = pb_istream_from_buffer(cases[i].msg, cases[i].len);
+
+        rs_pb_view_bind(&req.service, &v);
+        CU_ASSERT_FATAL(pb_decode(&s, grpc_health_v1_HealthCheckRequest_fields, &req));
+        CU_ASSERT(v.set);
+        CU_ASSERT_EQUAL(rs_pb_view_inside(&v, cases[i].msg, cases[i].len), cases[i].inside);
+        CU_ASSERT_EQUAL(rs_pb_views_inside(grpc_health_v1_HealthCheckRequest_fields, &req,
+                                           cases[i].msg, cases[i].len),
+                        cases[i].inside);
+    }
+}
+
+/* The same one submessage down (payload.body sent as a fixed32). */
+static void test_views_inside_refuses_scalar_wire_type_nested(void)
+{
+    static const uint8_t msg[] = { 0x0a, 0x05, 0x15, 'a', 'b', 'c', 'd' };
+    grpc_testing_StreamingInputCallRequest req = grpc_testing_StreamingInputCallRequest_init_zero;
+    struct rs_pb_view body = { 0 };
+    pb_istream_t s = pb_istream_from_buffer(msg, sizeof(msg));
+
+    rs_pb_view_bind(&req.payload.body, &body);
+    CU_ASSERT_FATAL(pb_decode(&s, grpc_testing_StreamingInputCallRequest_fields, &req));
+    CU_ASSERT(body.set);
+    CU_ASSERT(!rs_pb_views_inside(grpc_testing_StreamingInputCallRequest_fields, &req, msg,
+                                  sizeof(msg)));
+}
+
 static void test_view_inside_bounds(void)
 {
     static const uint8_t msg[8];
@@ -224,6 +272,10 @@ static CU_TestInfo tests[] = {
     { "view_cb views in place inside a submessage", test_view_cb_views_in_place_nested },
     { "an absent field leaves its view unset", test_view_absent_field_unset },
     { "view_inside bounds", test_view_inside_bounds },
+    { "views_inside refuses a string sent with a scalar wire type",
+      test_views_inside_refuses_scalar_wire_type },
+    { "views_inside refuses it inside a submessage",
+      test_views_inside_refuses_scalar_wire_type_nested },
     { "put_varint known encodings", test_put_varint_known_encodings },
     { "put_varint round-trips through nanopb", test_put_varint_roundtrips },
     { "next_field reads tag and wire type", test_next_field_reads_tag },

@@ -56,27 +56,10 @@ static void test_timeout_saturates(void)
 
 static void test_timeout_rejects(void)
 {
+    /* "\3775S" is 0xff then "5S" (octal: a hex escape would take the 5 in). */
     static const char *const bad[] = {
-        "",
-        "S",
-        "5",
-        "123456789S",
-        "000000000n",
-        "5s",
-        "5h",
-        "5X",
-        "-5S",
-        "+5S",
-        " 5S",
-        "5 S",
-        "5S ",
-        "5SS",
-        "0x5S",
-        "5.0S",
-        "1e3n",
-        "S5",
-        "\xff"
-        "5S",
+        "",    "S",   "5",   "123456789S", "000000000n", "5s",   "5h",   "5X", "-5S",    "+5S",
+        " 5S", "5 S", "5S ", "5SS",        "0x5S",       "5.0S", "1e3n", "S5", "\3775S",
     };
     size_t i;
 

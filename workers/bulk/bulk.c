@@ -130,6 +130,12 @@ bool rs_bulk_decode(struct rs_call *call, bool *finished, const uint8_t *msg, si
                      PB_GET_ERROR(&s));
         return false;
     }
+    /* A string sent with a scalar wire type leaves a view into nanopb's stack (pbview.h). */
+    if (!rs_pb_views_inside(fields, dst, msg, len)) {
+        rs_bulk_fail(call, finished, RS_GRPC_INVALID_ARGUMENT,
+                     "malformed %s: a string field with a scalar wire type", what);
+        return false;
+    }
     return true;
 }
 

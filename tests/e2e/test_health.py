@@ -84,6 +84,28 @@ def _(srv):
         ch.close()
 
 
+@run.case("a string field sent with a scalar wire type is INVALID_ARGUMENT (Health, interop)")
+def _(srv):
+    # A string field sent as a varint (Health: service, field 1; UnaryCall: response_status
+    # .message, field 7.2): nanopb hands it to the view callback as a copy on its own stack;
+    # the server must refuse it, not read dead memory (found by tests/fuzz/fuzz_pbview).
+    ch = channel(srv)
+    try:
+        raw = b"\x08\x61"
+        for path in ("/grpc.health.v1.Health/Check", "/grpc.testing.TestService/UnaryCall"):
+            rpc = ch.unary_unary(path)
+            try:
+                rpc(raw if "Health" in path else b"\x3a\x02\x10\x61", timeout=CALL_TIMEOUT_S)
+                raise CaseFailure("%s answered OK to a malformed request" % path)
+            except grpc.RpcError as e:
+                check_eq(e.code(), grpc.StatusCode.INVALID_ARGUMENT, path)
+        check_rpc, _ = stubs(ch)
+        resp = check_rpc(hpb.HealthCheckRequest(service=""), timeout=CALL_TIMEOUT_S)
+        check_eq(status_name(resp.status), "SERVING", 'Check("") afterwards')
+    finally:
+        ch.close()
+
+
 @run.case('Watch("") sends SERVING, then NOT_SERVING on SIGTERM; the server exits 0')
 def _(srv):
     own = Server(srv.binary)

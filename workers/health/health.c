@@ -127,6 +127,13 @@ static bool take_request(struct rs_call *call, struct hcall *hc, const uint8_t *
         hc->finished = true;
         return false;
     }
+    /* A string sent with a scalar wire type leaves a view into nanopb's stack (pbview.h). */
+    if (!rs_pb_views_inside(grpc_health_v1_HealthCheckRequest_fields, &req, msg, len)) {
+        rs_call_finish(call, RS_GRPC_INVALID_ARGUMENT,
+                       "malformed HealthCheckRequest: a string field with a scalar wire type");
+        hc->finished = true;
+        return false;
+    }
     return true;
 }
 

@@ -171,6 +171,12 @@ static bool decode(struct rs_call *call, struct common *c, const uint8_t *msg, s
         failf(call, c, RS_GRPC_INVALID_ARGUMENT, "malformed %s: %s", what, PB_GET_ERROR(&s));
         return false;
     }
+    /* A string sent with a scalar wire type leaves a view into nanopb's stack (pbview.h). */
+    if (!rs_pb_views_inside(fields, dst, msg, len)) {
+        failf(call, c, RS_GRPC_INVALID_ARGUMENT,
+              "malformed %s: a string field with a scalar wire type", what);
+        return false;
+    }
     return true;
 }
 
@@ -466,6 +472,8 @@ static const char *out_parse(const uint8_t *msg, size_t len, struct echo_status 
     rs_pb_view_bind(&req.response_status.message, &es->msg);
     if (!pb_decode(&s, grpc_testing_StreamingOutputCallRequest_fields, &req))
         return PB_GET_ERROR(&s);
+    if (!rs_pb_views_inside(grpc_testing_StreamingOutputCallRequest_fields, &req, msg, len))
+        return "a string field with a scalar wire type";
     if (req.response_type != grpc_testing_PayloadType_COMPRESSABLE)
         return "unsupported response_type";
     while ((ret = rs_interop_next_params(msg, len, &pos, &p)) == 1)

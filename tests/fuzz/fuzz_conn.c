@@ -77,7 +77,8 @@ static struct rs_conn *fz_conn(struct fz *f)
 }
 
 /* Everything outside the worker: completes sends, ends the recv of a closed conn, runs
- * cancels, optionally fires call timers. */
+ * cancels, optionally fires the call timers' ring timeout (RS_OP_TIMERS: the heap runs what is
+ * due, and every timer of an ended call is due at once) and the drain timer. */
 static void fz_kernel(struct fz *f, bool timers)
 {
     struct rs_ring *r = &f->w->ring;
@@ -99,7 +100,7 @@ static void fz_kernel(struct fz *f, bool timers)
              i = rs_fake_ring_find(r, RS_FAKE_TIMEOUT, (size_t)i + 1)) {
             unsigned op = rs_ud_op(rs_fake_ring_op(r, (size_t)i)->user_data);
 
-            if (op == RS_OP_IO || op == RS_OP_TIMER)
+            if (op == RS_OP_TIMERS || op == RS_OP_TIMER)
                 rs_fake_ring_complete(r, (size_t)i, -ETIME, 0);
         }
     }

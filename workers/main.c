@@ -8,7 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #ifdef RS_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
@@ -228,6 +231,55 @@ static int raise_fd_limit(const struct rs_config *cfg, char *err, size_t errlen)
     return 0;
 }
 
+#define RS_LOCK_FILE "ringstreamd.lock"
+
+/* One server per data directory: an exclusive flock on a lock file inside it, held (by the
+ * descriptor, deliberately never closed) for the life of the process and released by the
+ * kernel however the process ends, kill -9 included. The file keeps the holder's pid for the
+ * message. Returns the descriptor, or -1 with |err| set. */
+static int lock_data_dir(const char *dir, char *err, size_t errlen)
+{
+    char path[PATH_MAX], pid[32];
+    ssize_t n;
+    int fd;
+
+    if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
+        snprintf(err, errlen, "data dir %s: cannot create it: %s", dir, strerror(errno));
+        return -1;
+    }
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, RS_LOCK_FILE) >= sizeof(path)) {
+        snprintf(err, errlen, "data dir %s: path too long", dir);
+        return -1;
+    }
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        snprintf(err, errlen, "data dir %s: cannot open %s: %s", dir, RS_LOCK_FILE,
+                 strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+
+        n = pread(fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        if (e == EWOULDBLOCK)
+            snprintf(err, errlen,
+                     "data dir %s is in use by another ringstreamd (pid %s, lock file "
+                     "%s); one server per data directory",
+                     dir, pid[0] != '\0' ? pid : "unknown", RS_LOCK_FILE);
+        else
+            snprintf(err, errlen, "data dir %s: cannot lock %s: %s", dir, RS_LOCK_FILE,
+                     strerror(e));
+        close(fd);
+        return -1;
+    }
+    n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+        rs_log_warn("data dir %s: cannot write the pid into %s", dir, RS_LOCK_FILE);
+    return fd;
+}
+
 int main(int argc, char **argv)
 {
     enum {
@@ -387,6 +439,10 @@ int main(int argc, char **argv)
     if (cfg.send_zc_threshold > 0 && rs_ring_has_sendmsg_zc() != 1) {
         fprintf(stderr, "ringstreamd: --send-zc-threshold needs IORING_OP_SENDMSG_ZC "
                         "(Linux >= 6.1); use --send-zc-threshold 0\n");
+        return 1;
+    }
+    if (lock_data_dir(data_dir, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ringstreamd: %s\n", err);
         return 1;
     }
     if (rs_bulk_open(&bulk, data_dir, err, sizeof(err)) < 0) {

@@ -70,6 +70,40 @@ err_close:
     return -1;
 }
 
+/* Refuses an address another process already serves. Every worker's socket sets SO_REUSEPORT
+ * so that the kernel spreads connections over them, but the kernel lets any socket of the same
+ * user that also sets it join that group: a second ringstreamd would silently take part of the
+ * traffic. A probe bound WITHOUT SO_REUSEPORT conflicts with every socket already bound to the
+ * address (a reuseport group, a plain listener, or a wildcard one covering it), while
+ * SO_REUSEADDR keeps it from tripping over TIME_WAIT connections of an earlier run. The probe
+ * is closed before our own sockets bind, so a second ringstreamd started later fails its own
+ * probe against them. Two started in the same instant can both pass (a window of
+ * microseconds); the data directory's lock (main.c) still keeps them from sharing a store. */
+static int listen_probe(const struct rs_config *cfg, char *err, size_t errlen)
+{
+    int fd, one = 1, ret = 0;
+
+    fd = socket(cfg->listen_addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) {
+        snprintf(err, errlen, "setsockopt: %s", strerror(errno));
+        ret = -1;
+    } else if (bind(fd, (const struct sockaddr *)&cfg->listen_addr, cfg->listen_addrlen) < 0) {
+        if (errno == EADDRINUSE)
+            snprintf(err, errlen,
+                     "address already in use by another process (another ringstreamd?); "
+                     "one server per address");
+        else
+            snprintf(err, errlen, "cannot bind the listen address: %s", strerror(errno));
+        ret = -1;
+    }
+    close(fd);
+    return ret;
+}
+
 /* Fills the memory budget a configuration left at 0 (core/budget.h): physical memory / 8 over
  * the workers, and an eighth of that per connection (at least what one stream of a maximum
  * message and a full queue needs, when the budget allows it). */
@@ -117,6 +151,8 @@ struct rs_server *rs_server_new(const struct rs_config *cfg, char *err, size_t e
         s->workers[i].listen_fd = -1;
         s->workers[i].wake_fd = -1;
     }
+    if (cfg->listen_addr.ss_family != AF_UNSPEC && listen_probe(cfg, err, errlen) < 0)
+        goto err_destroy;
     for (i = 0; i < cfg->workers; i++) {
         struct rs_worker *w = &s->workers[i];
 

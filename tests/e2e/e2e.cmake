@@ -24,6 +24,7 @@ if(RS_SANITIZE)
 else()
   rs_e2e_test(limits test_limits.py 120 e2e)
   rs_e2e_test(conn_limits test_conn_limits.py 120 e2e)
+  rs_e2e_test(service test_service.py 120 "e2e;service") # issue 14
   rs_e2e_test(protocol test_protocol.py 300 e2e)
   rs_e2e_test(bulk_core test_bulk.py 300 e2e --group core)
   rs_e2e_test(bulk_concurrency test_bulk.py 300 e2e --group concurrency)

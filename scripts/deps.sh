@@ -9,6 +9,7 @@ PACKAGES=(
     liburing-dev libnghttp2-dev libnanopb-dev nanopb protobuf-compiler
     libwolfssl-dev libcunit1-dev libssl-dev zlib1g-dev libsystemd-dev
     liblmdb-dev # the bulk store's sorted index of names (workers/bulk/index.c)
+    libinih-dev # ringstreamd --config FILE (INI) parsing (workers/main.c)
     # wolfSSL built from Debian's source
     dpkg-dev build-essential autoconf automake libtool
     # end-to-end tests

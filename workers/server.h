@@ -1,6 +1,7 @@
 /* workers/server.h: the server: configuration, service registry, worker threads. */
 #ifndef RS_WORKERS_SERVER_H
 #define RS_WORKERS_SERVER_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -31,6 +32,7 @@ struct rs_config {
                                  * ENHANCE_YOUR_CALM (default 1000) */
     size_t send_zc_threshold;   /* DATA bytes per flush from which sends are zero-copy; 0 = off */
     unsigned drain_ms;          /* graceful shutdown: time in-flight calls get (default 5000) */
+    bool metrics;               /* answer GET /metrics (default true) */
 };
 
 /* Fills the documented defaults (listen 127.0.0.1:50051, one worker per online CPU). */

@@ -40,6 +40,7 @@ void rs_config_defaults(struct rs_config *cfg)
     cfg->handshake_ms = 10000;
     cfg->glitch_budget = 1000;
     cfg->drain_ms = 5000;
+    cfg->metrics = true;
 }
 
 static int listen_socket(const struct rs_config *cfg, char *err, size_t errlen)

@@ -63,4 +63,80 @@ def _(srv):
     still_serving(srv)
 
 
+def run_tool(srv, args, stdin=None):
+    """Runs ringstreamd with |args| that make it exit at once; returns (code, stdout, stderr)."""
+    proc = subprocess.run([srv.binary] + args, input=stdin, capture_output=True,
+                          timeout=WAIT_S)
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+
+BAD_CONFIGS = [  # (file text, line, what the message must say)
+    ("[server]\nworkers = 2\nbogus = 1\n", 3, "unknown key 'bogus'"),
+    ("[server]\n\nmax-msg = 12q\n", 3, "key 'max-msg': invalid value '12q' (see --help)"),
+    ("workers = 2\n", 1, "key 'workers' outside the [server] section"),
+    ("[other]\nworkers = 2\n", 2, "key 'workers' outside the [server] section (in [other])"),
+    ("[server]\nlisten = nowhere\n", 2, "key 'listen': invalid value 'nowhere' (see --help)"),
+    ("[server]\nmetrics = maybe\n", 2, "key 'metrics': invalid value 'maybe' (see --help)"),
+    ("[server]\nlog-level = loud\n", 2, "key 'log-level': invalid value 'loud' (see --help)"),
+    ("[server]\nworkers = 0\n", 2, "key 'workers': invalid value '0' (see --help)"),
+    ("[server]\nhelp = 1\n", 2, "unknown key 'help'"),
+    ("[server]\nthis is not ini\n", 2,
+     "syntax error (want 'key = value' or '[section]')"),
+]
+
+
+@run.case("config: each bad file fails naming file, line and key", group="config")
+def _(srv):
+    tmp = tempfile.mkdtemp(prefix="rs-svc-")
+    try:
+        for i, (text, line, want) in enumerate(BAD_CONFIGS):
+            path = os.path.join(tmp, "bad%d.conf" % i)
+            with open(path, "w") as f:
+                f.write(text)
+            code, out, err = run_tool(srv, ["--config", path, "--data-dir", tmp,
+                                            "--check-config"])
+            check(code == 2, "%r: exit %r" % (text, code))
+            check_eq(err.strip(), "ringstreamd: %s:%d: %s" % (path, line, want),
+                     "message for %r" % text)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@run.case("config: --check-config prints every key, round-trips, flags override the file",
+          group="config")
+def _(srv):
+    tmp = tempfile.mkdtemp(prefix="rs-svc-")
+    try:
+        path = os.path.join(tmp, "a.conf")
+        with open(path, "w") as f:
+            f.write("# comment\n[server]\nlisten = 127.0.0.1:1234\ndata-dir = %s\n"
+                    "workers = 3\nmax-msg = 8m\ndrain-ms = 700\nmetrics = off\n" % tmp)
+        code, out, err = run_tool(srv, ["--config", path, "--workers", "2", "--check-config"])
+        check(code == 0, "exit %r: %s" % (code, err))
+        got = dict(line.split(" = ", 1) for line in out.splitlines() if " = " in line)
+        check_eq(got["workers"], "2", "workers (the flag wins)")
+        check_eq(got["max-msg"], str(8 << 20), "max-msg (from the file)")
+        check_eq(got["drain-ms"], "700", "drain-ms")
+        check_eq(got["metrics"], "off", "metrics")
+        check_eq(got["listen"], "127.0.0.1:1234", "listen")
+        _, help_text, _ = run_tool(srv, ["--help"])
+        for key in got:  # every key is an option
+            check("--" + key + " " in help_text, "key %s is not in --help" % key)
+        check(len(got) >= 18, "only %d keys printed" % len(got))
+        code, out2, err = run_tool(srv, ["--config", "/dev/stdin", "--check-config"],
+                                   stdin=out.encode())
+        check(code == 0, "the printout does not parse back: %s" % err)
+        check_eq(out2, out, "second printout")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@run.case("--version names ringstreamd and the libraries", group="config")
+def _(srv):
+    code, out, _ = run_tool(srv, ["--version"])
+    check(code == 0, "exit %r" % code)
+    for word in ("ringstreamd ", "liburing ", "nghttp2 ", "wolfSSL ", "OpenSSL ", "zlib "):
+        check(word in out, "%r missing from %r" % (word, out))
+
+
 run.main()

@@ -18,6 +18,8 @@ PACKAGES=(
     python3-h2
     # tests/e2e/test_attacks.py: ss(8) reads the bytes a server socket sent
     iproute2
+    # tests/e2e/test_service.py: parses GET /metrics with Prometheus' own parser
+    python3-prometheus-client
 )
 
 missing=()

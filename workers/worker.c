@@ -323,7 +323,8 @@ int rs_worker_init(struct rs_worker *w, char *err, size_t errlen)
     w->ioreqs = calloc(w->nioreqs, sizeof(*w->ioreqs));
     rs_timerheap_init(&w->timers);
     w->zconn = calloc(w->nconns, sizeof(*w->zconn));
-    if (w->conns == NULL || w->conn_gen == NULL || w->ioreqs == NULL || w->zconn == NULL) {
+    if (w->conns == NULL || w->conn_gen == NULL || w->ioreqs == NULL || w->zconn == NULL ||
+        rs_metrics_init(w) < 0) {
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
@@ -344,6 +345,7 @@ static void timers_free_all(struct rs_worker *w);
 void rs_worker_fini(struct rs_worker *w)
 {
     timers_free_all(w);
+    rs_metrics_fini(w);
     free(w->zconn);
     w->zconn = NULL;
     free(w->conns);
@@ -475,12 +477,14 @@ static void on_accept(struct rs_worker *w, const struct rs_ring_cqe *cqe)
         w->accept_logged_ms = 0;
     }
     if (w->flags & RS_WORKER_F_DRAINING) {
+        rs_metric_add(&w->metrics.conns_refused, 1);
         close(fd);
         return;
     }
     /* The last step of degradation: near the memory budget no connection is accepted; the
      * accept pauses (backing off) so the kernel's backlog holds the rest. */
     if (!rs_budget_admit_conn(&w->budget)) {
+        rs_metric_add(&w->metrics.conns_refused, 1);
         close(fd);
         rs_worker_budget_note(w, -ENOBUFS, "new connections (accept paused)");
         accept_backoff(w, -ENOBUFS);
@@ -489,6 +493,7 @@ static void on_accept(struct rs_worker *w, const struct rs_ring_cqe *cqe)
     slot = conn_slot_alloc(w);
     if (slot == 0) {
         rs_log_warn("worker %u: connection limit (%u) reached, refusing", w->id, w->nconns - 1);
+        rs_metric_add(&w->metrics.conns_refused, 1);
         close(fd);
         return;
     }
@@ -501,6 +506,7 @@ static void on_accept(struct rs_worker *w, const struct rs_ring_cqe *cqe)
         return;
     }
     w->conns[slot] = c;
+    rs_metric_add(&w->metrics.conns_accepted, 1);
     rs_worker_mark_pending(w, c);
 }
 
@@ -728,8 +734,10 @@ void rs_worker_run_pending(struct rs_worker *w)
         c = rs_container_of(w->pending.next, struct rs_conn, pending_link);
         rs_list_unlink(&c->pending_link);
         rs_conn_run(c);
-        if (rs_conn_maybe_free(c))
+        if (rs_conn_maybe_free(c)) {
+            rs_metric_add(&w->metrics.conns_closed, 1);
             continue;
+        }
     }
 }
 
@@ -791,6 +799,16 @@ int rs_server_start(struct rs_server *s, char *err, size_t errlen)
     unsigned i;
     int ret;
 
+    /* Rows of the metrics' call table: every method of every service, then "unknown". */
+    s->method_base = calloc(s->nservices + 1, sizeof(*s->method_base));
+    if (s->method_base == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    for (i = 0; i < s->nservices; i++) {
+        s->method_base[i] = s->nmethods;
+        s->nmethods += s->services[i]->nmethods;
+    }
     ret = pthread_barrier_init(&s->barrier, NULL, s->cfg.workers + 1);
     if (ret != 0) {
         snprintf(err, errlen, "pthread_barrier_init: %s", strerror(ret));
@@ -855,6 +873,7 @@ void rs_server_destroy(struct rs_server *s)
     }
     free(s->workers);
     free(s->services);
+    free(s->method_base);
     free(s);
 }
 

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import Bulk, TestRun, channel, check, check_eq, free_port  # noqa: E402
 
-run = TestRun("service", server_args=("--workers", "2"))
+run = TestRun("service", server_args=("--workers", "2", "--log-level", "debug"))
 WAIT_S = 10.0
 
 
@@ -137,6 +137,71 @@ def _(srv):
     check(code == 0, "exit %r" % code)
     for word in ("ringstreamd ", "liburing ", "nghttp2 ", "wolfSSL ", "OpenSSL ", "zlib "):
         check(word in out, "%r missing from %r" % (word, out))
+
+
+def scrape(srv):
+    """GET /metrics over h2c (curl, one connection); returns {(name, labels...): value} summed
+    over workers, parsed by prometheus_client's own text parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+    out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-D", "-",
+                          "http://%s/metrics" % srv.address], capture_output=True,
+                         timeout=WAIT_S)
+    check(out.returncode == 0, "curl: %s" % out.stderr.decode())
+    head, _, body = out.stdout.decode().partition("\r\n\r\n")
+    check("text/plain; version=0.0.4" in head, "content-type in %r" % head)
+    sums = {}
+    for fam in text_string_to_metric_families(body):
+        for s in fam.samples:
+            labels = tuple(sorted((k, v) for k, v in s.labels.items() if k != "worker"))
+            key = (s.name,) + labels
+            sums[key] = sums.get(key, 0) + s.value
+    return sums
+
+
+def handled(m, service, method, code):
+    return m.get(("grpc_server_handled_total", ("grpc_code", code), ("grpc_method", method),
+                  ("grpc_service", service)), 0)
+
+
+@run.case("metrics: each counter moves by exactly what was done; calls are logged",
+          group="metrics")
+def _(srv):
+    import grpc
+    from harness import expect_status
+    before = scrape(srv)
+    with channel(srv) as ch:
+        b = Bulk(ch)
+        for i in range(2):
+            b.put("m-%d-%d" % (os.getpid(), i), b"x" * 1000, overwrite=True)
+        for i in range(3):
+            expect_status(grpc.StatusCode.NOT_FOUND, b.stat, "missing-%d" % i)
+        expect_status(grpc.StatusCode.UNIMPLEMENTED,
+                      ch.unary_unary("/ringstream.v1.Bulk/NoSuchMethod"), b"")
+    after = scrape(srv)
+
+    def delta(key):
+        return after.get(key, 0) - before.get(key, 0)
+    svc = "ringstream.v1.Bulk"
+    check_eq(handled(after, svc, "Put", "OK") - handled(before, svc, "Put", "OK"), 2, "Put OK")
+    check_eq(handled(after, svc, "Stat", "NOT_FOUND") - handled(before, svc, "Stat", "NOT_FOUND"),
+             3, "Stat NOT_FOUND")
+    check_eq(handled(after, "unknown", "unknown", "UNIMPLEMENTED") -
+             handled(before, "unknown", "unknown", "UNIMPLEMENTED"), 1, "unknown method")
+    # the gRPC channel's connection and the second scrape's own
+    check_eq(delta(("ringstream_connections_accepted_total",)), 2, "connections accepted")
+    check(delta(("ringstream_received_bytes_total",)) > 2000, "bytes in")
+    check(delta(("ringstream_sent_bytes_total",)) > 0, "bytes out")
+    check(after[("ringstream_budget_limit_bytes",)] > 0, "budget limit")
+    for key in (("ringstream_connections_open",), ("ringstream_streams_open",),
+                ("ringstream_pool_blocks_in_use",), ("ringstream_timers",),
+                ("ringstream_budget_refusals_total", ("reason", "stream"))):
+        check(key in after, "%s missing" % (key,))
+    log = srv.stderr_text()
+    check("call /ringstream.v1.Bulk/Stat: NOT_FOUND" in log, "no info line for a NOT_FOUND")
+    check("info: " in log.split("call /ringstream.v1.Bulk/Stat: NOT_FOUND")[0].splitlines()[-1],
+          "a failed call is logged at info")
+    check(any("debug: " in l and "call /ringstream.v1.Bulk/Put: OK (in " in l
+              for l in log.splitlines()), "no debug line for a Put")
 
 
 run.main()

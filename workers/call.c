@@ -463,7 +463,9 @@ static ssize_t data_read(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t l
                          uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
     struct rs_call *call = source->ptr;
-    size_t avail = rs_chunkq_used(&call->txq) - call->tx_framed;
+    /* Shutting down: nothing more of the queue goes out, the trailers go next. */
+    size_t avail =
+            (call->flags & RS_CALL_F_SHUTDOWN) ? 0 : rs_chunkq_used(&call->txq) - call->tx_framed;
     size_t n = avail < length ? avail : length;
 
     if (n > 0)
@@ -898,6 +900,27 @@ void rs_call_finish(struct rs_call *call, enum rs_grpc_status status, const char
     if (!(call->flags & RS_CALL_F_RESP_SUBMITTED))
         submit_trailers_only(call);
     kick(call);
+}
+
+void rs_stream_shutdown(struct rs_call *call)
+{
+    if (call->route != RS_ROUTE_GRPC || closed(call) || call->state == RS_STREAM_TRAILERS_SENT ||
+        (call->flags & RS_CALL_F_COMMIT))
+        return;
+    call->flags |= RS_CALL_F_SHUTDOWN;
+    if (call->state == RS_STREAM_FINISHED) {
+        /* The handler's status waits behind queued data that will not go out now: a
+         * truncated response must not claim it. */
+        call->status = RS_GRPC_UNAVAILABLE;
+        free(call->status_msg);
+        call->status_msg = strdup("server shutting down");
+        if (!(call->flags & RS_CALL_F_RESP_SUBMITTED))
+            submit_trailers_only(call);
+        kick(call);
+    } else {
+        rs_call_finish(call, RS_GRPC_UNAVAILABLE, "server shutting down");
+    }
+    rs_stream_mark_ready(call);
 }
 
 void rs_call_finishf(struct rs_call *call, enum rs_grpc_status status, const char *fmt, ...)

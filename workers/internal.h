@@ -140,6 +140,7 @@ enum {
     RS_WORKER_F_OWE_TICK = 1u << 5,
     RS_WORKER_F_OWE_DRAIN_TIMER = 1u << 6,
     RS_WORKER_F_OWE_ACCEPT_CANCEL = 1u << 7,
+    RS_WORKER_F_DRAIN_GRACE = 1u << 8, /* --drain-ms ran out; calls were ended, closing next */
 };
 
 struct rs_ioreq {
@@ -326,6 +327,7 @@ enum {
     RS_CALL_F_COMMIT = 1u << 12,        /* the handler is committing: no core-made finish */
     RS_CALL_F_DEADLINE_OWED = 1u << 13, /* the deadline expired during the commit */
     RS_CALL_F_STATUS = 1u << 14,        /* rs_call_finish() set |status| */
+    RS_CALL_F_SHUTDOWN = 1u << 15,      /* the drain ran out: queued data is dropped */
 };
 
 /* Response metadata bound per header block (rs_call_add_metadata answers -E2BIG past it):
@@ -403,6 +405,10 @@ bool rs_stream_reapable(const struct rs_call *call);
 /* As rs_stream_reapable(); when true, marks the connection pending so that the reap at the end
  * of its rs_conn_run() frees the call. The caller must leave the call alone then. */
 bool rs_stream_maybe_reap(struct rs_call *call);
+/* The drain ran out: ends an unfinished gRPC call with UNAVAILABLE "server shutting down"
+ * (trailers after what is already framed; the rest of its queue is dropped). Leaves plain
+ * HTTP answers, calls that are committing, and calls whose trailers are out alone. */
+void rs_stream_shutdown(struct rs_call *call);
 /* Frees a reapable call; only rs_conn_run()'s reap calls it. */
 void rs_stream_free(struct rs_call *call);
 /* Routes a request whose HEADERS are complete: RECV_HEADERS -> OPEN. A plain HTTP answer is

@@ -655,6 +655,45 @@ static void start_drain(struct rs_worker *w)
     arm_drain_timer(w);
 }
 
+/* The drain timer expired. First time (--drain-ms ran out): every call still running ends with
+ * UNAVAILABLE "server shutting down" in its trailers (RST_STREAM follows when the client has
+ * not finished its request), and RS_DRAIN_GRACE_MS lets that go out. Second time: whatever
+ * is left is closed. */
+#define RS_DRAIN_GRACE_MS 250u
+
+static void on_drain_timer(struct rs_worker *w)
+{
+    struct rs_list *l;
+    unsigned i, n = 0;
+
+    if (w->flags & RS_WORKER_F_DRAIN_GRACE) {
+        for (i = 1; i < w->nconns; i++)
+            if (w->conns[i] != NULL)
+                rs_conn_close(w->conns[i]);
+        return;
+    }
+    w->flags |= RS_WORKER_F_DRAIN_GRACE;
+    for (i = 1; i < w->nconns; i++) {
+        struct rs_conn *c = w->conns[i];
+
+        if (c == NULL || (c->flags & RS_CONN_F_CLOSING))
+            continue;
+        for (l = c->calls.next; l != &c->calls; l = l->next) {
+            rs_stream_shutdown(rs_container_of(l, struct rs_call, link));
+            n++;
+        }
+        rs_worker_mark_pending(w, c);
+    }
+    if (n > 0)
+        rs_log_info("worker %u: drain time over: ending %u calls with UNAVAILABLE", w->id, n);
+    w->drain_ts.tv_sec = 0;
+    w->drain_ts.tv_nsec = (long long)RS_DRAIN_GRACE_MS * 1000000;
+    if (rs_ring_timeout(&w->ring, &w->drain_ts, rs_ud_make(RS_OP_TIMER, 0, 0)) < 0)
+        for (i = 1; i < w->nconns; i++) /* no timer: close now rather than never */
+            if (w->conns[i] != NULL)
+                rs_conn_close(w->conns[i]);
+}
+
 static struct rs_conn *conn_of(struct rs_worker *w, uint64_t ud)
 {
     uint32_t slot = rs_ud_slot(ud);
@@ -670,7 +709,6 @@ static void on_timers(struct rs_worker *w, const struct rs_ring_cqe *cqe);
 void rs_worker_handle_cqe(struct rs_worker *w, const struct rs_ring_cqe *cqe)
 {
     struct rs_conn *c;
-    unsigned i;
 
     switch ((enum rs_op)rs_ud_op(cqe->user_data)) {
     case RS_OP_ACCEPT:
@@ -701,11 +739,8 @@ void rs_worker_handle_cqe(struct rs_worker *w, const struct rs_ring_cqe *cqe)
         start_drain(w);
         break;
     case RS_OP_TIMER:
-        if (cqe->res == -ETIME) {
-            for (i = 1; i < w->nconns; i++)
-                if (w->conns[i] != NULL)
-                    rs_conn_close(w->conns[i]);
-        }
+        if (cqe->res == -ETIME)
+            on_drain_timer(w);
         break;
     case RS_OP_CANCEL:
         break;

@@ -66,7 +66,8 @@ struct rs_worker_metrics {
     uint64_t streams_closed;
     uint64_t bytes_in; /* TCP payload received and sent */
     uint64_t bytes_out;
-    uint64_t *calls; /* owned, (nmethods + 1) x RS_METRICS_CODES: finished gRPC calls */
+    uint64_t *calls;  /* owned, (nmethods + 1) x RS_METRICS_CODES: finished gRPC calls */
+    uint64_t tick_ms; /* rs_now_ms() of the worker's last once-a-second tick (liveness) */
 };
 
 static inline void rs_metric_add(uint64_t *counter, uint64_t n)

@@ -16,6 +16,7 @@
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 #include <nghttp2/nghttp2.h>
@@ -644,6 +645,118 @@ static int lock_data_dir(const char *dir, char *err, size_t errlen)
     return fd;
 }
 
+/* Socket activation: when systemd passed a listening socket (ringstreamd.socket), the
+ * workers accept on it instead of binding listen. Returns 0 (none passed is fine) or -1. */
+static int passed_socket(struct rs_config *cfg, char *err, size_t errlen)
+{
+#ifdef RS_HAVE_SYSTEMD
+    socklen_t len = sizeof(cfg->listen_addr);
+    int n = sd_listen_fds(1), fd = SD_LISTEN_FDS_START;
+
+    if (n < 0) {
+        snprintf(err, errlen, "sd_listen_fds: %s", strerror(-n));
+        return -1;
+    }
+    if (n == 0)
+        return 0;
+    if (n > 1) {
+        snprintf(err, errlen,
+                 "systemd passed %d sockets; ringstreamd serves one (one ListenStream= in "
+                 "ringstreamd.socket)",
+                 n);
+        return -1;
+    }
+    if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0 ||
+        getsockname(fd, (struct sockaddr *)&cfg->listen_addr, &len) < 0 ||
+        (cfg->listen_addr.ss_family != AF_INET && cfg->listen_addr.ss_family != AF_INET6)) {
+        snprintf(err, errlen, "the socket systemd passed is not a listening TCP socket");
+        return -1;
+    }
+    cfg->listen_addrlen = len;
+    cfg->listen_fd = fd;
+#else
+    (void)cfg;
+    (void)err;
+    (void)errlen;
+#endif
+    return 0;
+}
+
+#ifdef RS_HAVE_SYSTEMD
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+#endif
+
+#define RS_STATUS_INTERVAL_MS 5000u /* STATUS= refresh */
+#define RS_STALL_MS           5000u /* a worker ticks every second: 5 s without is a hang */
+
+/* Waits for SIGTERM or SIGINT. Meanwhile, under systemd: STATUS= with live figures every
+ * RS_STATUS_INTERVAL_MS, and WATCHDOG=1 every half WatchdogSec while every worker's loop
+ * turns (a stalled worker stops the pings, and systemd restarts the service). */
+static int wait_for_stop(struct rs_server *srv, const sigset_t *sigs, const char *addr)
+{
+#ifdef RS_HAVE_SYSTEMD
+    uint64_t wd_usec = 0, now, last_status = 0, last_wd = 0, wd_ms = 0;
+    struct rs_server_stats st;
+    struct timespec ts;
+    bool stalled_logged = false;
+    int sig;
+
+    if (sd_watchdog_enabled(0, &wd_usec) > 0)
+        wd_ms = wd_usec / 2000 > 0 ? wd_usec / 2000 : 1;
+    for (;;) {
+        uint64_t wait_ms = wd_ms > 0 && wd_ms < 1000 ? wd_ms : 1000;
+
+        ts.tv_sec = (time_t)(wait_ms / 1000);
+        ts.tv_nsec = (long)(wait_ms % 1000) * 1000000;
+        sig = sigtimedwait(sigs, NULL, &ts);
+        if (sig == SIGTERM || sig == SIGINT)
+            return sig;
+        if (sig < 0 && errno != EAGAIN && errno != EINTR)
+            return SIGTERM;
+        now = mono_ms();
+        if (wd_ms > 0 && now - last_wd >= wd_ms) {
+            rs_server_stats(srv, RS_STALL_MS, &st);
+            if (st.workers_stalled == 0) {
+                sd_notify(0, "WATCHDOG=1");
+                last_wd = now;
+                stalled_logged = false;
+            } else if (!stalled_logged) {
+                rs_log_error("%u workers have not turned their loop for %u ms: no more "
+                             "watchdog pings",
+                             st.workers_stalled, RS_STALL_MS);
+                stalled_logged = true;
+            }
+        }
+        if (now - last_status >= RS_STATUS_INTERVAL_MS) {
+            rs_server_stats(srv, RS_STALL_MS, &st);
+            sd_notifyf(0,
+                       "STATUS=serving on %s: %llu connections, %llu streams, %llu calls done, "
+                       "%llu MiB in, %llu MiB out",
+                       addr, (unsigned long long)st.conns_open, (unsigned long long)st.streams_open,
+                       (unsigned long long)st.calls, (unsigned long long)(st.bytes_in >> 20),
+                       (unsigned long long)(st.bytes_out >> 20));
+            last_status = now;
+        }
+    }
+#else
+    int sig;
+
+    (void)srv;
+    (void)addr;
+    do {
+        if (sigwait(sigs, &sig) != 0)
+            sig = SIGTERM;
+    } while (sig == SIGPIPE);
+    return sig;
+#endif
+}
+
 int main(int argc, char **argv)
 {
     struct settings st = { .level = RS_LOG_INFO };
@@ -671,6 +784,10 @@ int main(int argc, char **argv)
     cfg = st.cfg;
     data_dir = st.data_dir; /* lives as long as the process */
     rs_log_set_level(st.level);
+    if (passed_socket(&cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ringstreamd: %s\n", err);
+        return 1;
+    }
     if (raise_fd_limit(&cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "ringstreamd: %s\n", err);
         return 1;
@@ -733,14 +850,12 @@ int main(int argc, char **argv)
     }
     describe_addr(&cfg, addr, sizeof(addr));
     rs_log_info("crypto: %s", rs_tls_describe());
-    rs_log_info("listening on %s (h2c), %u workers, data dir %s", addr, cfg.workers, data_dir);
+    rs_log_info("listening on %s (h2c%s), %u workers, data dir %s", addr,
+                cfg.listen_fd >= 0 ? ", socket passed by systemd" : "", cfg.workers, data_dir);
 #ifdef RS_HAVE_SYSTEMD
     sd_notifyf(0, "READY=1\nSTATUS=serving on %s", addr); /* no-op outside systemd */
 #endif
-    do {
-        if (sigwait(&sigs, &sig) != 0)
-            sig = SIGTERM;
-    } while (sig == SIGPIPE);
+    sig = wait_for_stop(srv, &sigs, addr);
 #ifdef RS_HAVE_SYSTEMD
     sd_notify(0, "STOPPING=1");
 #endif

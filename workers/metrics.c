@@ -182,6 +182,28 @@ static void render_calls(FILE *f, const struct rs_server *s)
     }
 }
 
+void rs_server_stats(const struct rs_server *s, uint64_t stall_ms, struct rs_server_stats *out)
+{
+    uint64_t now = rs_now_ms();
+    size_t row;
+    unsigned i;
+
+    memset(out, 0, sizeof(*out));
+    for (i = 0; i < s->cfg.workers; i++) {
+        const struct rs_worker *w = &s->workers[i];
+        uint64_t tick = ld(&w->metrics.tick_ms);
+
+        out->conns_open += get_open(w);
+        out->streams_open += get_streams(w);
+        out->bytes_in += get_bytes_in(w);
+        out->bytes_out += get_bytes_out(w);
+        for (row = 0; w->metrics.calls != NULL && row < (s->nmethods + 1) * RS_METRICS_CODES; row++)
+            out->calls += ld(&w->metrics.calls[row]);
+        if (tick == 0 || now - tick > stall_ms)
+            out->workers_stalled++;
+    }
+}
+
 char *rs_metrics_render(const struct rs_server *s, size_t *len)
 {
     char *buf = NULL;

@@ -1,6 +1,7 @@
 /* workers/worker.c: the server object, worker threads and their completion loop. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -41,6 +42,7 @@ void rs_config_defaults(struct rs_config *cfg)
     cfg->glitch_budget = 1000;
     cfg->drain_ms = 5000;
     cfg->metrics = true;
+    cfg->listen_fd = -1;
 }
 
 static int listen_socket(const struct rs_config *cfg, char *err, size_t errlen)
@@ -152,15 +154,25 @@ struct rs_server *rs_server_new(const struct rs_config *cfg, char *err, size_t e
         s->workers[i].listen_fd = -1;
         s->workers[i].wake_fd = -1;
     }
-    if (cfg->listen_addr.ss_family != AF_UNSPEC && listen_probe(cfg, err, errlen) < 0)
+    if (cfg->listen_fd < 0 && cfg->listen_addr.ss_family != AF_UNSPEC &&
+        listen_probe(cfg, err, errlen) < 0)
         goto err_destroy;
     for (i = 0; i < cfg->workers; i++) {
         struct rs_worker *w = &s->workers[i];
 
         w->srv = s;
         w->id = i;
-        /* AF_UNSPEC: no listening socket; the caller feeds connections itself (unit tests). */
-        if (cfg->listen_addr.ss_family != AF_UNSPEC) {
+        /* A passed socket (socket activation): one socket shared by every worker, each with
+         * its own multishot accept on its own duplicate (the kernel wakes one acceptor per
+         * connection). AF_UNSPEC: no listening socket; the caller feeds connections itself
+         * (unit tests). */
+        if (cfg->listen_fd >= 0) {
+            w->listen_fd = fcntl(cfg->listen_fd, F_DUPFD_CLOEXEC, 3);
+            if (w->listen_fd < 0) {
+                snprintf(err, errlen, "dup of the passed socket: %s", strerror(errno));
+                goto err_destroy;
+            }
+        } else if (cfg->listen_addr.ss_family != AF_UNSPEC) {
             w->listen_fd = listen_socket(cfg, err, errlen);
             if (w->listen_fd < 0)
                 goto err_destroy;
@@ -229,6 +241,7 @@ static void on_tick(struct rs_worker *w)
     uint64_t now = rs_now_ms();
     unsigned i;
 
+    __atomic_store_n(&w->metrics.tick_ms, now, __ATOMIC_RELAXED); /* for the watchdog */
     if (w->timer_armed_ns == 0 && rs_timerheap_count(&w->timers) > 0)
         timers_run(w); /* arming failed earlier (ring full): catch up */
 
@@ -334,6 +347,7 @@ int rs_worker_init(struct rs_worker *w, char *err, size_t errlen)
     w->io_free = 1;
     w->free_hint = 1;
     rs_list_init(&w->pending);
+    __atomic_store_n(&w->metrics.tick_ms, rs_now_ms(), __ATOMIC_RELAXED);
     arm_accept(w);
     arm_wake(w);
     arm_tick(w);

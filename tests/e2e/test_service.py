@@ -276,4 +276,84 @@ def _(srv):
         other.stop()
 
 
+@run.case("sd_notify: READY=1, live STATUS=, WATCHDOG=1 with WATCHDOG_USEC, STOPPING=1",
+          group="systemd")
+def _(srv):
+    import socket
+    import time
+    tmp = tempfile.mkdtemp(prefix="rs-svc-")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    proc = None
+    try:
+        path = os.path.join(tmp, "notify")
+        sock.bind(path)
+        sock.settimeout(WAIT_S)
+        port = free_port()
+        env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="1000000")
+        proc = subprocess.Popen([srv.binary, "--listen", "127.0.0.1:%d" % port, "--data-dir",
+                                 os.path.join(tmp, "data"), "--workers", "2"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        msgs = [sock.recv(4096).decode()]
+        check("READY=1" in msgs[0], "first notification %r" % msgs[0])
+        deadline = time.monotonic() + 4.0  # a 1 s watchdog pings every 0.5 s
+        while time.monotonic() < deadline:
+            msgs.append(sock.recv(4096).decode())
+        pings = sum(m.count("WATCHDOG=1") for m in msgs)
+        check(pings >= 4, "%d WATCHDOG=1 in 4 s: %r" % (pings, msgs))
+        check(any("STATUS=serving on" in m and "connections" in m for m in msgs),
+              "no live STATUS=: %r" % msgs)
+        proc.send_signal(signal.SIGTERM)
+        while True:
+            m = sock.recv(4096).decode()
+            if "STOPPING=1" in m:
+                break
+        check_eq(proc.wait(WAIT_S), 0, "exit status")
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sock.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@run.case("socket activation: calls go through the socket passed in LISTEN_FDS", group="systemd")
+def _(srv):
+    import socket
+    tmp = tempfile.mkdtemp(prefix="rs-svc-")
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    proc = None
+    try:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(128)
+        port = lsock.getsockname()[1]
+        # The shell moves the socket to fd 3 and execs ringstreamd, so LISTEN_PID (the
+        # shell's pid) is ringstreamd's. --listen names another port: a passed socket wins.
+        fd = lsock.fileno()
+        script = 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@" 3<&%d %d<&-' % (fd, fd)
+        proc = subprocess.Popen(["/bin/sh", "-c", script, srv.binary, "--listen",
+                                 "127.0.0.1:%d" % free_port(), "--data-dir",
+                                 os.path.join(tmp, "data"), "--workers", "2"],
+                                pass_fds=(fd,), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+
+        class Addr:
+            address = "127.0.0.1:%d" % port
+        for i in range(6):  # several connections: each worker accepts on the shared socket
+            with channel(Addr) as ch:
+                b = Bulk(ch)
+                b.put("sa-%d" % i, b"through the passed socket", overwrite=True)
+                check_eq(b.get("sa-%d" % i), b"through the passed socket", "answer")
+        lsock.close()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=WAIT_S)
+        check_eq(proc.returncode, 0, "exit status")
+        check("socket passed by systemd" in err.decode(), "log: %r" % err.decode()[-500:])
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        lsock.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 run.main()

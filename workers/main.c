@@ -317,21 +317,23 @@ static const struct opt opts[] = {
     { "handshake-timeout-ms", R, NUM, CFG(handshake_ms), 100, 3600000, KEY, "MS",
       "close a connection that sent no HTTP/2 frame within MS (default 10000)" },
     { "header-timeout-ms", R, NUM, CFG(header_timeout_ms), 100, 3600000, KEY | OPT_F_ZERO, "MS",
-      "a request's header block (HEADERS + CONTINUATION), or any frame trickling\n"
-      "in, must complete within MS; else GOAWAY and close (default 10000; 0 too)" },
+      "a request's header block (HEADERS + CONTINUATION), or any frame\n"
+      "trickling in, must complete within MS; else GOAWAY and close\n"
+      "(default 10000; 0 means the default)" },
     { "glitch-budget", R, NUM, CFG(glitch_budget), 1, 1000000, KEY, "N",
-      "suspicious frames (resets, empty DATA, invalid frames, streams the server\n"
-      "had to fail) a connection may send per 10 s before GOAWAY\n"
+      "suspicious frames (resets, empty DATA, invalid frames, streams the\n"
+      "server had to fail) a connection may send per 10 s before GOAWAY\n"
       "ENHANCE_YOUR_CALM (default 1000); also nghttp2's rapid-reset limit\n"
       "(burst N, N/10 a second)" },
     { "send-zc-threshold", R, NUM, CFG(send_zc_threshold), 0, 1u << 30, KEY, "BYTES",
-      "send with IORING_OP_SENDMSG_ZC when a flush carries at least BYTES of DATA\n"
-      "payload; 0 = never (default 0; it cannot win on loopback, see\n"
+      "send with IORING_OP_SENDMSG_ZC when a flush carries at least BYTES of\n"
+      "DATA payload; 0 = never (default 0; it cannot win on loopback, see\n"
       "perf/RESULTS.md)" },
     { "worker-budget", R, NUM, CFG(worker_budget), 1u << 20, 1ull << 40, KEY | OPT_F_ZERO, "BYTES",
       "memory each worker may hold for its peers (receive buffers, send queues,\n"
       "handler memory); near it new streams get REFUSED_STREAM, then no\n"
-      "connection is accepted (default 0: physical memory / 8 / workers, 64m..4g)" },
+      "connection is accepted (default 0: physical memory / 8 / workers,\n"
+      "64m..4g)" },
     { "conn-share", R, NUM, CFG(conn_share), 256u << 10, 1ull << 40, KEY | OPT_F_ZERO, "BYTES",
       "most one connection may hold of it (default 0: budget / 8)" },
     { "drain-ms", R, NUM, CFG(drain_ms), 0, 3600000, KEY, "MS",

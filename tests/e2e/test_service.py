@@ -356,4 +356,24 @@ def _(srv):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@run.case("metrics off: GET /metrics is 404, POST /metrics 405 when on", group="metrics")
+def _(srv):
+    from harness import Server
+
+    def status(address, method="GET"):
+        out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                              "--http2-prior-knowledge", "-X", method,
+                              "http://%s/metrics" % address], capture_output=True,
+                             timeout=WAIT_S)
+        return out.stdout.decode()
+    check_eq(status(srv.address, "POST"), "405", "POST /metrics")
+    other = Server(srv.binary, ["--workers", "1", "--metrics", "off"])
+    try:
+        other.start()
+        check_eq(status(other.address), "404", "GET /metrics with --metrics off")
+    finally:
+        problems = other.stop()
+    check(not problems, "second server: %s" % problems)
+
+
 run.main()

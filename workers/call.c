@@ -920,6 +920,16 @@ void rs_stream_shutdown(struct rs_call *call)
     } else {
         rs_call_finish(call, RS_GRPC_UNAVAILABLE, "server shutting down");
     }
+    /* A stream stalled by flow control (a client that stopped reading) never gets its data
+     * provider asked again, so the trailers would wait for a window that does not open: they
+     * go now, after the DATA already framed (HEADERS are not flow-controlled). nghttp2 drops
+     * the stalled DATA once the stream is closed. */
+    if (call->state == RS_STREAM_FINISHED && (call->flags & RS_CALL_F_RESP_SUBMITTED) &&
+        !(call->flags & RS_CALL_F_DEFERRED) &&
+        (nghttp2_session_get_stream_remote_window_size(h2_of(call), call->stream_id) <= 0 ||
+         nghttp2_session_get_remote_window_size(h2_of(call)) <= 0) &&
+        submit_trailers(call) != 0)
+        nghttp2_submit_rst_stream(h2_of(call), NGHTTP2_FLAG_NONE, call->stream_id, NGHTTP2_CANCEL);
     rs_stream_mark_ready(call);
 }
 

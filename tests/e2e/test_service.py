@@ -376,4 +376,66 @@ def _(srv):
     check(not problems, "second server: %s" % problems)
 
 
+@run.case("drain: a Get whose client stopped reading gets UNAVAILABLE trailers", group="drain")
+def _(srv):
+    import socket
+    import struct
+    import time
+    import h2.config
+    import h2.connection
+    import h2.events
+    from harness import Server, pb2
+    other = Server(srv.binary, ["--workers", "1", "--drain-ms", "300"])
+    s = None
+    try:
+        other.start()
+        with channel(other) as ch:
+            Bulk(ch).put("stall", b"a" * (1 << 20))
+        req = pb2().GetRequest(name="stall").SerializeToString()
+        s = socket.create_connection(("127.0.0.1", other.port), timeout=WAIT_S)
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        c.initiate_connection()
+        c.send_headers(1, [(":method", "POST"), (":scheme", "http"),
+                           (":path", "/ringstream.v1.Bulk/Get"), (":authority", "x"),
+                           ("content-type", "application/grpc"), ("te", "trailers")])
+        c.send_data(1, b"\0" + struct.pack(">I", len(req)) + req, end_stream=True)
+        s.sendall(c.data_to_send())
+        # Never acknowledge DATA: the stream stalls at the 65535-byte initial window.
+        got, rest = 0, b""
+        deadline = time.monotonic() + WAIT_S
+        while got < 65535 and time.monotonic() < deadline:
+            for e in c.receive_data(s.recv(65536)):
+                if isinstance(e, h2.events.DataReceived):
+                    got += len(e.data)
+        check_eq(got, 65535, "DATA before the stall")
+        other.proc.send_signal(signal.SIGTERM)
+        # h2 stops parsing after GOAWAY, but the stream it spares goes on: read raw frames.
+        trailers = None
+        while time.monotonic() < deadline and trailers is None:
+            data = s.recv(65536)
+            if not data:
+                break
+            rest += data
+            while len(rest) >= 9:
+                n = int.from_bytes(rest[:3], "big")
+                if len(rest) < 9 + n:
+                    break
+                ftype, flags = rest[3], rest[4]
+                sid = int.from_bytes(rest[5:9], "big") & 0x7fffffff
+                payload, rest = rest[9:9 + n], rest[9 + n:]
+                if ftype == 1 and sid == 1:  # HEADERS: END_HEADERS, no padding expected
+                    trailers = dict((k.decode() if isinstance(k, bytes) else k,
+                                     v.decode() if isinstance(v, bytes) else v)
+                                    for k, v in c.decoder.decode(payload))
+                    check(flags & 0x1, "trailers without END_STREAM")
+        check(trailers is not None, "no trailers before the connection closed")
+        check_eq(trailers.get("grpc-status"), "14", "grpc-status")
+        check_eq(trailers.get("grpc-message"), "server shutting down", "grpc-message")
+        check_eq(other.proc.wait(WAIT_S), 0, "exit status")
+    finally:
+        if s is not None:
+            s.close()
+        other.stop()
+
+
 run.main()

@@ -149,7 +149,7 @@ static void describe_addr(const struct rs_config *cfg, char *buf, size_t len)
 /* Everything an option can set. */
 struct settings {
     struct rs_config cfg;
-    char *data_dir; /* owned, or NULL */
+    char data_dir[PATH_MAX]; /* "" = not given */
     enum rs_log_level level;
 };
 
@@ -231,26 +231,22 @@ static void print_listen(const struct opt *o, const struct settings *st, FILE *f
     fputs(addr, f);
 }
 
+/* A string option's target is a char array of the row's |width| bytes (no allocation: the
+ * settings live as long as the process and need no freeing on any exit path). */
 static int opt_str(const struct opt *o, const char *val, struct settings *st)
 {
-    char **p = (char **)((char *)st + o->off);
-    char *v;
+    char *p = (char *)st + o->off;
+    size_t n = strlen(val);
 
-    if (val[0] == '\0')
+    if (n == 0 || n >= o->width)
         return -EINVAL;
-    v = strdup(val);
-    if (v == NULL)
-        return -ENOMEM;
-    free(*p);
-    *p = v;
+    memcpy(p, val, n + 1);
     return 0;
 }
 
 static void print_str(const struct opt *o, const struct settings *st, FILE *f)
 {
-    char *const *p = (char *const *)((const char *)st + o->off);
-
-    fputs(*p != NULL ? *p : "", f);
+    fputs((const char *)st + o->off, f);
 }
 
 static int opt_level(const struct opt *o, const char *val, struct settings *st)
@@ -535,7 +531,7 @@ static int parse_options(int argc, char **argv, struct settings *st, bool *check
         if (pass == 0 && config != NULL && load_config(config, st) < 0)
             return PARSE_EXIT_USAGE;
     }
-    if (st->data_dir == NULL) {
+    if (st->data_dir[0] == '\0') {
         fprintf(stderr, "ringstreamd: --data-dir DIR (or data-dir in the configuration file) "
                         "is required (see --help)\n");
         return PARSE_EXIT_USAGE;
@@ -767,7 +763,7 @@ int main(int argc, char **argv)
     struct rs_server *srv;
     struct rs_bulk *bulk = NULL;
     struct rs_health *health = NULL;
-    char err[512], addr[128];
+    char err[PATH_MAX + 512], addr[128]; /* messages may name the data directory */
     bool check = false;
     sigset_t sigs;
     int sig, ret;
@@ -775,12 +771,10 @@ int main(int argc, char **argv)
     rs_config_defaults(&st.cfg);
     ret = parse_options(argc, argv, &st, &check);
     if (ret != PARSE_RUN) {
-        free(st.data_dir);
         return ret == PARSE_EXIT_OK ? 0 : 2;
     }
     if (check) {
         print_config(&st, stdout);
-        free(st.data_dir);
         return 0;
     }
     cfg = st.cfg;

@@ -19,6 +19,7 @@ if(RS_SANITIZE)
   rs_e2e_test(bulk_core test_bulk.py 600 "e2e;asan" --group core)
   rs_e2e_test(limits test_limits.py 300 "e2e;asan")
   rs_e2e_test(conn_limits test_conn_limits.py 300 "e2e;asan")
+  rs_e2e_test(service test_service.py 300 "e2e;asan;service") # issue 14
   rs_e2e_test(protocol test_protocol.py 600 "e2e;asan")
   rs_e2e_test(list_index_order test_list_index.py 300 "e2e;asan" --group order)
 else()

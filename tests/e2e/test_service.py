@@ -329,7 +329,8 @@ def _(srv):
         # The shell moves the socket to fd 3 and execs ringstreamd, so LISTEN_PID (the
         # shell's pid) is ringstreamd's. --listen names another port: a passed socket wins.
         fd = lsock.fileno()
-        script = 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@" 3<&%d %d<&-' % (fd, fd)
+        moves = " 3<&%d %d<&-" % (fd, fd) if fd != 3 else ""
+        script = 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"' + moves
         proc = subprocess.Popen(["/bin/sh", "-c", script, srv.binary, "--listen",
                                  "127.0.0.1:%d" % free_port(), "--data-dir",
                                  os.path.join(tmp, "data"), "--workers", "2"],

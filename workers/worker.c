@@ -162,10 +162,9 @@ struct rs_server *rs_server_new(const struct rs_config *cfg, char *err, size_t e
 
         w->srv = s;
         w->id = i;
-        /* A passed socket (socket activation): one socket shared by every worker, each with
-         * its own multishot accept on its own duplicate (the kernel wakes one acceptor per
-         * connection). AF_UNSPEC: no listening socket; the caller feeds connections itself
-         * (unit tests). */
+        /* A passed socket (socket activation): one socket shared by every worker, each
+         * accepting on its own duplicate (one-shot accepts, see arm_accept). AF_UNSPEC: no
+         * listening socket; the caller feeds connections itself (unit tests). */
         if (cfg->listen_fd >= 0) {
             w->listen_fd = fcntl(cfg->listen_fd, F_DUPFD_CLOEXEC, 3);
             if (w->listen_fd < 0) {

@@ -49,6 +49,7 @@ struct rs_server {
     struct rs_worker *workers; /* cfg.workers of them */
     bool started;
     bool setup_failed;         /* written before the second barrier, read after it */
+    unsigned nexited;          /* workers whose thread is done (atomic) */
     pthread_barrier_t barrier; /* workers + main: setup done; then go or give up */
 };
 

@@ -857,6 +857,17 @@ int main(int argc, char **argv)
 #endif
     rs_log_info("%s: draining for up to %u ms", strsignal(sig), cfg.drain_ms);
     rs_server_stop(srv);
+    /* A second SIGTERM or SIGINT during the drain exits at once (the operator means it; the
+     * store is crash-safe, so nothing is half-written, at worst the index is rebuilt). */
+    while (!rs_server_stopped(srv)) {
+        struct timespec ts = { .tv_sec = 0, .tv_nsec = 50 * 1000000 };
+
+        sig = sigtimedwait(&sigs, NULL, &ts);
+        if (sig == SIGTERM || sig == SIGINT) {
+            rs_log_warn("%s again: exiting without waiting for the drain", strsignal(sig));
+            _exit(1);
+        }
+    }
     rs_server_destroy(srv);
     rs_health_destroy(health);
     rs_bulk_close(bulk);

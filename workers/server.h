@@ -64,6 +64,8 @@ struct rs_server_stats {
 /* Fills |out|; safe from any thread once the server started. */
 void rs_server_stats(const struct rs_server *s, uint64_t stall_ms, struct rs_server_stats *out);
 
+/* True once every worker thread is done (after rs_server_stop() and the drain). */
+bool rs_server_stopped(const struct rs_server *s);
 /* Waits for the workers to exit, then frees everything. Accepts NULL. */
 void rs_server_destroy(struct rs_server *s);
 

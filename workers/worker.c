@@ -845,6 +845,7 @@ static void *worker_main(void *arg)
             break;
     }
     rs_worker_fini(w);
+    __atomic_add_fetch(&w->srv->nexited, 1, __ATOMIC_RELEASE);
     return NULL;
 }
 
@@ -906,6 +907,11 @@ void rs_server_stop(struct rs_server *s)
         ssize_t n = write(s->workers[i].wake_fd, &one, sizeof(one));
         (void)n;
     }
+}
+
+bool rs_server_stopped(const struct rs_server *s)
+{
+    return !s->started || __atomic_load_n(&s->nexited, __ATOMIC_ACQUIRE) == s->cfg.workers;
 }
 
 void rs_server_destroy(struct rs_server *s)

@@ -439,4 +439,39 @@ def _(srv):
         other.stop()
 
 
+@run.case("stop: a second SIGTERM during the drain exits at once", group="drain")
+def _(srv):
+    import threading
+    import time
+    from harness import Server
+    pb = testing_pb2()
+    other = Server(srv.binary, ["--workers", "1", "--drain-ms", "20000"])
+    try:
+        other.start()
+        with channel(other) as ch:
+            call = ch.unary_stream(
+                "/grpc.testing.TestService/StreamingOutputCall",
+                request_serializer=pb.StreamingOutputCallRequest.SerializeToString,
+                response_deserializer=pb.StreamingOutputCallResponse.FromString)
+            it = call(pb.StreamingOutputCallRequest(response_parameters=[
+                pb.ResponseParameters(size=10, interval_us=200000) for _ in range(100)]),
+                timeout=WAIT_S)
+            t = threading.Thread(target=lambda: [None for _ in it], daemon=True)
+            t.start()
+            time.sleep(0.3)
+            other.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            check(other.proc.poll() is None, "exited during a 20 s drain with a call running")
+            t0 = time.monotonic()
+            other.proc.send_signal(signal.SIGTERM)
+            code = other.proc.wait(WAIT_S)
+            took = time.monotonic() - t0
+        check_eq(code, 1, "exit status after the second signal")
+        check(took < 2.0, "took %.1f s after the second signal" % took)
+        check("again: exiting without waiting for the drain" in other.stderr_text(),
+              "no log line")
+    finally:
+        other.stop()
+
+
 run.main()

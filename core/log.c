@@ -11,6 +11,11 @@ void rs_log_set_level(enum rs_log_level level)
     max_level = level;
 }
 
+bool rs_log_enabled(enum rs_log_level level)
+{
+    return level <= max_level;
+}
+
 void rs_log(enum rs_log_level level, const char *fmt, ...)
 {
     char line[1024];

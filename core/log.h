@@ -2,6 +2,7 @@
  * any thread: each record is one write(2). */
 #ifndef RS_CORE_LOG_H
 #define RS_CORE_LOG_H
+#include <stdbool.h>
 
 enum rs_log_level {
     RS_LOG_ERROR = 0,
@@ -12,6 +13,8 @@ enum rs_log_level {
 
 /* Records above |level| are dropped. Set once at startup, before threads start. */
 void rs_log_set_level(enum rs_log_level level);
+/* Would a record at |level| be written? For callers that must work to build one. */
+bool rs_log_enabled(enum rs_log_level level);
 void rs_log(enum rs_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define rs_log_error(...) rs_log(RS_LOG_ERROR, __VA_ARGS__)

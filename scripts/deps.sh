@@ -12,6 +12,7 @@ PACKAGES=(
     # build-clang/ and the libFuzzer targets (libclang_rt.fuzzer-x86_64.a is in
     # libclang-rt-14-dev on Debian 12)
     clang libclang-rt-14-dev
+    libinih-dev # ringstreamd --config FILE (INI) parsing (workers/main.c)
     # wolfSSL built from Debian's source
     dpkg-dev build-essential autoconf automake libtool
     # end-to-end tests
@@ -20,6 +21,8 @@ PACKAGES=(
     python3-h2
     # tests/e2e/test_attacks.py: ss(8) reads the bytes a server socket sent
     iproute2
+    # tests/e2e/test_service.py: parses GET /metrics with Prometheus' own parser
+    python3-prometheus-client
 )
 
 missing=()

@@ -196,6 +196,17 @@ int rs_ring_accept_multishot(struct rs_ring *r, int fd, uint64_t ud)
     return 0;
 }
 
+int rs_ring_accept(struct rs_ring *r, int fd, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
 int rs_ring_recv_multishot(struct rs_ring *r, int fd, uint64_t ud)
 {
     struct io_uring_sqe *sqe = get_sqe(r);

@@ -79,6 +79,9 @@ void rs_ring_buf_recycle(struct rs_ring *r, unsigned bid);
 /* Queue operations. Each returns 0, or -EBUSY when no SQE could be had even after submitting.
  * Pointers passed in are borrowed until the completion arrives. */
 int rs_ring_accept_multishot(struct rs_ring *r, int fd, uint64_t ud);
+/* One accept (no RS_RING_F_MORE): re-armed per connection, it queues behind the other rings'
+ * accepts on a shared listening socket, which spreads connections over them. */
+int rs_ring_accept(struct rs_ring *r, int fd, uint64_t ud);
 int rs_ring_recv_multishot(struct rs_ring *r, int fd, uint64_t ud);
 int rs_ring_sendmsg(struct rs_ring *r, int fd, const struct msghdr *msg, uint64_t ud);
 /* Zero-copy sendmsg: the result CQE has RS_RING_F_MORE, then an RS_RING_F_NOTIF CQE with the

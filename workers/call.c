@@ -31,6 +31,8 @@ struct rs_call *rs_stream_new(struct rs_conn *c, int32_t stream_id)
         free(call);
         return NULL;
     }
+    call->born_ns = rs_mono_ns();
+    rs_metric_add(&c->w->metrics.streams_opened, 1);
     call->charged = sizeof(*call);
     rs_deframer_init(&call->rx, cfg->max_msg);
     rs_chunkq_init(&call->txq, cfg->stream_buffer, &c->w->pool);
@@ -99,11 +101,34 @@ static void free_meta(struct rs_meta *m, size_t n)
     free(m);
 }
 
+/* A gRPC call ended: counted for /metrics, logged at info when it failed, at debug always. */
+static void call_ended(struct rs_call *call)
+{
+    struct rs_worker *w = call->conn->w;
+    bool set = (call->flags & RS_CALL_F_STATUS) != 0;
+    int status = set ? (int)call->status : RS_GRPC_CANCELLED;
+    enum rs_log_level level = status == RS_GRPC_OK ? RS_LOG_DEBUG : RS_LOG_INFO;
+
+    rs_metrics_call(w, call, status);
+    if (!rs_log_enabled(level))
+        return;
+    rs_log(level, "worker %u conn %u: call %s: %s%s%s%s (in %llu bytes, out %llu bytes, %.3f ms)",
+           w->id, call->conn->slot, call->path != NULL ? call->path : "-",
+           rs_grpc_status_name(status), set && call->status_msg != NULL ? " \"" : "",
+           set ? (call->status_msg != NULL ? call->status_msg : "")
+               : " (the stream closed first: client cancel or connection lost)",
+           set && call->status_msg != NULL ? "\"" : "", (unsigned long long)call->bytes_in,
+           (unsigned long long)call->bytes_out, (double)(rs_mono_ns() - call->born_ns) / 1e6);
+}
+
 void rs_stream_free(struct rs_call *call)
 {
     struct rs_conn *c = call->conn;
 
     assert(rs_stream_reapable(call));
+    if (call->route == RS_ROUTE_GRPC)
+        call_ended(call);
+    rs_metric_add(&c->w->metrics.streams_closed, 1);
     rs_list_unlink(&call->link);
     rs_list_unlink(&call->ready_link);
     rs_deframer_free(&call->rx);
@@ -121,6 +146,7 @@ void rs_stream_free(struct rs_call *call)
     free(call->grpc_encoding);
     free(call->status_msg);
     free(call->state_mem);
+    free(call->http_owned);
     free(call);
     if (c->flags & RS_CONN_F_CLOSING)
         rs_worker_mark_pending(c->w, c);
@@ -177,7 +203,11 @@ static void http_submit(struct rs_call *call)
     bool head = call->method_name != NULL && strcmp(call->method_name, "HEAD") == 0;
 
     nva[n++] = (nghttp2_nv)MAKE_NV(":status", call->http_status, strlen(call->http_status));
-    nva[n++] = (nghttp2_nv)MAKE_NV("content-type", "text/plain; charset=utf-8", 25);
+    if (call->http_owned != NULL) /* the one generated answer: /metrics */
+        nva[n++] =
+                (nghttp2_nv)MAKE_NV("content-type", "text/plain; version=0.0.4; charset=utf-8", 40);
+    else
+        nva[n++] = (nghttp2_nv)MAKE_NV("content-type", "text/plain; charset=utf-8", 25);
     if (call->http_allow != NULL)
         nva[n++] = (nghttp2_nv)MAKE_NV("allow", call->http_allow, strlen(call->http_allow));
     prd.source.ptr = call;
@@ -330,6 +360,17 @@ void rs_stream_route(struct rs_call *call)
             http_answer(call, "200", "ok\n", NULL);
         return;
     }
+    if (srv->cfg.metrics && strcmp(path, "/metrics") == 0) {
+        size_t len;
+
+        if (!get)
+            http_answer(call, "405", "method not allowed\n", "GET, HEAD");
+        else if ((call->http_owned = rs_metrics_render(srv, &len)) == NULL)
+            http_answer(call, "503", "out of memory\n", NULL);
+        else
+            http_answer(call, "200", call->http_owned, NULL);
+        return;
+    }
     m = find_method(srv, path, &svc);
     if (strcmp(method, "POST") != 0) {
         if (m != NULL || grpc_shaped(path))
@@ -422,7 +463,9 @@ static ssize_t data_read(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t l
                          uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
     struct rs_call *call = source->ptr;
-    size_t avail = rs_chunkq_used(&call->txq) - call->tx_framed;
+    /* Shutting down: nothing more of the queue goes out, the trailers go next. */
+    size_t avail =
+            (call->flags & RS_CALL_F_SHUTDOWN) ? 0 : rs_chunkq_used(&call->txq) - call->tx_framed;
     size_t n = avail < length ? avail : length;
 
     if (n > 0)
@@ -469,6 +512,7 @@ int rs_stream_frame_data(struct rs_call *call, const uint8_t *framehd, size_t le
         c->txrefs[c->ntxrefs].len = length;
         c->ntxrefs++;
         call->tx_framed += length;
+        call->bytes_out += length;
     }
     return 0;
 }
@@ -845,6 +889,7 @@ void rs_call_finish(struct rs_call *call, enum rs_grpc_status status, const char
     call->flags &= ~(RS_CALL_F_COMMIT | RS_CALL_F_DEADLINE_OWED);
     rs_stream_set_state(call, RS_STREAM_FINISHED);
     call->status = status;
+    call->flags |= RS_CALL_F_STATUS;
     if (msg != NULL && msg[0] != '\0') {
         n = rs_grpc_pct_encode(msg, strlen(msg), enc, sizeof(enc));
         if (n < 0) /* too long for a header we want to send: cut the message, keep the code */
@@ -860,6 +905,37 @@ void rs_call_finish(struct rs_call *call, enum rs_grpc_status status, const char
     if (!(call->flags & RS_CALL_F_RESP_SUBMITTED))
         submit_trailers_only(call);
     kick(call);
+}
+
+void rs_stream_shutdown(struct rs_call *call)
+{
+    if (call->route != RS_ROUTE_GRPC || closed(call) || call->state == RS_STREAM_TRAILERS_SENT ||
+        (call->flags & RS_CALL_F_COMMIT))
+        return;
+    call->flags |= RS_CALL_F_SHUTDOWN;
+    if (call->state == RS_STREAM_FINISHED) {
+        /* The handler's status waits behind queued data that will not go out now: a
+         * truncated response must not claim it. */
+        call->status = RS_GRPC_UNAVAILABLE;
+        free(call->status_msg);
+        call->status_msg = strdup("server shutting down");
+        if (!(call->flags & RS_CALL_F_RESP_SUBMITTED))
+            submit_trailers_only(call);
+        kick(call);
+    } else {
+        rs_call_finish(call, RS_GRPC_UNAVAILABLE, "server shutting down");
+    }
+    /* A stream stalled by flow control (a client that stopped reading) never gets its data
+     * provider asked again, so the trailers would wait for a window that does not open: they
+     * go now, after the DATA already framed (HEADERS are not flow-controlled). nghttp2 drops
+     * the stalled DATA once the stream is closed. */
+    if (call->state == RS_STREAM_FINISHED && (call->flags & RS_CALL_F_RESP_SUBMITTED) &&
+        !(call->flags & RS_CALL_F_DEFERRED) &&
+        (nghttp2_session_get_stream_remote_window_size(h2_of(call), call->stream_id) <= 0 ||
+         nghttp2_session_get_remote_window_size(h2_of(call)) <= 0) &&
+        submit_trailers(call) != 0)
+        nghttp2_submit_rst_stream(h2_of(call), NGHTTP2_FLAG_NONE, call->stream_id, NGHTTP2_CANCEL);
+    rs_stream_mark_ready(call);
 }
 
 void rs_call_finishf(struct rs_call *call, enum rs_grpc_status status, const char *fmt, ...)
@@ -945,6 +1021,7 @@ static void pump_messages(struct rs_call *call)
                            r == -ENOMEM ? "server out of memory" : "bad message prefix flag");
             return;
         }
+        call->bytes_in += RS_GRPC_PREFIX_LEN + m.len;
         /* Making room for what may land while the handler holds the message can grow the
          * buffer: it is charged like any other receive memory. */
         if (rs_stream_rx_account(call) < 0) {

@@ -41,7 +41,7 @@ static void terminate(struct rs_conn *c, uint32_t code, const char *why)
     if (c->flags & (RS_CONN_F_TERM | RS_CONN_F_CLOSING))
         return;
     c->flags |= RS_CONN_F_TERM;
-    rs_log_debug("conn %u: GOAWAY %s: %s", c->slot, nghttp2_http2_strerror(code), why);
+    rs_log_info("conn %u: GOAWAY %s: %s", c->slot, nghttp2_http2_strerror(code), why);
     if (nghttp2_session_terminate_session(c->h2, code) != 0)
         rs_conn_close(c);
     rs_worker_mark_pending(c->w, c);
@@ -654,9 +654,10 @@ void rs_conn_on_recv(struct rs_conn *c, const struct rs_ring_cqe *cqe)
     if (cqe->flags & RS_RING_F_BUFFER) {
         if (cqe->res > 0 && !(c->flags & (RS_CONN_F_CLOSING | RS_CONN_F_TERM))) {
             c->active_ms = rs_now_ms();
+            rs_metric_add(&w->metrics.bytes_in, (uint64_t)cqe->res);
             rv = nghttp2_session_mem_recv(c->h2, rs_ring_buf(&w->ring, cqe->bid), (size_t)cqe->res);
             if (rv < 0) {
-                rs_log_debug("conn %u: HTTP/2 input error: %s", c->slot, nghttp2_strerror((int)rv));
+                rs_log_info("conn %u: HTTP/2 input error: %s", c->slot, nghttp2_strerror((int)rv));
                 rs_conn_close(c);
             }
         }
@@ -669,7 +670,7 @@ void rs_conn_on_recv(struct rs_conn *c, const struct rs_ring_cqe *cqe)
             /* nothing to re-arm */
         } else if (cqe->res == 0 || (cqe->res < 0 && cqe->res != -ENOBUFS)) {
             if (cqe->res < 0 && cqe->res != -ECONNRESET)
-                rs_log_debug("conn %u: recv: %s", c->slot, strerror(-cqe->res));
+                rs_log_info("conn %u: recv: %s", c->slot, strerror(-cqe->res));
             rs_conn_close(c);
         } else if (rs_ring_recv_multishot(&w->ring, c->fd,
                                           rs_ud_make(RS_OP_RECV, c->gen, c->slot)) == 0) {
@@ -758,7 +759,7 @@ void rs_conn_on_send(struct rs_conn *c, const struct rs_ring_cqe *cqe)
     }
     if (cqe->res < 0 || (c->flags & RS_CONN_F_CLOSING) || c->send_failed) {
         if (cqe->res < 0 && cqe->res != -EPIPE && cqe->res != -ECONNRESET)
-            rs_log_debug("conn %u: send: %s", c->slot, strerror(-cqe->res));
+            rs_log_info("conn %u: send: %s", c->slot, strerror(-cqe->res));
         c->send_failed = true;
         rs_conn_close(c);
         send_done(c);
@@ -766,6 +767,7 @@ void rs_conn_on_send(struct rs_conn *c, const struct rs_ring_cqe *cqe)
     }
     /* A short send: skip what went out and send the rest before anything new. */
     n = (size_t)cqe->res;
+    rs_metric_add(&c->w->metrics.bytes_out, n);
     while (c->iovoff < c->iovcnt && n >= c->iov[c->iovoff].iov_len) {
         n -= c->iov[c->iovoff].iov_len;
         c->iovoff++;
@@ -790,7 +792,7 @@ static void flush(struct rs_conn *c)
     c->outlen = 0;
     rv = nghttp2_session_send(c->h2);
     if (rv != 0) {
-        rs_log_debug("conn %u: HTTP/2 send error: %s", c->slot, nghttp2_strerror(rv));
+        rs_log_info("conn %u: HTTP/2 send error: %s", c->slot, nghttp2_strerror(rv));
         release_txrefs(c);
         rs_conn_close(c);
         return;

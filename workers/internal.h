@@ -43,11 +43,38 @@ struct rs_server {
     struct rs_config cfg;
     const struct rs_service **services; /* borrowed entries */
     size_t nservices;
+    size_t *method_base;       /* owned, per service: index of its first method in the metrics'
+                                * call table; set by rs_server_start(), NULL before */
+    size_t nmethods;           /* of every service; row nmethods of the table is "unknown" */
     struct rs_worker *workers; /* cfg.workers of them */
     bool started;
     bool setup_failed;         /* written before the second barrier, read after it */
+    unsigned nexited;          /* workers whose thread is done (atomic) */
     pthread_barrier_t barrier; /* workers + main: setup done; then go or give up */
 };
+
+#define RS_METRICS_CODES 17 /* gRPC status codes 0..16: the label set is methods x codes */
+
+/* What a worker counts for GET /metrics (workers/metrics.c). Written only by the worker's own
+ * thread, with rs_metric_add() (a relaxed atomic store of load + 1: a plain add on x86-64,
+ * no lock, no shared cache line); read by any worker answering /metrics with relaxed atomic
+ * loads, so a value is never torn, at most a moment old. */
+struct rs_worker_metrics {
+    uint64_t conns_accepted;
+    uint64_t conns_closed;
+    uint64_t conns_refused; /* accepted by the kernel, closed at once: limit, budget, drain */
+    uint64_t streams_opened;
+    uint64_t streams_closed;
+    uint64_t bytes_in; /* TCP payload received and sent */
+    uint64_t bytes_out;
+    uint64_t *calls;  /* owned, (nmethods + 1) x RS_METRICS_CODES: finished gRPC calls */
+    uint64_t tick_ms; /* rs_now_ms() of the worker's last once-a-second tick (liveness) */
+};
+
+static inline void rs_metric_add(uint64_t *counter, uint64_t n)
+{
+    __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
 
 /* A token bucket of uncompressed bytes the server may gzip; see rs_call_compress_budget(). */
 struct rs_zbucket {
@@ -102,6 +129,7 @@ struct rs_worker {
      * account in it */
     struct rs_budget budget;
     uint64_t budget_logged_ms; /* monotonic time of the last "budget full" log line */
+    struct rs_worker_metrics metrics;
 };
 
 enum {
@@ -114,6 +142,7 @@ enum {
     RS_WORKER_F_OWE_TICK = 1u << 5,
     RS_WORKER_F_OWE_DRAIN_TIMER = 1u << 6,
     RS_WORKER_F_OWE_ACCEPT_CANCEL = 1u << 7,
+    RS_WORKER_F_DRAIN_GRACE = 1u << 8, /* --drain-ms ran out; calls were ended, closing next */
 };
 
 struct rs_ioreq {
@@ -279,6 +308,11 @@ struct rs_call {
     const char *http_body;   /* static body of a plain HTTP answer */
     size_t http_len;
     size_t http_off;
+    char *http_owned; /* owned body of a generated answer (/metrics), or NULL */
+    /* for the log line and the metrics when the call ends */
+    uint64_t born_ns;   /* monotonic, at the first HEADERS */
+    uint64_t bytes_in;  /* gRPC message bytes (prefix included) handed to the handler */
+    uint64_t bytes_out; /* DATA payload bytes framed for sending */
 };
 
 /* The true flags beside the state: events and conditions that do not order a stream's life. */
@@ -297,6 +331,8 @@ enum {
     RS_CALL_F_DRAINED = 1u << 11,       /* on_drain delivered */
     RS_CALL_F_COMMIT = 1u << 12,        /* the handler is committing: no core-made finish */
     RS_CALL_F_DEADLINE_OWED = 1u << 13, /* the deadline expired during the commit */
+    RS_CALL_F_STATUS = 1u << 14,        /* rs_call_finish() set |status| */
+    RS_CALL_F_SHUTDOWN = 1u << 15,      /* the drain ran out: queued data is dropped */
 };
 
 /* Response metadata bound per header block (rs_call_add_metadata answers -E2BIG past it):
@@ -349,6 +385,18 @@ void rs_conn_drain(struct rs_conn *c);
 /* Frees the conn if it is closing and nothing is in flight; returns true if freed. */
 bool rs_conn_maybe_free(struct rs_conn *c);
 
+/* metrics.c */
+/* Allocates the worker's call table (metrics.calls). Returns 0 or -ENOMEM. */
+int rs_metrics_init(struct rs_worker *w);
+void rs_metrics_fini(struct rs_worker *w);
+/* Counts a finished gRPC call of |call| (method may be NULL: unknown) with |status|. */
+void rs_metrics_call(struct rs_worker *w, const struct rs_call *call, int status);
+/* Renders every worker's figures in Prometheus text format 0.0.4. Returns owned text (release
+ * with free()) of *len bytes, or NULL when out of memory. Safe from any worker thread. */
+char *rs_metrics_render(const struct rs_server *s, size_t *len);
+/* Monotonic clock in ns. */
+uint64_t rs_mono_ns(void);
+
 /* call.c: the stream state machine. Internal names are rs_stream_*; rs_call_* is the handler
  * API of core/call.h. */
 /* Returns an owned stream in RECV_HEADERS, linked into c->calls, or NULL (out of memory). */
@@ -365,6 +413,10 @@ bool rs_stream_reapable(const struct rs_call *call);
 /* As rs_stream_reapable(); when true, marks the connection pending so that the reap at the end
  * of its rs_conn_run() frees the call. The caller must leave the call alone then. */
 bool rs_stream_maybe_reap(struct rs_call *call);
+/* The drain ran out: ends an unfinished gRPC call with UNAVAILABLE "server shutting down"
+ * (trailers after what is already framed; the rest of its queue is dropped). Leaves plain
+ * HTTP answers, calls that are committing, and calls whose trailers are out alone. */
+void rs_stream_shutdown(struct rs_call *call);
 /* Frees a reapable call; only rs_conn_run()'s reap calls it. */
 void rs_stream_free(struct rs_call *call);
 /* Routes a request whose HEADERS are complete: RECV_HEADERS -> OPEN. A plain HTTP answer is

@@ -2,14 +2,25 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <ini.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <limits.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+#include <zlib.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/crypto.h>
 #ifdef RS_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
 #endif
@@ -21,53 +32,6 @@
 #include "workers/health/health.h"
 #include "workers/interop/interop.h"
 #include "workers/server.h"
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "Usage: ringstreamd --data-dir DIR [options]\n"
-            "\n"
-            "A streaming gRPC server (HTTP/2 cleartext, prior knowledge) on io_uring.\n"
-            "\n"
-            "  --listen HOST:PORT     address to serve on; [::1]:PORT for IPv6\n"
-            "                         (default 127.0.0.1:50051)\n"
-            "  --data-dir DIR         where the bulk store keeps objects; created if missing\n"
-            "                         (required; needs O_TMPFILE and user xattrs, e.g. ext4, xfs)\n"
-            "  --workers N            worker threads, one io_uring ring each\n"
-            "                         (default: online CPUs)\n"
-            "  --max-msg BYTES        largest gRPC message received or sent; larger ones fail\n"
-            "                         with RESOURCE_EXHAUSTED (default 4194304)\n"
-            "  --stream-buffer BYTES  per-stream receive window and send queue (default 1048576)\n"
-            "  --max-streams N        concurrent streams per connection, advertised in SETTINGS\n"
-            "                         (default 100)\n"
-            "  --max-header-list BYTES  SETTINGS_MAX_HEADER_LIST_SIZE (default 16384)\n"
-            "  --max-conns N          connections per worker (default 4096)\n"
-            "  --idle-timeout-ms MS   close a connection without streams after MS of silence\n"
-            "                         (GOAWAY first; default 300000)\n"
-            "  --handshake-timeout-ms MS  close a connection that sent no HTTP/2 frame\n"
-            "                         within MS (default 10000)\n"
-            "  --header-timeout-ms MS  a request's header block (HEADERS + CONTINUATION), or any\n"
-            "                         frame trickling in, must complete within MS; else GOAWAY\n"
-            "                         and close (default 10000)\n"
-            "  --glitch-budget N      suspicious frames (resets, empty DATA, invalid frames,\n"
-            "                         streams the server had to fail) a connection may send\n"
-            "                         per 10 s before GOAWAY ENHANCE_YOUR_CALM (default 1000);\n"
-            "                         also nghttp2's rapid-reset limit (burst N, N/10 a second)\n"
-            "  --send-zc-threshold BYTES  send with IORING_OP_SENDMSG_ZC when a flush carries\n"
-            "                         at least BYTES of DATA payload; 0 = never (default 0;\n"
-            "                         it cannot win on loopback, see perf/RESULTS.md)\n"
-            "  --worker-budget BYTES  memory each worker may hold for its peers (receive buffers,\n"
-            "                         send queues, handler memory); near it new streams get\n"
-            "                         REFUSED_STREAM, then no connection is accepted\n"
-            "                         (default: physical memory / 8 / workers, 64m..4g)\n"
-            "  --conn-share BYTES     most one connection may hold of it (default budget / 8)\n"
-            "  --drain-ms MS          on SIGTERM, time in-flight calls get to finish\n"
-            "                         (default 5000)\n"
-            "  --log-level LEVEL      error, warn, info or debug (default info)\n"
-            "  --help                 this text\n"
-            "\n"
-            "Suffixes k, m, g (powers of 1024) are accepted on BYTES.\n");
-}
 
 static int parse_size(const char *s, size_t min, size_t max, size_t *out)
 {
@@ -146,13 +110,14 @@ static int parse_listen(const char *arg, struct rs_config *cfg)
     return 0;
 }
 
+static const char *const level_names[] = { "error", "warn", "info", "debug" };
+
 static int parse_level(const char *s, enum rs_log_level *out)
 {
-    static const char *const names[] = { "error", "warn", "info", "debug" };
     unsigned i;
 
-    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (strcmp(s, names[i]) == 0) {
+    for (i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
+        if (strcmp(s, level_names[i]) == 0) {
             *out = (enum rs_log_level)i;
             return 0;
         }
@@ -176,6 +141,407 @@ static void describe_addr(const struct rs_config *cfg, char *buf, size_t len)
         inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
         snprintf(buf, len, "%s:%u", host, ntohs(s4->sin_port));
     }
+}
+
+/* ---- options: one table drives getopt_long, the configuration file, --help and
+ * --check-config ------------------------------------------------------------------------- */
+
+/* Everything an option can set. */
+struct settings {
+    struct rs_config cfg;
+    char data_dir[PATH_MAX]; /* "" = not given */
+    enum rs_log_level level;
+};
+
+struct opt;
+/* Parses |val| into the option's target. Returns 0 or -EINVAL. */
+typedef int (*opt_parse_fn)(const struct opt *o, const char *val, struct settings *st);
+/* Writes the option's current value as a configuration-file value (no newline). */
+typedef void (*opt_print_fn)(const struct opt *o, const struct settings *st, FILE *f);
+
+enum {
+    OPT_F_KEY = 1u << 0,  /* also a key of the configuration file's [server] section */
+    OPT_F_ZERO = 1u << 1, /* 0 is accepted too (it means "derived", see the help text) */
+};
+
+/* One row per option. Options without a parser are actions handled by main() (--help). */
+struct opt {
+    const char *name; /* long option and configuration key */
+    int has_arg;      /* getopt_long's required_argument or no_argument */
+    opt_parse_fn parse;
+    opt_print_fn print;
+    size_t off;   /* of the target in struct settings */
+    size_t width; /* of the target for numbers: 4 or 8 bytes */
+    unsigned long long min, max;
+    unsigned flags;   /* OPT_F_* */
+    const char *arg;  /* the value's name in --help, NULL without a value */
+    const char *help; /* lines for --help, '\n'-separated */
+};
+
+#define ST(field)  offsetof(struct settings, field), sizeof(((struct settings *)0)->field)
+#define CFG(field) ST(cfg.field)
+
+static int opt_num(const struct opt *o, const char *val, struct settings *st)
+{
+    size_t v;
+    char *p = (char *)st + o->off;
+
+    if (parse_size(val, (size_t)o->min, (size_t)o->max, &v) < 0 &&
+        !((o->flags & OPT_F_ZERO) && parse_size(val, 0, 0, &v) == 0))
+        return -EINVAL;
+    if (o->width == sizeof(uint32_t)) {
+        uint32_t v32 = (uint32_t)v;
+
+        memcpy(p, &v32, sizeof(v32));
+    } else {
+        uint64_t v64 = v;
+
+        memcpy(p, &v64, sizeof(v64));
+    }
+    return 0;
+}
+
+static void print_num(const struct opt *o, const struct settings *st, FILE *f)
+{
+    const char *p = (const char *)st + o->off;
+
+    if (o->width == sizeof(uint32_t)) {
+        uint32_t v32;
+
+        memcpy(&v32, p, sizeof(v32));
+        fprintf(f, "%u", v32);
+    } else {
+        uint64_t v64;
+
+        memcpy(&v64, p, sizeof(v64));
+        fprintf(f, "%llu", (unsigned long long)v64);
+    }
+}
+
+static int opt_listen(const struct opt *o, const char *val, struct settings *st)
+{
+    return parse_listen(val, &st->cfg);
+}
+
+static void print_listen(const struct opt *o, const struct settings *st, FILE *f)
+{
+    char addr[128];
+
+    describe_addr(&st->cfg, addr, sizeof(addr));
+    fputs(addr, f);
+}
+
+/* A string option's target is a char array of the row's |width| bytes (no allocation: the
+ * settings live as long as the process and need no freeing on any exit path). */
+static int opt_str(const struct opt *o, const char *val, struct settings *st)
+{
+    char *p = (char *)st + o->off;
+    size_t n = strlen(val);
+
+    if (n == 0 || n >= o->width)
+        return -EINVAL;
+    memcpy(p, val, n + 1);
+    return 0;
+}
+
+static void print_str(const struct opt *o, const struct settings *st, FILE *f)
+{
+    fputs((const char *)st + o->off, f);
+}
+
+static int opt_level(const struct opt *o, const char *val, struct settings *st)
+{
+    return parse_level(val, &st->level);
+}
+
+static void print_level(const struct opt *o, const struct settings *st, FILE *f)
+{
+    fputs(level_names[st->level], f);
+}
+
+static int opt_bool(const struct opt *o, const char *val, struct settings *st)
+{
+    bool *p = (bool *)((char *)st + o->off);
+
+    if (strcmp(val, "on") == 0 || strcmp(val, "yes") == 0 || strcmp(val, "true") == 0 ||
+        strcmp(val, "1") == 0)
+        *p = true;
+    else if (strcmp(val, "off") == 0 || strcmp(val, "no") == 0 || strcmp(val, "false") == 0 ||
+             strcmp(val, "0") == 0)
+        *p = false;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+static void print_bool(const struct opt *o, const struct settings *st, FILE *f)
+{
+    fputs(*(const bool *)((const char *)st + o->off) ? "on" : "off", f);
+}
+
+#define KEY OPT_F_KEY
+#define NUM opt_num, print_num
+#define R   required_argument
+
+/* The rows, in --help's order. A new option is one row here (and its field). */
+static const struct opt opts[] = {
+    { "config", R, NULL, NULL, 0, 0, 0, 0, 0, "FILE",
+      "read options from an INI file ([server] section, keys named as the\n"
+      "long options); options on the command line override it" },
+    { "listen", R, opt_listen, print_listen, 0, 0, 0, 0, KEY, "HOST:PORT",
+      "address to serve on; [::1]:PORT for IPv6 (default 127.0.0.1:50051)" },
+    { "data-dir", R, opt_str, print_str, ST(data_dir), 0, 0, KEY, "DIR",
+      "where the bulk store keeps objects; created if missing (required;\n"
+      "needs O_TMPFILE and user xattrs, e.g. ext4, xfs); one server per\n"
+      "directory (a lock file in it)" },
+    { "workers", R, NUM, CFG(workers), 1, 1024, KEY, "N",
+      "worker threads, one io_uring ring each (default: online CPUs)" },
+    { "max-msg", R, NUM, CFG(max_msg), 64, 1u << 30, KEY, "BYTES",
+      "largest gRPC message received or sent; larger ones fail with\n"
+      "RESOURCE_EXHAUSTED (default 4194304)" },
+    { "stream-buffer", R, NUM, CFG(stream_buffer), 16384, 0x7fffffff, KEY, "BYTES",
+      "per-stream receive window and send queue (default 1048576)" },
+    { "max-streams", R, NUM, CFG(max_streams), 1, 1u << 20, KEY, "N",
+      "concurrent streams per connection, advertised in SETTINGS (default 100)" },
+    { "max-header-list", R, NUM, CFG(max_header_list), 1024, 1u << 24, KEY, "BYTES",
+      "SETTINGS_MAX_HEADER_LIST_SIZE (default 16384)" },
+    { "max-conns", R, NUM, CFG(max_conns), 1, 1u << 20, KEY, "N",
+      "connections per worker (default 4096)" },
+    { "idle-timeout-ms", R, NUM, CFG(idle_ms), 100, 86400000, KEY, "MS",
+      "close a connection without streams after MS of silence (GOAWAY first;\n"
+      "default 300000)" },
+    { "handshake-timeout-ms", R, NUM, CFG(handshake_ms), 100, 3600000, KEY, "MS",
+      "close a connection that sent no HTTP/2 frame within MS (default 10000)" },
+    { "header-timeout-ms", R, NUM, CFG(header_timeout_ms), 100, 3600000, KEY | OPT_F_ZERO, "MS",
+      "a request's header block (HEADERS + CONTINUATION), or any frame\n"
+      "trickling in, must complete within MS; else GOAWAY and close\n"
+      "(default 10000; 0 means the default)" },
+    { "glitch-budget", R, NUM, CFG(glitch_budget), 1, 1000000, KEY, "N",
+      "suspicious frames (resets, empty DATA, invalid frames, streams the\n"
+      "server had to fail) a connection may send per 10 s before GOAWAY\n"
+      "ENHANCE_YOUR_CALM (default 1000); also nghttp2's rapid-reset limit\n"
+      "(burst N, N/10 a second)" },
+    { "send-zc-threshold", R, NUM, CFG(send_zc_threshold), 0, 1u << 30, KEY, "BYTES",
+      "send with IORING_OP_SENDMSG_ZC when a flush carries at least BYTES of\n"
+      "DATA payload; 0 = never (default 0; it cannot win on loopback, see\n"
+      "perf/RESULTS.md)" },
+    { "worker-budget", R, NUM, CFG(worker_budget), 1u << 20, 1ull << 40, KEY | OPT_F_ZERO, "BYTES",
+      "memory each worker may hold for its peers (receive buffers, send queues,\n"
+      "handler memory); near it new streams get REFUSED_STREAM, then no\n"
+      "connection is accepted (default 0: physical memory / 8 / workers,\n"
+      "64m..4g)" },
+    { "conn-share", R, NUM, CFG(conn_share), 256u << 10, 1ull << 40, KEY | OPT_F_ZERO, "BYTES",
+      "most one connection may hold of it (default 0: budget / 8)" },
+    { "drain-ms", R, NUM, CFG(drain_ms), 0, 3600000, KEY, "MS",
+      "on SIGTERM, time in-flight calls get to finish; then they end with\n"
+      "UNAVAILABLE (default 5000)" },
+    { "metrics", R, opt_bool, print_bool, ST(cfg.metrics), 0, 0, KEY, "on|off",
+      "answer GET /metrics (Prometheus text format) on the listen address\n"
+      "(default on)" },
+    { "log-level", R, opt_level, print_level, 0, 0, 0, 0, KEY, "LEVEL",
+      "error, warn, info or debug (default info); info logs failed calls and\n"
+      "connection errors, debug every call" },
+    { "check-config", no_argument, NULL, NULL, 0, 0, 0, 0, 0, NULL,
+      "validate the options, print the effective configuration as a\n"
+      "configuration file and exit (0 when valid)" },
+    { "version", no_argument, NULL, NULL, 0, 0, 0, 0, 0, NULL,
+      "print the version and the libraries' versions" },
+    { "help", no_argument, NULL, NULL, 0, 0, 0, 0, 0, NULL, "this text" },
+};
+
+#undef KEY
+#undef NUM
+#undef R
+#define NOPTS (sizeof(opts) / sizeof(opts[0]))
+
+static const struct opt *opt_find(const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < NOPTS; i++)
+        if (strcmp(opts[i].name, name) == 0)
+            return &opts[i];
+    return NULL;
+}
+
+static void usage(FILE *f)
+{
+    size_t i;
+
+    fprintf(f, "Usage: ringstreamd --data-dir DIR [options]\n"
+               "       ringstreamd --config FILE [options]\n"
+               "\n"
+               "A streaming gRPC server (HTTP/2 cleartext, prior knowledge) on io_uring.\n"
+               "\n");
+    for (i = 0; i < NOPTS; i++) {
+        const char *h = opts[i].help, *nl;
+        int n = fprintf(f, "  --%s%s%s", opts[i].name, opts[i].arg != NULL ? " " : "",
+                        opts[i].arg != NULL ? opts[i].arg : "");
+
+        if (n > 26)
+            fprintf(f, "\n%28s", "");
+        else
+            fprintf(f, "%*s", 28 - n, "");
+        while ((nl = strchr(h, '\n')) != NULL) {
+            fprintf(f, "%.*s\n%28s", (int)(nl - h), h, "");
+            h = nl + 1;
+        }
+        fprintf(f, "%s\n", h);
+    }
+    fprintf(f, "\nSuffixes k, m, g (powers of 1024) are accepted on BYTES.\n"
+               "Every option but config, check-config, version and help is also a key of\n"
+               "the configuration file's [server] section (see ringstreamd.conf).\n");
+}
+
+/* Prints the effective configuration as a configuration file that parses back to it. */
+static void print_config(const struct settings *st, FILE *f)
+{
+    size_t i;
+
+    fprintf(f, "[server]\n");
+    for (i = 0; i < NOPTS; i++) {
+        if (!(opts[i].flags & OPT_F_KEY))
+            continue;
+        fprintf(f, "%s = ", opts[i].name);
+        opts[i].print(&opts[i], st, f);
+        fputc('\n', f);
+    }
+}
+
+/* What a configuration file's handler needs; inih gives no line number to the handler, so the
+ * first error is kept here and ini_parse()'s return value supplies its line. */
+struct ini_ctx {
+    struct settings *st;
+    char err[256];
+};
+
+static int on_ini(void *user, const char *section, const char *name, const char *value)
+{
+    struct ini_ctx *ctx = user;
+    const struct opt *o = opt_find(name);
+
+    if (ctx->err[0] != '\0')
+        return 0; /* only the first error is reported */
+    if (strcmp(section, "server") != 0) {
+        snprintf(ctx->err, sizeof(ctx->err), "key '%s' outside the [server] section%s%s%s", name,
+                 section[0] != '\0' ? " (in [" : "", section, section[0] != '\0' ? "])" : "");
+        return 0;
+    }
+    if (o == NULL || !(o->flags & OPT_F_KEY)) {
+        snprintf(ctx->err, sizeof(ctx->err), "unknown key '%s'", name);
+        return 0;
+    }
+    if (o->parse(o, value, ctx->st) < 0) {
+        snprintf(ctx->err, sizeof(ctx->err), "key '%s': invalid value '%s' (see --help)", name,
+                 value);
+        return 0;
+    }
+    return 1;
+}
+
+/* Reads |path| into |st|. Returns 0, or -1 after printing "FILE:LINE: what" on stderr. */
+static int load_config(const char *path, struct settings *st)
+{
+    struct ini_ctx ctx = { .st = st };
+    int line = ini_parse(path, on_ini, &ctx);
+
+    if (line == 0)
+        return 0;
+    if (line == -1)
+        fprintf(stderr, "ringstreamd: %s: cannot open: %s\n", path, strerror(errno));
+    else if (line == -2)
+        fprintf(stderr, "ringstreamd: %s: out of memory\n", path);
+    else if (ctx.err[0] != '\0')
+        fprintf(stderr, "ringstreamd: %s:%d: %s\n", path, line, ctx.err);
+    else
+        fprintf(stderr, "ringstreamd: %s:%d: syntax error (want 'key = value' or '[section]')\n",
+                path, line);
+    return -1;
+}
+
+static void print_version(void)
+{
+    printf("ringstreamd %s\n", RS_VERSION);
+    printf("liburing %s (built against)\n", RS_LIBURING_VERSION);
+    printf("nghttp2 %s\n", nghttp2_version(0)->version_str);
+    printf("%s\n", rs_tls_describe());
+    printf("%s\n", OpenSSL_version(OPENSSL_VERSION));
+    printf("zlib %s\n", zlibVersion());
+}
+
+enum {
+    PARSE_RUN = 0,
+    PARSE_EXIT_OK,
+    PARSE_EXIT_USAGE
+};
+
+/* Fills |st| from defaults, the --config file and the command line (which wins). Sets
+ * *check for --check-config. Returns PARSE_RUN, or what main() should exit with. */
+static int parse_options(int argc, char **argv, struct settings *st, bool *check)
+{
+    struct option lopts[NOPTS + 1];
+    const char *config = NULL;
+    int opt, pass;
+    size_t i;
+
+    memset(lopts, 0, sizeof(lopts));
+    for (i = 0; i < NOPTS; i++) {
+        lopts[i].name = opts[i].name;
+        lopts[i].has_arg = opts[i].has_arg;
+        lopts[i].val = 256 + (int)i;
+    }
+    opterr = 0;
+    /* Pass 0: actions and --config; pass 1, after the file is read: everything else. */
+    for (pass = 0; pass < 2; pass++) {
+        optind = 0; /* glibc: a full re-initialisation */
+        while ((opt = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
+            const struct opt *o;
+
+            if (opt < 256 || opt >= 256 + (int)NOPTS) {
+                fprintf(stderr, "ringstreamd: unknown or incomplete option '%s' (see --help)\n",
+                        argv[optind - 1]);
+                return PARSE_EXIT_USAGE;
+            }
+            o = &opts[opt - 256];
+            if (pass == 0) {
+                if (strcmp(o->name, "help") == 0) {
+                    usage(stdout);
+                    return PARSE_EXIT_OK;
+                }
+                if (strcmp(o->name, "version") == 0) {
+                    print_version();
+                    return PARSE_EXIT_OK;
+                }
+                if (strcmp(o->name, "config") == 0)
+                    config = optarg;
+                else if (strcmp(o->name, "check-config") == 0)
+                    *check = true;
+                continue;
+            }
+            if (o->parse != NULL && o->parse(o, optarg, st) < 0) {
+                fprintf(stderr, "ringstreamd: invalid value '%s' for --%s (see --help)\n", optarg,
+                        o->name);
+                return PARSE_EXIT_USAGE;
+            }
+        }
+        if (optind < argc) {
+            fprintf(stderr, "ringstreamd: unexpected argument '%s' (see --help)\n", argv[optind]);
+            return PARSE_EXIT_USAGE;
+        }
+        if (pass == 0 && config != NULL && load_config(config, st) < 0)
+            return PARSE_EXIT_USAGE;
+    }
+    if (st->data_dir[0] == '\0') {
+        fprintf(stderr, "ringstreamd: --data-dir DIR (or data-dir in the configuration file) "
+                        "is required (see --help)\n");
+        return PARSE_EXIT_USAGE;
+    }
+    if (st->cfg.worker_budget != 0 && st->cfg.conn_share > st->cfg.worker_budget) {
+        fprintf(stderr, "ringstreamd: conn-share (%zu) is larger than worker-budget (%zu)\n",
+                st->cfg.conn_share, st->cfg.worker_budget);
+        return PARSE_EXIT_USAGE;
+    }
+    return PARSE_RUN;
 }
 
 /* Descriptors the process needs besides connections: stdio, the data directory, each worker's
@@ -228,148 +594,196 @@ static int raise_fd_limit(const struct rs_config *cfg, char *err, size_t errlen)
     return 0;
 }
 
+#define RS_LOCK_FILE "ringstreamd.lock"
+
+/* One server per data directory: an exclusive flock on a lock file inside it, held (by the
+ * descriptor, deliberately never closed) for the life of the process and released by the
+ * kernel however the process ends, kill -9 included. The file keeps the holder's pid for the
+ * message. Returns the descriptor, or -1 with |err| set. */
+static int lock_data_dir(const char *dir, char *err, size_t errlen)
+{
+    char path[PATH_MAX], pid[32];
+    ssize_t n;
+    int fd;
+
+    if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
+        snprintf(err, errlen, "data dir %s: cannot create it: %s", dir, strerror(errno));
+        return -1;
+    }
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, RS_LOCK_FILE) >= sizeof(path)) {
+        snprintf(err, errlen, "data dir %s: path too long", dir);
+        return -1;
+    }
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        snprintf(err, errlen, "data dir %s: cannot open %s: %s", dir, RS_LOCK_FILE,
+                 strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+
+        n = pread(fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        if (e == EWOULDBLOCK)
+            snprintf(err, errlen,
+                     "data dir %s is in use by another ringstreamd (pid %s, lock file "
+                     "%s); one server per data directory",
+                     dir, pid[0] != '\0' ? pid : "unknown", RS_LOCK_FILE);
+        else
+            snprintf(err, errlen, "data dir %s: cannot lock %s: %s", dir, RS_LOCK_FILE,
+                     strerror(e));
+        close(fd);
+        return -1;
+    }
+    n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+        rs_log_warn("data dir %s: cannot write the pid into %s", dir, RS_LOCK_FILE);
+    return fd;
+}
+
+/* Socket activation: when systemd passed a listening socket (ringstreamd.socket), the
+ * workers accept on it instead of binding listen. Returns 0 (none passed is fine) or -1. */
+static int passed_socket(struct rs_config *cfg, char *err, size_t errlen)
+{
+#ifdef RS_HAVE_SYSTEMD
+    socklen_t len = sizeof(cfg->listen_addr);
+    int n = sd_listen_fds(1), fd = SD_LISTEN_FDS_START;
+
+    if (n < 0) {
+        snprintf(err, errlen, "sd_listen_fds: %s", strerror(-n));
+        return -1;
+    }
+    if (n == 0)
+        return 0;
+    if (n > 1) {
+        snprintf(err, errlen,
+                 "systemd passed %d sockets; ringstreamd serves one (one ListenStream= in "
+                 "ringstreamd.socket)",
+                 n);
+        return -1;
+    }
+    if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0 ||
+        getsockname(fd, (struct sockaddr *)&cfg->listen_addr, &len) < 0 ||
+        (cfg->listen_addr.ss_family != AF_INET && cfg->listen_addr.ss_family != AF_INET6)) {
+        snprintf(err, errlen, "the socket systemd passed is not a listening TCP socket");
+        return -1;
+    }
+    cfg->listen_addrlen = len;
+    cfg->listen_fd = fd;
+#else
+    (void)cfg;
+    (void)err;
+    (void)errlen;
+#endif
+    return 0;
+}
+
+#ifdef RS_HAVE_SYSTEMD
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+#endif
+
+#define RS_STATUS_INTERVAL_MS 5000u /* STATUS= refresh */
+#define RS_STALL_MS           5000u /* a worker ticks every second: 5 s without is a hang */
+
+/* Waits for SIGTERM or SIGINT. Meanwhile, under systemd: STATUS= with live figures every
+ * RS_STATUS_INTERVAL_MS, and WATCHDOG=1 every half WatchdogSec while every worker's loop
+ * turns (a stalled worker stops the pings, and systemd restarts the service). */
+static int wait_for_stop(struct rs_server *srv, const sigset_t *sigs, const char *addr)
+{
+#ifdef RS_HAVE_SYSTEMD
+    uint64_t wd_usec = 0, now, last_status = 0, last_wd = 0, wd_ms = 0;
+    struct rs_server_stats st;
+    struct timespec ts;
+    bool stalled_logged = false;
+    int sig;
+
+    if (sd_watchdog_enabled(0, &wd_usec) > 0)
+        wd_ms = wd_usec / 2000 > 0 ? wd_usec / 2000 : 1;
+    for (;;) {
+        uint64_t wait_ms = wd_ms > 0 && wd_ms < 1000 ? wd_ms : 1000;
+
+        ts.tv_sec = (time_t)(wait_ms / 1000);
+        ts.tv_nsec = (long)(wait_ms % 1000) * 1000000;
+        sig = sigtimedwait(sigs, NULL, &ts);
+        if (sig == SIGTERM || sig == SIGINT)
+            return sig;
+        if (sig < 0 && errno != EAGAIN && errno != EINTR)
+            return SIGTERM;
+        now = mono_ms();
+        if (wd_ms > 0 && now - last_wd >= wd_ms) {
+            rs_server_stats(srv, RS_STALL_MS, &st);
+            if (st.workers_stalled == 0) {
+                sd_notify(0, "WATCHDOG=1");
+                last_wd = now;
+                stalled_logged = false;
+            } else if (!stalled_logged) {
+                rs_log_error("%u workers have not turned their loop for %u ms: no more "
+                             "watchdog pings",
+                             st.workers_stalled, RS_STALL_MS);
+                stalled_logged = true;
+            }
+        }
+        if (now - last_status >= RS_STATUS_INTERVAL_MS) {
+            rs_server_stats(srv, RS_STALL_MS, &st);
+            sd_notifyf(0,
+                       "STATUS=serving on %s: %llu connections, %llu streams, %llu calls done, "
+                       "%llu MiB in, %llu MiB out",
+                       addr, (unsigned long long)st.conns_open, (unsigned long long)st.streams_open,
+                       (unsigned long long)st.calls, (unsigned long long)(st.bytes_in >> 20),
+                       (unsigned long long)(st.bytes_out >> 20));
+            last_status = now;
+        }
+    }
+#else
+    int sig;
+
+    (void)srv;
+    (void)addr;
+    do {
+        if (sigwait(sigs, &sig) != 0)
+            sig = SIGTERM;
+    } while (sig == SIGPIPE);
+    return sig;
+#endif
+}
+
 int main(int argc, char **argv)
 {
-    enum {
-        OPT_LISTEN = 256,
-        OPT_DATA,
-        OPT_WORKERS,
-        OPT_MAX_MSG,
-        OPT_STREAM_BUF,
-        OPT_MAX_STREAMS,
-        OPT_MAX_HDR,
-        OPT_MAX_CONNS,
-        OPT_DRAIN,
-        OPT_IDLE,
-        OPT_HANDSHAKE,
-        OPT_HDR_TIMEOUT,
-        OPT_GLITCH,
-        OPT_SEND_ZC,
-        OPT_BUDGET,
-        OPT_SHARE,
-        OPT_LOG,
-        OPT_HELP,
-    };
-    static const struct option opts[] = {
-        { "listen", required_argument, NULL, OPT_LISTEN },
-        { "data-dir", required_argument, NULL, OPT_DATA },
-        { "workers", required_argument, NULL, OPT_WORKERS },
-        { "max-msg", required_argument, NULL, OPT_MAX_MSG },
-        { "stream-buffer", required_argument, NULL, OPT_STREAM_BUF },
-        { "max-streams", required_argument, NULL, OPT_MAX_STREAMS },
-        { "max-header-list", required_argument, NULL, OPT_MAX_HDR },
-        { "max-conns", required_argument, NULL, OPT_MAX_CONNS },
-        { "drain-ms", required_argument, NULL, OPT_DRAIN },
-        { "idle-timeout-ms", required_argument, NULL, OPT_IDLE },
-        { "handshake-timeout-ms", required_argument, NULL, OPT_HANDSHAKE },
-        { "header-timeout-ms", required_argument, NULL, OPT_HDR_TIMEOUT },
-        { "glitch-budget", required_argument, NULL, OPT_GLITCH },
-        { "send-zc-threshold", required_argument, NULL, OPT_SEND_ZC },
-        { "worker-budget", required_argument, NULL, OPT_BUDGET },
-        { "conn-share", required_argument, NULL, OPT_SHARE },
-        { "log-level", required_argument, NULL, OPT_LOG },
-        { "help", no_argument, NULL, OPT_HELP },
-        { NULL, 0, NULL, 0 },
-    };
+    struct settings st = { .level = RS_LOG_INFO };
     struct rs_config cfg;
-    const char *data_dir = NULL;
-    enum rs_log_level level = RS_LOG_INFO;
+    const char *data_dir;
     struct rs_server *srv;
     struct rs_bulk *bulk = NULL;
     struct rs_health *health = NULL;
-    char err[512], addr[128];
+    char err[PATH_MAX + 512], addr[128]; /* messages may name the data directory */
+    bool check = false;
     sigset_t sigs;
-    size_t v = 0;
-    int opt, sig, ret;
+    int sig, ret;
 
-    rs_config_defaults(&cfg);
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        ret = 0;
-        switch (opt) {
-        case OPT_LISTEN:
-            ret = parse_listen(optarg, &cfg);
-            break;
-        case OPT_DATA:
-            data_dir = optarg;
-            break;
-        case OPT_WORKERS:
-            ret = parse_size(optarg, 1, 1024, &v);
-            cfg.workers = (unsigned)v;
-            break;
-        case OPT_MAX_MSG:
-            ret = parse_size(optarg, 64, (size_t)1 << 30, &cfg.max_msg);
-            break;
-        case OPT_STREAM_BUF:
-            ret = parse_size(optarg, 16384, 0x7fffffff, &cfg.stream_buffer);
-            break;
-        case OPT_MAX_STREAMS:
-            ret = parse_size(optarg, 1, 1u << 20, &v);
-            cfg.max_streams = (uint32_t)v;
-            break;
-        case OPT_MAX_HDR:
-            ret = parse_size(optarg, 1024, 1u << 24, &v);
-            cfg.max_header_list = (uint32_t)v;
-            break;
-        case OPT_MAX_CONNS:
-            ret = parse_size(optarg, 1, 1u << 20, &v);
-            cfg.max_conns = (unsigned)v;
-            break;
-        case OPT_DRAIN:
-            ret = parse_size(optarg, 0, 3600000, &v);
-            cfg.drain_ms = (unsigned)v;
-            break;
-        case OPT_IDLE:
-            ret = parse_size(optarg, 100, 86400000, &v);
-            cfg.idle_ms = (unsigned)v;
-            break;
-        case OPT_HANDSHAKE:
-            ret = parse_size(optarg, 100, 3600000, &v);
-            cfg.handshake_ms = (unsigned)v;
-            break;
-        case OPT_HDR_TIMEOUT:
-            ret = parse_size(optarg, 100, 3600000, &v);
-            cfg.header_timeout_ms = (unsigned)v;
-            break;
-        case OPT_GLITCH:
-            ret = parse_size(optarg, 1, 1000000, &v);
-            cfg.glitch_budget = (unsigned)v;
-            break;
-        case OPT_SEND_ZC:
-            ret = parse_size(optarg, 0, (size_t)1 << 30, &cfg.send_zc_threshold);
-            break;
-        case OPT_BUDGET:
-            ret = parse_size(optarg, (size_t)1 << 20, (size_t)1 << 40, &cfg.worker_budget);
-            break;
-        case OPT_SHARE:
-            ret = parse_size(optarg, (size_t)256 << 10, (size_t)1 << 40, &cfg.conn_share);
-            break;
-        case OPT_LOG:
-            ret = parse_level(optarg, &level);
-            break;
-        case OPT_HELP:
-            usage(stdout);
-            return 0;
-        default:
-            fprintf(stderr, "ringstreamd: unknown or incomplete option '%s' (see --help)\n",
-                    argv[optind - 1]);
-            return 2;
-        }
-        if (ret < 0) {
-            fprintf(stderr, "ringstreamd: invalid value '%s' for --%s (see --help)\n", optarg,
-                    opts[opt - OPT_LISTEN].name);
-            return 2;
-        }
+    rs_config_defaults(&st.cfg);
+    ret = parse_options(argc, argv, &st, &check);
+    if (ret != PARSE_RUN) {
+        return ret == PARSE_EXIT_OK ? 0 : 2;
     }
-    if (optind < argc) {
-        fprintf(stderr, "ringstreamd: unexpected argument '%s' (see --help)\n", argv[optind]);
-        return 2;
+    if (check) {
+        print_config(&st, stdout);
+        return 0;
     }
-    if (data_dir == NULL) {
-        fprintf(stderr, "ringstreamd: --data-dir DIR is required (see --help)\n");
-        return 2;
+    cfg = st.cfg;
+    data_dir = st.data_dir; /* lives as long as the process */
+    rs_log_set_level(st.level);
+    if (passed_socket(&cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ringstreamd: %s\n", err);
+        return 1;
     }
-    rs_log_set_level(level);
     if (raise_fd_limit(&cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "ringstreamd: %s\n", err);
         return 1;
@@ -389,16 +803,23 @@ int main(int argc, char **argv)
                         "(Linux >= 6.1); use --send-zc-threshold 0\n");
         return 1;
     }
-    if (rs_bulk_open(&bulk, data_dir, err, sizeof(err)) < 0) {
-        fprintf(stderr, "ringstreamd: %s\n", err); /* names the directory */
-        return 1;
-    }
-    /* Signals go to this thread only, and only through sigwait() below. */
+    /* Signals go to this thread only, and only through sigwait() below. Blocked before any
+     * thread starts (the bulk index starts one in rs_bulk_open()): a thread created earlier
+     * would inherit an open mask, and a SIGTERM the kernel handed to it would kill the
+     * process with no drain and no STOPPING=1. */
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    if (lock_data_dir(data_dir, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ringstreamd: %s\n", err);
+        return 1;
+    }
+    if (rs_bulk_open(&bulk, data_dir, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ringstreamd: %s\n", err); /* names the directory */
+        return 1;
+    }
     srv = rs_server_new(&cfg, err, sizeof(err));
     if (srv == NULL) {
         describe_addr(&cfg, addr, sizeof(addr));
@@ -425,19 +846,28 @@ int main(int argc, char **argv)
     }
     describe_addr(&cfg, addr, sizeof(addr));
     rs_log_info("crypto: %s", rs_tls_describe());
-    rs_log_info("listening on %s (h2c), %u workers, data dir %s", addr, cfg.workers, data_dir);
+    rs_log_info("listening on %s (h2c%s), %u workers, data dir %s", addr,
+                cfg.listen_fd >= 0 ? ", socket passed by systemd" : "", cfg.workers, data_dir);
 #ifdef RS_HAVE_SYSTEMD
     sd_notifyf(0, "READY=1\nSTATUS=serving on %s", addr); /* no-op outside systemd */
 #endif
-    do {
-        if (sigwait(&sigs, &sig) != 0)
-            sig = SIGTERM;
-    } while (sig == SIGPIPE);
+    sig = wait_for_stop(srv, &sigs, addr);
 #ifdef RS_HAVE_SYSTEMD
     sd_notify(0, "STOPPING=1");
 #endif
     rs_log_info("%s: draining for up to %u ms", strsignal(sig), cfg.drain_ms);
     rs_server_stop(srv);
+    /* A second SIGTERM or SIGINT during the drain exits at once (the operator means it; the
+     * store is crash-safe, so nothing is half-written, at worst the index is rebuilt). */
+    while (!rs_server_stopped(srv)) {
+        struct timespec ts = { .tv_sec = 0, .tv_nsec = 50 * 1000000 };
+
+        sig = sigtimedwait(&sigs, NULL, &ts);
+        if (sig == SIGTERM || sig == SIGINT) {
+            rs_log_warn("%s again: exiting without waiting for the drain", strsignal(sig));
+            _exit(1);
+        }
+    }
     rs_server_destroy(srv);
     rs_health_destroy(health);
     rs_bulk_close(bulk);

@@ -1,6 +1,7 @@
 /* workers/server.h: the server: configuration, service registry, worker threads. */
 #ifndef RS_WORKERS_SERVER_H
 #define RS_WORKERS_SERVER_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -31,6 +32,10 @@ struct rs_config {
                                  * ENHANCE_YOUR_CALM (default 1000) */
     size_t send_zc_threshold;   /* DATA bytes per flush from which sends are zero-copy; 0 = off */
     unsigned drain_ms;          /* graceful shutdown: time in-flight calls get (default 5000) */
+    bool metrics;               /* answer GET /metrics (default true) */
+    int listen_fd; /* a listening socket passed in (systemd socket activation): every worker
+                    * accepts on a duplicate of it instead of binding; -1 = bind listen_addr.
+                    * Borrowed: the caller keeps it open while the server lives */
 };
 
 /* Fills the documented defaults (listen 127.0.0.1:50051, one worker per online CPU). */
@@ -48,6 +53,19 @@ int rs_server_start(struct rs_server *s, char *err, size_t errlen);
 /* Asks every worker to drain: GOAWAY, in-flight calls finish for up to drain_ms, then close.
  * Safe from any thread (also a signal-waiting one). */
 void rs_server_stop(struct rs_server *s);
+/* Live figures summed over the workers, for STATUS= and the watchdog. */
+struct rs_server_stats {
+    uint64_t conns_open;
+    uint64_t streams_open;
+    uint64_t calls; /* gRPC calls finished */
+    uint64_t bytes_in, bytes_out;
+    unsigned workers_stalled; /* workers whose loop has not turned for |stall_ms| */
+};
+/* Fills |out|; safe from any thread once the server started. */
+void rs_server_stats(const struct rs_server *s, uint64_t stall_ms, struct rs_server_stats *out);
+
+/* True once every worker thread is done (after rs_server_stop() and the drain). */
+bool rs_server_stopped(const struct rs_server *s);
 /* Waits for the workers to exit, then frees everything. Accepts NULL. */
 void rs_server_destroy(struct rs_server *s);
 

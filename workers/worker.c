@@ -1,6 +1,7 @@
 /* workers/worker.c: the server object, worker threads and their completion loop. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -40,6 +41,8 @@ void rs_config_defaults(struct rs_config *cfg)
     cfg->handshake_ms = 10000;
     cfg->glitch_budget = 1000;
     cfg->drain_ms = 5000;
+    cfg->metrics = true;
+    cfg->listen_fd = -1;
 }
 
 static int listen_socket(const struct rs_config *cfg, char *err, size_t errlen)
@@ -68,6 +71,40 @@ static int listen_socket(const struct rs_config *cfg, char *err, size_t errlen)
 err_close:
     close(fd);
     return -1;
+}
+
+/* Refuses an address another process already serves. Every worker's socket sets SO_REUSEPORT
+ * so that the kernel spreads connections over them, but the kernel lets any socket of the same
+ * user that also sets it join that group: a second ringstreamd would silently take part of the
+ * traffic. A probe bound WITHOUT SO_REUSEPORT conflicts with every socket already bound to the
+ * address (a reuseport group, a plain listener, or a wildcard one covering it), while
+ * SO_REUSEADDR keeps it from tripping over TIME_WAIT connections of an earlier run. The probe
+ * is closed before our own sockets bind, so a second ringstreamd started later fails its own
+ * probe against them. Two started in the same instant can both pass (a window of
+ * microseconds); the data directory's lock (main.c) still keeps them from sharing a store. */
+static int listen_probe(const struct rs_config *cfg, char *err, size_t errlen)
+{
+    int fd, one = 1, ret = 0;
+
+    fd = socket(cfg->listen_addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) {
+        snprintf(err, errlen, "setsockopt: %s", strerror(errno));
+        ret = -1;
+    } else if (bind(fd, (const struct sockaddr *)&cfg->listen_addr, cfg->listen_addrlen) < 0) {
+        if (errno == EADDRINUSE)
+            snprintf(err, errlen,
+                     "address already in use by another process (another ringstreamd?); "
+                     "one server per address");
+        else
+            snprintf(err, errlen, "cannot bind the listen address: %s", strerror(errno));
+        ret = -1;
+    }
+    close(fd);
+    return ret;
 }
 
 /* Fills the memory budget a configuration left at 0 (core/budget.h): physical memory / 8 over
@@ -117,13 +154,24 @@ struct rs_server *rs_server_new(const struct rs_config *cfg, char *err, size_t e
         s->workers[i].listen_fd = -1;
         s->workers[i].wake_fd = -1;
     }
+    if (cfg->listen_fd < 0 && cfg->listen_addr.ss_family != AF_UNSPEC &&
+        listen_probe(cfg, err, errlen) < 0)
+        goto err_destroy;
     for (i = 0; i < cfg->workers; i++) {
         struct rs_worker *w = &s->workers[i];
 
         w->srv = s;
         w->id = i;
-        /* AF_UNSPEC: no listening socket; the caller feeds connections itself (unit tests). */
-        if (cfg->listen_addr.ss_family != AF_UNSPEC) {
+        /* A passed socket (socket activation): one socket shared by every worker, each
+         * accepting on its own duplicate (one-shot accepts, see arm_accept). AF_UNSPEC: no
+         * listening socket; the caller feeds connections itself (unit tests). */
+        if (cfg->listen_fd >= 0) {
+            w->listen_fd = fcntl(cfg->listen_fd, F_DUPFD_CLOEXEC, 3);
+            if (w->listen_fd < 0) {
+                snprintf(err, errlen, "dup of the passed socket: %s", strerror(errno));
+                goto err_destroy;
+            }
+        } else if (cfg->listen_addr.ss_family != AF_UNSPEC) {
             w->listen_fd = listen_socket(cfg, err, errlen);
             if (w->listen_fd < 0)
                 goto err_destroy;
@@ -170,7 +218,14 @@ static void arm_accept(struct rs_worker *w)
     w->flags &= ~RS_WORKER_F_OWE_ACCEPT;
     if ((w->flags & (RS_WORKER_F_DRAINING | RS_WORKER_F_ACCEPT_WAIT)) || w->listen_fd < 0)
         return;
-    if (rs_ring_accept_multishot(&w->ring, w->listen_fd, rs_ud_make(RS_OP_ACCEPT, 0, 0)) == 0)
+    /* A socket shared by every worker (socket activation) gets one-shot accepts: a multishot
+     * accept keeps its place at the head of the socket's wait queue and its worker took every
+     * connection (33 of 33 in a measurement); one re-armed per connection goes to the tail,
+     * so the workers take turns. Each worker's own SO_REUSEPORT socket keeps the multishot. */
+    if ((w->srv->cfg.listen_fd >= 0
+                 ? rs_ring_accept(&w->ring, w->listen_fd, rs_ud_make(RS_OP_ACCEPT, 0, 0))
+                 : rs_ring_accept_multishot(&w->ring, w->listen_fd,
+                                            rs_ud_make(RS_OP_ACCEPT, 0, 0))) == 0)
         w->flags |= RS_WORKER_F_ACCEPTING;
     else
         w->flags |= RS_WORKER_F_OWE_ACCEPT;
@@ -192,6 +247,7 @@ static void on_tick(struct rs_worker *w)
     uint64_t now = rs_now_ms();
     unsigned i;
 
+    __atomic_store_n(&w->metrics.tick_ms, now, __ATOMIC_RELAXED); /* for the watchdog */
     if (w->timer_armed_ns == 0 && rs_timerheap_count(&w->timers) > 0)
         timers_run(w); /* arming failed earlier (ring full): catch up */
 
@@ -286,7 +342,8 @@ int rs_worker_init(struct rs_worker *w, char *err, size_t errlen)
     w->ioreqs = calloc(w->nioreqs, sizeof(*w->ioreqs));
     rs_timerheap_init(&w->timers);
     w->zconn = calloc(w->nconns, sizeof(*w->zconn));
-    if (w->conns == NULL || w->conn_gen == NULL || w->ioreqs == NULL || w->zconn == NULL) {
+    if (w->conns == NULL || w->conn_gen == NULL || w->ioreqs == NULL || w->zconn == NULL ||
+        rs_metrics_init(w) < 0) {
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
@@ -296,6 +353,7 @@ int rs_worker_init(struct rs_worker *w, char *err, size_t errlen)
     w->io_free = 1;
     w->free_hint = 1;
     rs_list_init(&w->pending);
+    __atomic_store_n(&w->metrics.tick_ms, rs_now_ms(), __ATOMIC_RELAXED);
     arm_accept(w);
     arm_wake(w);
     arm_tick(w);
@@ -307,6 +365,7 @@ static void timers_free_all(struct rs_worker *w);
 void rs_worker_fini(struct rs_worker *w)
 {
     timers_free_all(w);
+    rs_metrics_fini(w);
     free(w->zconn);
     w->zconn = NULL;
     free(w->conns);
@@ -438,12 +497,14 @@ static void on_accept(struct rs_worker *w, const struct rs_ring_cqe *cqe)
         w->accept_logged_ms = 0;
     }
     if (w->flags & RS_WORKER_F_DRAINING) {
+        rs_metric_add(&w->metrics.conns_refused, 1);
         close(fd);
         return;
     }
     /* The last step of degradation: near the memory budget no connection is accepted; the
      * accept pauses (backing off) so the kernel's backlog holds the rest. */
     if (!rs_budget_admit_conn(&w->budget)) {
+        rs_metric_add(&w->metrics.conns_refused, 1);
         close(fd);
         rs_worker_budget_note(w, -ENOBUFS, "new connections (accept paused)");
         accept_backoff(w, -ENOBUFS);
@@ -452,6 +513,7 @@ static void on_accept(struct rs_worker *w, const struct rs_ring_cqe *cqe)
     slot = conn_slot_alloc(w);
     if (slot == 0) {
         rs_log_warn("worker %u: connection limit (%u) reached, refusing", w->id, w->nconns - 1);
+        rs_metric_add(&w->metrics.conns_refused, 1);
         close(fd);
         return;
     }
@@ -464,6 +526,7 @@ static void on_accept(struct rs_worker *w, const struct rs_ring_cqe *cqe)
         return;
     }
     w->conns[slot] = c;
+    rs_metric_add(&w->metrics.conns_accepted, 1);
     rs_worker_mark_pending(w, c);
 }
 
@@ -612,6 +675,45 @@ static void start_drain(struct rs_worker *w)
     arm_drain_timer(w);
 }
 
+/* The drain timer expired. First time (--drain-ms ran out): every call still running ends with
+ * UNAVAILABLE "server shutting down" in its trailers (RST_STREAM follows when the client has
+ * not finished its request), and RS_DRAIN_GRACE_MS lets that go out. Second time: whatever
+ * is left is closed. */
+#define RS_DRAIN_GRACE_MS 250u
+
+static void on_drain_timer(struct rs_worker *w)
+{
+    struct rs_list *l;
+    unsigned i, n = 0;
+
+    if (w->flags & RS_WORKER_F_DRAIN_GRACE) {
+        for (i = 1; i < w->nconns; i++)
+            if (w->conns[i] != NULL)
+                rs_conn_close(w->conns[i]);
+        return;
+    }
+    w->flags |= RS_WORKER_F_DRAIN_GRACE;
+    for (i = 1; i < w->nconns; i++) {
+        struct rs_conn *c = w->conns[i];
+
+        if (c == NULL || (c->flags & RS_CONN_F_CLOSING))
+            continue;
+        for (l = c->calls.next; l != &c->calls; l = l->next) {
+            rs_stream_shutdown(rs_container_of(l, struct rs_call, link));
+            n++;
+        }
+        rs_worker_mark_pending(w, c);
+    }
+    if (n > 0)
+        rs_log_info("worker %u: drain time over: ending %u calls with UNAVAILABLE", w->id, n);
+    w->drain_ts.tv_sec = 0;
+    w->drain_ts.tv_nsec = (long long)RS_DRAIN_GRACE_MS * 1000000;
+    if (rs_ring_timeout(&w->ring, &w->drain_ts, rs_ud_make(RS_OP_TIMER, 0, 0)) < 0)
+        for (i = 1; i < w->nconns; i++) /* no timer: close now rather than never */
+            if (w->conns[i] != NULL)
+                rs_conn_close(w->conns[i]);
+}
+
 static struct rs_conn *conn_of(struct rs_worker *w, uint64_t ud)
 {
     uint32_t slot = rs_ud_slot(ud);
@@ -627,7 +729,6 @@ static void on_timers(struct rs_worker *w, const struct rs_ring_cqe *cqe);
 void rs_worker_handle_cqe(struct rs_worker *w, const struct rs_ring_cqe *cqe)
 {
     struct rs_conn *c;
-    unsigned i;
 
     switch ((enum rs_op)rs_ud_op(cqe->user_data)) {
     case RS_OP_ACCEPT:
@@ -658,11 +759,8 @@ void rs_worker_handle_cqe(struct rs_worker *w, const struct rs_ring_cqe *cqe)
         start_drain(w);
         break;
     case RS_OP_TIMER:
-        if (cqe->res == -ETIME) {
-            for (i = 1; i < w->nconns; i++)
-                if (w->conns[i] != NULL)
-                    rs_conn_close(w->conns[i]);
-        }
+        if (cqe->res == -ETIME)
+            on_drain_timer(w);
         break;
     case RS_OP_CANCEL:
         break;
@@ -691,8 +789,10 @@ void rs_worker_run_pending(struct rs_worker *w)
         c = rs_container_of(w->pending.next, struct rs_conn, pending_link);
         rs_list_unlink(&c->pending_link);
         rs_conn_run(c);
-        if (rs_conn_maybe_free(c))
+        if (rs_conn_maybe_free(c)) {
+            rs_metric_add(&w->metrics.conns_closed, 1);
             continue;
+        }
     }
 }
 
@@ -745,6 +845,7 @@ static void *worker_main(void *arg)
             break;
     }
     rs_worker_fini(w);
+    __atomic_add_fetch(&w->srv->nexited, 1, __ATOMIC_RELEASE);
     return NULL;
 }
 
@@ -754,6 +855,16 @@ int rs_server_start(struct rs_server *s, char *err, size_t errlen)
     unsigned i;
     int ret;
 
+    /* Rows of the metrics' call table: every method of every service, then "unknown". */
+    s->method_base = calloc(s->nservices + 1, sizeof(*s->method_base));
+    if (s->method_base == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    for (i = 0; i < s->nservices; i++) {
+        s->method_base[i] = s->nmethods;
+        s->nmethods += s->services[i]->nmethods;
+    }
     ret = pthread_barrier_init(&s->barrier, NULL, s->cfg.workers + 1);
     if (ret != 0) {
         snprintf(err, errlen, "pthread_barrier_init: %s", strerror(ret));
@@ -798,6 +909,11 @@ void rs_server_stop(struct rs_server *s)
     }
 }
 
+bool rs_server_stopped(const struct rs_server *s)
+{
+    return !s->started || __atomic_load_n(&s->nexited, __ATOMIC_ACQUIRE) == s->cfg.workers;
+}
+
 void rs_server_destroy(struct rs_server *s)
 {
     unsigned i;
@@ -818,6 +934,7 @@ void rs_server_destroy(struct rs_server *s)
     }
     free(s->workers);
     free(s->services);
+    free(s->method_base);
     free(s);
 }
 

@@ -19,11 +19,19 @@ if(RS_SANITIZE)
   rs_e2e_test(bulk_core test_bulk.py 600 "e2e;asan" --group core)
   rs_e2e_test(limits test_limits.py 300 "e2e;asan")
   rs_e2e_test(conn_limits test_conn_limits.py 300 "e2e;asan")
+  rs_e2e_test(service test_service.py 300 "e2e;asan;service") # issue 14
   rs_e2e_test(protocol test_protocol.py 600 "e2e;asan")
   rs_e2e_test(list_index_order test_list_index.py 300 "e2e;asan" --group order)
 else()
   rs_e2e_test(limits test_limits.py 120 e2e)
   rs_e2e_test(conn_limits test_conn_limits.py 120 e2e)
+  rs_e2e_test(service test_service.py 120 "e2e;service") # issue 14
+  # cmake --install into a staging dir, systemd-analyze verify/security, cpack -G DEB
+  add_test(NAME e2e/install
+           COMMAND ${RS_E2E_PYTHON} ${RS_E2E_DIR}/test_install.py --build-dir ${PROJECT_BINARY_DIR}
+           WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(e2e/install PROPERTIES LABELS "e2e;service" TIMEOUT 300
+                       ENVIRONMENT "PYTHONDONTWRITEBYTECODE=1")
   rs_e2e_test(protocol test_protocol.py 300 e2e)
   rs_e2e_test(bulk_core test_bulk.py 300 e2e --group core)
   rs_e2e_test(bulk_concurrency test_bulk.py 300 e2e --group concurrency)

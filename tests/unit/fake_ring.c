@@ -147,6 +147,11 @@ int rs_ring_accept_multishot(struct rs_ring *r, int fd, uint64_t ud)
     return simple(r, RS_FAKE_ACCEPT, fd, ud);
 }
 
+int rs_ring_accept(struct rs_ring *r, int fd, uint64_t ud)
+{
+    return simple(r, RS_FAKE_ACCEPT, fd, ud);
+}
+
 int rs_ring_recv_multishot(struct rs_ring *r, int fd, uint64_t ud)
 {
     return simple(r, RS_FAKE_RECV, fd, ud);

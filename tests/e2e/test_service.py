@@ -1,0 +1,477 @@
+"""Running ringstreamd as a service (issue 14): one server per address and per data directory,
+and the shared server keeps serving while a second one is refused. Every extra server started
+here runs on 127.0.0.1 with a fresh temp dir and is stopped by its PID in a finally block."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import Bulk, TestRun, channel, check, check_eq, free_port  # noqa: E402
+
+run = TestRun("service", server_args=("--workers", "2", "--log-level", "debug"))
+WAIT_S = 10.0
+
+
+def run_second(srv, args):
+    """Starts another ringstreamd with |args|; returns (exit code, stderr) once it exits (it
+    must, within WAIT_S: it is meant to be refused)."""
+    proc = subprocess.Popen([srv.binary] + args, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=WAIT_S)
+        return proc.returncode, (out + err).decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def still_serving(srv):
+    with channel(srv) as ch:
+        b = Bulk(ch)
+        name = "probe-%d" % os.getpid()
+        b.put(name, b"still here", overwrite=True)
+        check_eq(b.get(name), b"still here", "the first server's answer")
+
+
+@run.case("a second server on the same address is refused; the first keeps serving")
+def _(srv):
+    tmp = tempfile.mkdtemp(prefix="rs-svc-")
+    try:
+        code, text = run_second(srv, ["--listen", srv.address, "--data-dir",
+                                      os.path.join(tmp, "data"), "--workers", "2"])
+        check(code == 1, "exit code %r, output %r" % (code, text))
+        check("address already in use by another process" in text,
+              "no clear line: %r" % text)
+        for _ in range(8):  # with a joined reuseport group some of these would go astray
+            still_serving(srv)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@run.case("a second server on the same data directory is refused; the first keeps serving")
+def _(srv):
+    code, text = run_second(srv, ["--listen", "127.0.0.1:%d" % free_port(), "--data-dir",
+                                  srv.data_dir, "--workers", "1"])
+    check(code == 1, "exit code %r, output %r" % (code, text))
+    check("is in use by another ringstreamd (pid %d" % srv.pid() in text,
+          "no clear line naming the holder: %r" % text)
+    still_serving(srv)
+
+
+def run_tool(srv, args, stdin=None):
+    """Runs ringstreamd with |args| that make it exit at once; returns (code, stdout, stderr)."""
+    proc = subprocess.run([srv.binary] + args, input=stdin, capture_output=True,
+                          timeout=WAIT_S)
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+
+BAD_CONFIGS = [  # (file text, line, what the message must say)
+    ("[server]\nworkers = 2\nbogus = 1\n", 3, "unknown key 'bogus'"),
+    ("[server]\n\nmax-msg = 12q\n", 3, "key 'max-msg': invalid value '12q' (see --help)"),
+    ("workers = 2\n", 1, "key 'workers' outside the [server] section"),
+    ("[other]\nworkers = 2\n", 2, "key 'workers' outside the [server] section (in [other])"),
+    ("[server]\nlisten = nowhere\n", 2, "key 'listen': invalid value 'nowhere' (see --help)"),
+    ("[server]\nmetrics = maybe\n", 2, "key 'metrics': invalid value 'maybe' (see --help)"),
+    ("[server]\nlog-level = loud\n", 2, "key 'log-level': invalid value 'loud' (see --help)"),
+    ("[server]\nworkers = 0\n", 2, "key 'workers': invalid value '0' (see --help)"),
+    ("[server]\nhelp = 1\n", 2, "unknown key 'help'"),
+    ("[server]\nthis is not ini\n", 2,
+     "syntax error (want 'key = value' or '[section]')"),
+]
+
+
+@run.case("config: each bad file fails naming file, line and key", group="config")
+def _(srv):
+    tmp = tempfile.mkdtemp(prefix="rs-svc-")
+    try:
+        for i, (text, line, want) in enumerate(BAD_CONFIGS):
+            path = os.path.join(tmp, "bad%d.conf" % i)
+            with open(path, "w") as f:
+                f.write(text)
+            code, out, err = run_tool(srv, ["--config", path, "--data-dir", tmp,
+                                            "--check-config"])
+            check(code == 2, "%r: exit %r" % (text, code))
+            check_eq(err.strip(), "ringstreamd: %s:%d: %s" % (path, line, want),
+                     "message for %r" % text)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@run.case("config: --check-config prints every key, round-trips, flags override the file",
+          group="config")
+def _(srv):
+    tmp = tempfile.mkdtemp(prefix="rs-svc-")
+    try:
+        path = os.path.join(tmp, "a.conf")
+        with open(path, "w") as f:
+            f.write("# comment\n[server]\nlisten = 127.0.0.1:1234\ndata-dir = %s\n"
+                    "workers = 3\nmax-msg = 8m\ndrain-ms = 700\nmetrics = off\n" % tmp)
+        code, out, err = run_tool(srv, ["--config", path, "--workers", "2", "--check-config"])
+        check(code == 0, "exit %r: %s" % (code, err))
+        got = dict(line.split(" = ", 1) for line in out.splitlines() if " = " in line)
+        check_eq(got["workers"], "2", "workers (the flag wins)")
+        check_eq(got["max-msg"], str(8 << 20), "max-msg (from the file)")
+        check_eq(got["drain-ms"], "700", "drain-ms")
+        check_eq(got["metrics"], "off", "metrics")
+        check_eq(got["listen"], "127.0.0.1:1234", "listen")
+        _, help_text, _ = run_tool(srv, ["--help"])
+        for key in got:  # every key is an option
+            check("--" + key + " " in help_text, "key %s is not in --help" % key)
+        check(len(got) >= 18, "only %d keys printed" % len(got))
+        code, out2, err = run_tool(srv, ["--config", "/dev/stdin", "--check-config"],
+                                   stdin=out.encode())
+        check(code == 0, "the printout does not parse back: %s" % err)
+        check_eq(out2, out, "second printout")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@run.case("--version names ringstreamd and the libraries", group="config")
+def _(srv):
+    code, out, _ = run_tool(srv, ["--version"])
+    check(code == 0, "exit %r" % code)
+    for word in ("ringstreamd ", "liburing ", "nghttp2 ", "wolfSSL ", "OpenSSL ", "zlib "):
+        check(word in out, "%r missing from %r" % (word, out))
+
+
+def scrape(srv):
+    """GET /metrics over h2c (curl, one connection); returns {(name, labels...): value} summed
+    over workers, parsed by prometheus_client's own text parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+    out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-D", "-",
+                          "http://%s/metrics" % srv.address], capture_output=True,
+                         timeout=WAIT_S)
+    check(out.returncode == 0, "curl: %s" % out.stderr.decode())
+    head, _, body = out.stdout.decode().partition("\r\n\r\n")
+    check("text/plain; version=0.0.4" in head, "content-type in %r" % head)
+    sums = {}
+    for fam in text_string_to_metric_families(body):
+        for s in fam.samples:
+            labels = tuple(sorted((k, v) for k, v in s.labels.items() if k != "worker"))
+            key = (s.name,) + labels
+            sums[key] = sums.get(key, 0) + s.value
+    return sums
+
+
+def handled(m, service, method, code):
+    return m.get(("grpc_server_handled_total", ("grpc_code", code), ("grpc_method", method),
+                  ("grpc_service", service)), 0)
+
+
+@run.case("metrics: each counter moves by exactly what was done; calls are logged",
+          group="metrics")
+def _(srv):
+    import grpc
+    from harness import expect_status
+    before = scrape(srv)
+    with channel(srv) as ch:
+        b = Bulk(ch)
+        for i in range(2):
+            b.put("m-%d-%d" % (os.getpid(), i), b"x" * 1000, overwrite=True)
+        for i in range(3):
+            expect_status(grpc.StatusCode.NOT_FOUND, b.stat, "missing-%d" % i)
+        expect_status(grpc.StatusCode.UNIMPLEMENTED,
+                      ch.unary_unary("/ringstream.v1.Bulk/NoSuchMethod"), b"")
+    after = scrape(srv)
+
+    def delta(key):
+        return after.get(key, 0) - before.get(key, 0)
+    svc = "ringstream.v1.Bulk"
+    check_eq(handled(after, svc, "Put", "OK") - handled(before, svc, "Put", "OK"), 2, "Put OK")
+    check_eq(handled(after, svc, "Stat", "NOT_FOUND") - handled(before, svc, "Stat", "NOT_FOUND"),
+             3, "Stat NOT_FOUND")
+    check_eq(handled(after, "unknown", "unknown", "UNIMPLEMENTED") -
+             handled(before, "unknown", "unknown", "UNIMPLEMENTED"), 1, "unknown method")
+    # the gRPC channel's connection and the second scrape's own
+    check_eq(delta(("ringstream_connections_accepted_total",)), 2, "connections accepted")
+    check(delta(("ringstream_received_bytes_total",)) > 2000, "bytes in")
+    check(delta(("ringstream_sent_bytes_total",)) > 0, "bytes out")
+    check(after[("ringstream_budget_limit_bytes",)] > 0, "budget limit")
+    for key in (("ringstream_connections_open",), ("ringstream_streams_open",),
+                ("ringstream_pool_blocks_in_use",), ("ringstream_timers",),
+                ("ringstream_budget_refusals_total", ("reason", "stream"))):
+        check(key in after, "%s missing" % (key,))
+    log = srv.stderr_text()
+    check("call /ringstream.v1.Bulk/Stat: NOT_FOUND" in log, "no info line for a NOT_FOUND")
+    check("info: " in log.split("call /ringstream.v1.Bulk/Stat: NOT_FOUND")[0].splitlines()[-1],
+          "a failed call is logged at info")
+    check(any("debug: " in l and "call /ringstream.v1.Bulk/Put: OK (in " in l
+              for l in log.splitlines()), "no debug line for a Put")
+
+
+def testing_pb2():
+    """grpc_testing_pb2, generated by protoc into a temp dir."""
+    from harness import PROTO_DIR, PROTOC
+    gen = tempfile.mkdtemp(prefix="rs-svc-pb2-")
+    try:
+        subprocess.run([PROTOC, "--python_out=" + gen, "-I", PROTO_DIR,
+                        os.path.join(PROTO_DIR, "grpc_testing.proto")], check=True)
+        sys.path.insert(0, gen)
+        try:
+            return __import__("grpc_testing_pb2")
+        finally:
+            sys.path.remove(gen)
+    finally:
+        shutil.rmtree(gen, ignore_errors=True)
+
+
+@run.case("drain: a call within --drain-ms finishes OK, one outlasting it gets UNAVAILABLE",
+          group="drain")
+def _(srv):
+    import threading
+    import time
+    import grpc
+    from harness import Server
+    pb = testing_pb2()
+    other = Server(srv.binary, ["--workers", "1", "--drain-ms", "300"])
+    try:
+        other.start()
+        with channel(other) as ch:
+            call = ch.unary_stream(
+                "/grpc.testing.TestService/StreamingOutputCall",
+                request_serializer=pb.StreamingOutputCallRequest.SerializeToString,
+                response_deserializer=pb.StreamingOutputCallResponse.FromString)
+
+            def req(n, interval_us):
+                return pb.StreamingOutputCallRequest(response_parameters=[
+                    pb.ResponseParameters(size=10, interval_us=interval_us) for _ in range(n)])
+            results = {}
+
+            def consume(key, it):
+                got = 0
+                try:
+                    for _ in it:
+                        got += 1
+                    results[key] = ("OK", got, "")
+                except grpc.RpcError as e:
+                    results[key] = (e.code().name, got, e.details())
+            short = call(req(2, 100000), timeout=WAIT_S)      # 0.2 s: inside the drain
+            long_ = call(req(50, 200000), timeout=WAIT_S)     # 10 s: outlasts it
+            threads = [threading.Thread(target=consume, args=(k, it), daemon=True)
+                       for k, it in (("short", short), ("long", long_))]
+            for t in threads:
+                t.start()
+            time.sleep(0.15)  # both calls are running
+            t0 = time.monotonic()
+            other.proc.send_signal(signal.SIGTERM)
+            for t in threads:
+                t.join(WAIT_S)
+            code = other.proc.wait(WAIT_S)
+            took = time.monotonic() - t0
+        check_eq(results.get("short"), ("OK", 2, ""), "the call that fits in the drain")
+        check_eq(results.get("long", ("?",))[0], "UNAVAILABLE", "the call outlasting the drain")
+        check_eq(results["long"][2], "server shutting down", "its message")
+        check(results["long"][1] >= 1, "it got its first responses")
+        check_eq(code, 0, "exit status")
+        check(took < 3.0, "stopping took %.1f s with --drain-ms 300" % took)
+        check("drain time over: ending 1 calls with UNAVAILABLE" in other.stderr_text(),
+              "no log line for the ended call")
+    finally:
+        other.stop()
+
+
+@run.case("sd_notify: READY=1, live STATUS=, WATCHDOG=1 with WATCHDOG_USEC, STOPPING=1",
+          group="systemd")
+def _(srv):
+    import socket
+    import time
+    tmp = tempfile.mkdtemp(prefix="rs-svc-")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    proc = None
+    try:
+        path = os.path.join(tmp, "notify")
+        sock.bind(path)
+        sock.settimeout(WAIT_S)
+        port = free_port()
+        env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="1000000")
+        proc = subprocess.Popen([srv.binary, "--listen", "127.0.0.1:%d" % port, "--data-dir",
+                                 os.path.join(tmp, "data"), "--workers", "2"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        msgs = [sock.recv(4096).decode()]
+        check("READY=1" in msgs[0], "first notification %r" % msgs[0])
+        deadline = time.monotonic() + 4.0  # a 1 s watchdog pings every 0.5 s
+        while time.monotonic() < deadline:
+            msgs.append(sock.recv(4096).decode())
+        pings = sum(m.count("WATCHDOG=1") for m in msgs)
+        check(pings >= 4, "%d WATCHDOG=1 in 4 s: %r" % (pings, msgs))
+        check(any("STATUS=serving on" in m and "connections" in m for m in msgs),
+              "no live STATUS=: %r" % msgs)
+        proc.send_signal(signal.SIGTERM)
+        while True:
+            m = sock.recv(4096).decode()
+            if "STOPPING=1" in m:
+                break
+        check_eq(proc.wait(WAIT_S), 0, "exit status")
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sock.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@run.case("socket activation: calls go through the socket passed in LISTEN_FDS", group="systemd")
+def _(srv):
+    import socket
+    tmp = tempfile.mkdtemp(prefix="rs-svc-")
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    proc = None
+    try:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(128)
+        port = lsock.getsockname()[1]
+        # The shell moves the socket to fd 3 and execs ringstreamd, so LISTEN_PID (the
+        # shell's pid) is ringstreamd's. --listen names another port: a passed socket wins.
+        fd = lsock.fileno()
+        moves = " 3<&%d %d<&-" % (fd, fd) if fd != 3 else ""
+        script = 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"' + moves
+        proc = subprocess.Popen(["/bin/sh", "-c", script, srv.binary, "--listen",
+                                 "127.0.0.1:%d" % free_port(), "--data-dir",
+                                 os.path.join(tmp, "data"), "--workers", "2"],
+                                pass_fds=(fd,), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+
+        class Addr:
+            address = "127.0.0.1:%d" % port
+        for i in range(6):  # several connections: each worker accepts on the shared socket
+            with channel(Addr) as ch:
+                b = Bulk(ch)
+                b.put("sa-%d" % i, b"through the passed socket", overwrite=True)
+                check_eq(b.get("sa-%d" % i), b"through the passed socket", "answer")
+        lsock.close()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=WAIT_S)
+        check_eq(proc.returncode, 0, "exit status")
+        check("socket passed by systemd" in err.decode(), "log: %r" % err.decode()[-500:])
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        lsock.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@run.case("metrics off: GET /metrics is 404, POST /metrics 405 when on", group="metrics")
+def _(srv):
+    from harness import Server
+
+    def status(address, method="GET"):
+        out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                              "--http2-prior-knowledge", "-X", method,
+                              "http://%s/metrics" % address], capture_output=True,
+                             timeout=WAIT_S)
+        return out.stdout.decode()
+    check_eq(status(srv.address, "POST"), "405", "POST /metrics")
+    other = Server(srv.binary, ["--workers", "1", "--metrics", "off"])
+    try:
+        other.start()
+        check_eq(status(other.address), "404", "GET /metrics with --metrics off")
+    finally:
+        problems = other.stop()
+    check(not problems, "second server: %s" % problems)
+
+
+@run.case("drain: a Get whose client stopped reading gets UNAVAILABLE trailers", group="drain")
+def _(srv):
+    import socket
+    import struct
+    import time
+    import h2.config
+    import h2.connection
+    import h2.events
+    from harness import Server, pb2
+    other = Server(srv.binary, ["--workers", "1", "--drain-ms", "300"])
+    s = None
+    try:
+        other.start()
+        with channel(other) as ch:
+            Bulk(ch).put("stall", b"a" * (1 << 20))
+        req = pb2().GetRequest(name="stall").SerializeToString()
+        s = socket.create_connection(("127.0.0.1", other.port), timeout=WAIT_S)
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        c.initiate_connection()
+        c.send_headers(1, [(":method", "POST"), (":scheme", "http"),
+                           (":path", "/ringstream.v1.Bulk/Get"), (":authority", "x"),
+                           ("content-type", "application/grpc"), ("te", "trailers")])
+        c.send_data(1, b"\0" + struct.pack(">I", len(req)) + req, end_stream=True)
+        s.sendall(c.data_to_send())
+        # Never acknowledge DATA: the stream stalls at the 65535-byte initial window.
+        got, rest = 0, b""
+        deadline = time.monotonic() + WAIT_S
+        while got < 65535 and time.monotonic() < deadline:
+            for e in c.receive_data(s.recv(65536)):
+                if isinstance(e, h2.events.DataReceived):
+                    got += len(e.data)
+        check_eq(got, 65535, "DATA before the stall")
+        other.proc.send_signal(signal.SIGTERM)
+        # h2 stops parsing after GOAWAY, but the stream it spares goes on: read raw frames.
+        trailers = None
+        while time.monotonic() < deadline and trailers is None:
+            data = s.recv(65536)
+            if not data:
+                break
+            rest += data
+            while len(rest) >= 9:
+                n = int.from_bytes(rest[:3], "big")
+                if len(rest) < 9 + n:
+                    break
+                ftype, flags = rest[3], rest[4]
+                sid = int.from_bytes(rest[5:9], "big") & 0x7fffffff
+                payload, rest = rest[9:9 + n], rest[9 + n:]
+                if ftype == 1 and sid == 1:  # HEADERS: END_HEADERS, no padding expected
+                    trailers = dict((k.decode() if isinstance(k, bytes) else k,
+                                     v.decode() if isinstance(v, bytes) else v)
+                                    for k, v in c.decoder.decode(payload))
+                    check(flags & 0x1, "trailers without END_STREAM")
+        check(trailers is not None, "no trailers before the connection closed")
+        check_eq(trailers.get("grpc-status"), "14", "grpc-status")
+        check_eq(trailers.get("grpc-message"), "server shutting down", "grpc-message")
+        check_eq(other.proc.wait(WAIT_S), 0, "exit status")
+    finally:
+        if s is not None:
+            s.close()
+        other.stop()
+
+
+@run.case("stop: a second SIGTERM during the drain exits at once", group="drain")
+def _(srv):
+    import threading
+    import time
+    from harness import Server
+    pb = testing_pb2()
+    other = Server(srv.binary, ["--workers", "1", "--drain-ms", "20000"])
+    try:
+        other.start()
+        with channel(other) as ch:
+            call = ch.unary_stream(
+                "/grpc.testing.TestService/StreamingOutputCall",
+                request_serializer=pb.StreamingOutputCallRequest.SerializeToString,
+                response_deserializer=pb.StreamingOutputCallResponse.FromString)
+            it = call(pb.StreamingOutputCallRequest(response_parameters=[
+                pb.ResponseParameters(size=10, interval_us=200000) for _ in range(100)]),
+                timeout=WAIT_S)
+            t = threading.Thread(target=lambda: [None for _ in it], daemon=True)
+            t.start()
+            time.sleep(0.3)
+            other.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            check(other.proc.poll() is None, "exited during a 20 s drain with a call running")
+            t0 = time.monotonic()
+            other.proc.send_signal(signal.SIGTERM)
+            code = other.proc.wait(WAIT_S)
+            took = time.monotonic() - t0
+        check_eq(code, 1, "exit status after the second signal")
+        check(took < 2.0, "took %.1f s after the second signal" % took)
+        check("again: exiting without waiting for the drain" in other.stderr_text(),
+              "no log line")
+    finally:
+        other.stop()
+
+
+run.main()

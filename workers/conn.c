@@ -1,6 +1,11 @@
 /* workers/conn.c: one HTTP/2 connection: its nghttp2 server session, the receive path
  * (multishot recv into provided buffers, parsed where it landed) and the send path (frames
- * gathered into one sendmsg, DATA payloads by reference into the streams' send queues). */
+ * gathered into one sendmsg, DATA payloads by reference into the streams' send queues).
+ *
+ * The transport under the session is plain TCP or TLS (core/tls.h), and the session does not
+ * know which: the two places that differ are transport_input() (bytes that arrived go to
+ * nghttp2 directly, or through TLS first) and transport_output() (the gathered frames go out
+ * as they are, or are encrypted into one ciphertext buffer first). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -472,7 +477,28 @@ static int submit_settings(struct rs_conn *c)
     return rv;
 }
 
-struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t gen)
+/* Brings the connection's charge for its TLS buffers up to date. Returns 0, or -ENOBUFS /
+ * -EDQUOT when they grew past what the budget allows (the caller closes the connection). */
+static int tls_account(struct rs_conn *c)
+{
+    size_t now = rs_tls_mem(c->tls);
+    int ret;
+
+    if (now < c->tls_charged) {
+        rs_budget_release(&c->w->budget, &c->acct, c->tls_charged - now);
+    } else if (now > c->tls_charged) {
+        ret = rs_budget_charge(&c->w->budget, &c->acct, now - c->tls_charged);
+        if (ret < 0) {
+            rs_worker_budget_note(c->w, ret, "TLS buffers (connection closed)");
+            return ret;
+        }
+    }
+    c->tls_charged = now;
+    return 0;
+}
+
+struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t gen,
+                            struct rs_tls_ctx *tls)
 {
     nghttp2_session_callbacks *cbs;
     nghttp2_option *opt;
@@ -529,11 +555,23 @@ struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t
         goto err_free_out;
     if (submit_settings(c) != 0)
         goto err_del_session;
+    if (tls != NULL) {
+        c->tls = rs_tls_new(tls);
+        if (c->tls == NULL)
+            goto err_del_session;
+        if (tls_account(c) < 0)
+            goto err_free_tls;
+    }
     if (rs_ring_recv_multishot(&w->ring, fd, rs_ud_make(RS_OP_RECV, gen, slot)) < 0)
-        goto err_del_session;
+        goto err_free_tls;
     c->flags |= RS_CONN_F_RECVING;
     c->inflight++;
     return c;
+err_free_tls:
+    if (c->tls != NULL) {
+        rs_budget_release(&w->budget, &c->acct, c->tls_charged);
+        rs_tls_destroy(c->tls);
+    }
 err_del_session:
     nghttp2_session_del(c->h2);
 err_free_out:
@@ -585,6 +623,10 @@ bool rs_conn_maybe_free(struct rs_conn *c)
     rs_list_unlink(&c->pending_link);
     c->w->conns[c->slot] = NULL;
     nghttp2_session_del(c->h2);
+    if (c->tls != NULL) {
+        rs_budget_release(&c->w->budget, &c->acct, c->tls_charged);
+        rs_tls_destroy(c->tls);
+    }
     close(c->fd);
     free(c->out);
     rs_budget_release(&c->w->budget, &c->acct, RS_CONN_CHARGE);
@@ -596,19 +638,64 @@ bool rs_conn_maybe_free(struct rs_conn *c)
 
 /* ---- receive -------------------------------------------------------------------------- */
 
+/* Plaintext for the session: from the socket as it is, or decrypted by TLS. Returns 0 or
+ * -EBADMSG after an HTTP/2 input error (logged). */
+static int session_input(void *arg, const uint8_t *data, size_t len)
+{
+    struct rs_conn *c = arg;
+    ssize_t rv;
+
+    if (c->flags & (RS_CONN_F_CLOSING | RS_CONN_F_TERM))
+        return 0; /* a GOAWAY answered a connection error: the rest is ignored */
+    rv = nghttp2_session_mem_recv(c->h2, data, len);
+    if (rv < 0) {
+        rs_log_debug("conn %u: HTTP/2 input error: %s", c->slot, nghttp2_strerror((int)rv));
+        return -EBADMSG;
+    }
+    return 0;
+}
+
+/* The TLS connection failed or the peer ended it: the alert or close_notify wolfSSL queued
+ * goes out, then the connection closes (rs_conn_run); no more input is read. */
+static void tls_end(struct rs_conn *c, int err)
+{
+    if (err == -ECONNRESET)
+        rs_tls_shutdown(c->tls); /* answer close_notify with ours */
+    rs_log_debug("conn %u: TLS %s: %s", c->slot,
+                 rs_tls_ready(c->tls) ? "connection ended" : "handshake failed",
+                 err == -ENOBUFS ? "output bound reached" : rs_tls_error(c->tls));
+    c->flags |= RS_CONN_F_LINGER;
+    rs_worker_mark_pending(c->w, c);
+}
+
+static void transport_input(struct rs_conn *c, const uint8_t *data, size_t len)
+{
+    int ret;
+
+    if (c->tls == NULL) {
+        ret = session_input(c, data, len);
+    } else {
+        ret = rs_tls_recv(c->tls, data, len, c->w->tls_plain, sizeof(c->w->tls_plain),
+                          session_input, c);
+        if (ret < 0 && ret != -EBADMSG) {
+            tls_end(c, ret);
+            ret = 0;
+        }
+        if (tls_account(c) < 0)
+            ret = -ENOBUFS;
+    }
+    if (ret < 0)
+        rs_conn_close(c);
+}
+
 void rs_conn_on_recv(struct rs_conn *c, const struct rs_ring_cqe *cqe)
 {
     struct rs_worker *w = c->w;
-    ssize_t rv;
 
     if (cqe->flags & RS_RING_F_BUFFER) {
-        if (cqe->res > 0 && !(c->flags & (RS_CONN_F_CLOSING | RS_CONN_F_TERM))) {
+        if (cqe->res > 0 && !(c->flags & (RS_CONN_F_CLOSING | RS_CONN_F_TERM | RS_CONN_F_LINGER))) {
             c->active_ms = rs_now_ms();
-            rv = nghttp2_session_mem_recv(c->h2, rs_ring_buf(&w->ring, cqe->bid), (size_t)cqe->res);
-            if (rv < 0) {
-                rs_log_debug("conn %u: HTTP/2 input error: %s", c->slot, nghttp2_strerror((int)rv));
-                rs_conn_close(c);
-            }
+            transport_input(c, rs_ring_buf(&w->ring, cqe->bid), (size_t)cqe->res);
         }
         rs_ring_buf_recycle(&w->ring, cqe->bid);
     }
@@ -683,6 +770,8 @@ static void send_done(struct rs_conn *c)
     if (c->send_op || c->zc_notifs > 0 || !(c->flags & RS_CONN_F_SENDING))
         return;
     release_txrefs(c);
+    if (c->tls != NULL)
+        rs_tls_out_done(c->tls);
     c->flags &= ~RS_CONN_F_SENDING;
     c->iovcnt = 0;
     c->iovoff = 0;
@@ -729,6 +818,35 @@ void rs_conn_on_send(struct rs_conn *c, const struct rs_ring_cqe *cqe)
     send_done(c);
 }
 
+/* TLS: encrypts the gathered frames (the queued blocks are released at once: the plaintext is
+ * no longer needed) and replaces iov[] with the ciphertext waiting to go out, handshake and
+ * alerts included. Returns 0, or -errno when the connection must close. */
+static int transport_output(struct rs_conn *c)
+{
+    const uint8_t *p;
+    size_t len;
+    int ret = 0;
+
+    if (c->iovcnt > 0) {
+        ret = rs_tls_write(c->tls, c->iov, c->iovcnt);
+        release_txrefs(c);
+        c->iovcnt = 0;
+        c->outlen = 0;
+        if (ret < 0) {
+            rs_log_debug("conn %u: TLS write: %s", c->slot,
+                         ret == -EPROTO ? rs_tls_error(c->tls) : strerror(-ret));
+            return ret;
+        }
+    }
+    len = rs_tls_out_take(c->tls, &p);
+    if (len > 0) {
+        c->iov[0].iov_base = (void *)p;
+        c->iov[0].iov_len = len;
+        c->iovcnt = 1;
+    }
+    return tls_account(c);
+}
+
 static void flush(struct rs_conn *c)
 {
     int rv;
@@ -738,11 +856,28 @@ static void flush(struct rs_conn *c)
     c->iovcnt = 0;
     c->iovoff = 0;
     c->outlen = 0;
-    rv = nghttp2_session_send(c->h2);
-    if (rv != 0) {
-        rs_log_debug("conn %u: HTTP/2 send error: %s", c->slot, nghttp2_strerror(rv));
-        release_txrefs(c);
-        rs_conn_close(c);
+    /* Over TLS the session speaks only once the handshake is done, and not after TLS ended. */
+    if (c->tls == NULL || (rs_tls_ready(c->tls) && !(c->flags & RS_CONN_F_LINGER))) {
+        rv = nghttp2_session_send(c->h2);
+        if (rv != 0) {
+            rs_log_debug("conn %u: HTTP/2 send error: %s", c->slot, nghttp2_strerror(rv));
+            release_txrefs(c);
+            rs_conn_close(c);
+            return;
+        }
+    }
+    if (c->tls != NULL) {
+        if (transport_output(c) < 0) {
+            rs_conn_close(c);
+            return;
+        }
+        if (c->iovcnt == 0 && (c->flags & RS_CONN_F_LINGER)) {
+            rs_conn_close(c); /* the alert or close_notify is out */
+            return;
+        }
+        c->zc = false; /* the ciphertext buffer is ours, and reused at once */
+        if (c->iovcnt > 0)
+            submit_send(c);
         return;
     }
     if (c->iovcnt > 0) {
@@ -791,9 +926,17 @@ void rs_conn_run(struct rs_conn *c)
     if (!rs_list_empty(&c->ready))
         rs_worker_mark_pending(c->w, c);
     reap(c);
-    if (!(c->flags & (RS_CONN_F_CLOSING | RS_CONN_F_SENDING)) &&
-        !nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2))
-        rs_conn_close(c);
+    if (!(c->flags & (RS_CONN_F_CLOSING | RS_CONN_F_SENDING | RS_CONN_F_LINGER)) &&
+        !nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2)) {
+        if (c->tls != NULL) {
+            /* close_notify first; flush() closes once it is out */
+            rs_tls_shutdown(c->tls);
+            c->flags |= RS_CONN_F_LINGER;
+            flush(c);
+        } else {
+            rs_conn_close(c);
+        }
+    }
     if ((c->flags & RS_CONN_F_CLOSING) && !rs_list_empty(&c->ready))
         rs_worker_mark_pending(c->w, c);
 }

@@ -27,10 +27,16 @@ static void usage(FILE *f)
     fprintf(f,
             "Usage: ringstreamd --data-dir DIR [options]\n"
             "\n"
-            "A streaming gRPC server (HTTP/2 cleartext, prior knowledge) on io_uring.\n"
+            "A streaming gRPC server (HTTP/2 over TLS, or cleartext with prior knowledge) on io_uring.\n"
             "\n"
             "  --listen HOST:PORT     address to serve on; [::1]:PORT for IPv6\n"
-            "                         (default 127.0.0.1:50051)\n"
+            "                         (default 127.0.0.1:50051); may be repeated. With\n"
+            "                         --tls-cert every address serves TLS, except those\n"
+            "                         written h2c://HOST:PORT (cleartext)\n"
+            "  --tls-cert FILE        PEM certificate chain: serve TLS 1.3/1.2, ALPN h2\n"
+            "  --tls-key FILE         PEM private key of --tls-cert\n"
+            "  --tls-client-ca FILE   require client certificates issued by these PEM CAs\n"
+            "                         (SIGHUP rereads the three files)\n"
             "  --data-dir DIR         where the bulk store keeps objects; created if missing\n"
             "                         (required; needs O_TMPFILE and user xattrs, e.g. ext4, xfs)\n"
             "  --workers N            worker threads, one io_uring ring each\n"
@@ -103,14 +109,23 @@ static int parse_size(const char *s, size_t min, size_t max, size_t *out)
     return 0;
 }
 
+/* Appends the address to cfg->listen[]; h2c://HOST:PORT marks it cleartext. */
 static int parse_listen(const char *arg, struct rs_config *cfg)
 {
     char host[256];
     const char *colon, *port;
     struct addrinfo hints, *res;
+    struct rs_listen *l;
+    bool h2c = false;
     size_t hl;
     int rv;
 
+    if (cfg->nlisten >= RS_LISTEN_MAX)
+        return -E2BIG;
+    if (strncmp(arg, "h2c://", 6) == 0) {
+        h2c = true;
+        arg += 6;
+    }
     if (arg[0] == '[') {
         const char *close = strchr(arg, ']');
 
@@ -140,8 +155,10 @@ static int parse_listen(const char *arg, struct rs_config *cfg)
     rv = getaddrinfo(host[0] != '\0' ? host : NULL, port, &hints, &res);
     if (rv != 0)
         return -EINVAL;
-    memcpy(&cfg->listen_addr, res->ai_addr, res->ai_addrlen);
-    cfg->listen_addrlen = res->ai_addrlen;
+    l = &cfg->listen[cfg->nlisten++];
+    memcpy(&l->addr, res->ai_addr, res->ai_addrlen);
+    l->addrlen = res->ai_addrlen;
+    l->h2c = h2c;
     freeaddrinfo(res);
     return 0;
 }
@@ -160,10 +177,10 @@ static int parse_level(const char *s, enum rs_log_level *out)
     return -EINVAL;
 }
 
-static void describe_addr(const struct rs_config *cfg, char *buf, size_t len)
+static void describe_one(const struct rs_listen *l, char *buf, size_t len)
 {
     char host[INET6_ADDRSTRLEN];
-    const struct sockaddr *sa = (const struct sockaddr *)&cfg->listen_addr;
+    const struct sockaddr *sa = (const struct sockaddr *)&l->addr;
 
     if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *s6 = (const void *)sa;
@@ -176,6 +193,40 @@ static void describe_addr(const struct rs_config *cfg, char *buf, size_t len)
         inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
         snprintf(buf, len, "%s:%u", host, ntohs(s4->sin_port));
     }
+}
+
+/* "127.0.0.1:50051 (TLS), 127.0.0.1:50052 (h2c)" */
+static void describe_addr(const struct rs_config *cfg, char *buf, size_t len)
+{
+    size_t off = 0;
+    unsigned i;
+
+    buf[0] = '\0';
+    for (i = 0; i < cfg->nlisten && off < len; i++) {
+        char one[INET6_ADDRSTRLEN + 16];
+        int n;
+
+        describe_one(&cfg->listen[i], one, sizeof(one));
+        n = snprintf(buf + off, len - off, "%s%s (%s)", i > 0 ? ", " : "", one,
+                     cfg->tls_cert != NULL && !cfg->listen[i].h2c ? "TLS" : "h2c");
+        off += n > 0 ? (size_t)n : 0;
+    }
+}
+
+/* SIGHUP: new connections get the reread certificate, key and client CA; a bad file keeps
+ * the old ones, with one line saying why. */
+static void reload_tls(struct rs_server *srv, const struct rs_config *cfg)
+{
+    char err[512];
+
+    if (cfg->tls_cert == NULL) {
+        rs_log_info("SIGHUP: no TLS configured, nothing to reload");
+        return;
+    }
+    if (rs_server_reload_tls(srv, err, sizeof(err)) < 0)
+        rs_log_error("SIGHUP: TLS reload failed, keeping the previous certificate: %s", err);
+    else
+        rs_log_info("SIGHUP: TLS certificate, key and client CA reloaded");
 }
 
 /* Descriptors the process needs besides connections: stdio, the data directory, each worker's
@@ -248,6 +299,9 @@ int main(int argc, char **argv)
         OPT_BUDGET,
         OPT_SHARE,
         OPT_LOG,
+        OPT_TLS_CERT,
+        OPT_TLS_KEY,
+        OPT_TLS_CLIENT_CA,
         OPT_HELP,
     };
     static const struct option opts[] = {
@@ -268,6 +322,9 @@ int main(int argc, char **argv)
         { "worker-budget", required_argument, NULL, OPT_BUDGET },
         { "conn-share", required_argument, NULL, OPT_SHARE },
         { "log-level", required_argument, NULL, OPT_LOG },
+        { "tls-cert", required_argument, NULL, OPT_TLS_CERT },
+        { "tls-key", required_argument, NULL, OPT_TLS_KEY },
+        { "tls-client-ca", required_argument, NULL, OPT_TLS_CLIENT_CA },
         { "help", no_argument, NULL, OPT_HELP },
         { NULL, 0, NULL, 0 },
     };
@@ -277,7 +334,8 @@ int main(int argc, char **argv)
     struct rs_server *srv;
     struct rs_bulk *bulk = NULL;
     struct rs_health *health = NULL;
-    char err[512], addr[128];
+    char err[512], addr[RS_LISTEN_MAX * 64];
+    bool listen_default = true;
     sigset_t sigs;
     size_t v = 0;
     int opt, sig, ret;
@@ -288,6 +346,9 @@ int main(int argc, char **argv)
         ret = 0;
         switch (opt) {
         case OPT_LISTEN:
+            if (listen_default)
+                cfg.nlisten = 0; /* the first --listen replaces the default */
+            listen_default = false;
             ret = parse_listen(optarg, &cfg);
             break;
         case OPT_DATA:
@@ -347,6 +408,15 @@ int main(int argc, char **argv)
         case OPT_LOG:
             ret = parse_level(optarg, &level);
             break;
+        case OPT_TLS_CERT:
+            cfg.tls_cert = optarg;
+            break;
+        case OPT_TLS_KEY:
+            cfg.tls_key = optarg;
+            break;
+        case OPT_TLS_CLIENT_CA:
+            cfg.tls_client_ca = optarg;
+            break;
         case OPT_HELP:
             usage(stdout);
             return 0;
@@ -398,6 +468,7 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGPIPE);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     srv = rs_server_new(&cfg, err, sizeof(err));
     if (srv == NULL) {
@@ -425,14 +496,16 @@ int main(int argc, char **argv)
     }
     describe_addr(&cfg, addr, sizeof(addr));
     rs_log_info("crypto: %s", rs_tls_describe());
-    rs_log_info("listening on %s (h2c), %u workers, data dir %s", addr, cfg.workers, data_dir);
+    rs_log_info("listening on %s, %u workers, data dir %s", addr, cfg.workers, data_dir);
 #ifdef RS_HAVE_SYSTEMD
     sd_notifyf(0, "READY=1\nSTATUS=serving on %s", addr); /* no-op outside systemd */
 #endif
     do {
         if (sigwait(&sigs, &sig) != 0)
             sig = SIGTERM;
-    } while (sig == SIGPIPE);
+        if (sig == SIGHUP)
+            reload_tls(srv, &cfg);
+    } while (sig == SIGPIPE || sig == SIGHUP);
 #ifdef RS_HAVE_SYSTEMD
     sd_notify(0, "STOPPING=1");
 #endif

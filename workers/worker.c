@@ -21,14 +21,15 @@
 
 void rs_config_defaults(struct rs_config *cfg)
 {
-    struct sockaddr_in *sin = (struct sockaddr_in *)&cfg->listen_addr;
+    struct sockaddr_in *sin = (struct sockaddr_in *)&cfg->listen[0].addr;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
     memset(cfg, 0, sizeof(*cfg));
     sin->sin_family = AF_INET;
     sin->sin_port = htons(50051);
     sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cfg->listen_addrlen = sizeof(*sin);
+    cfg->listen[0].addrlen = sizeof(*sin);
+    cfg->nlisten = 1;
     cfg->workers = ncpu > 0 ? (unsigned)ncpu : 1;
     cfg->max_msg = 4u << 20;
     cfg->stream_buffer = 1u << 20;
@@ -42,11 +43,11 @@ void rs_config_defaults(struct rs_config *cfg)
     cfg->drain_ms = 5000;
 }
 
-static int listen_socket(const struct rs_config *cfg, char *err, size_t errlen)
+static int listen_socket(const struct rs_listen *l, char *err, size_t errlen)
 {
     int fd, one = 1;
 
-    fd = socket(cfg->listen_addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(err, errlen, "socket: %s", strerror(errno));
         return -1;
@@ -56,7 +57,7 @@ static int listen_socket(const struct rs_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "setsockopt: %s", strerror(errno));
         goto err_close;
     }
-    if (bind(fd, (const struct sockaddr *)&cfg->listen_addr, cfg->listen_addrlen) < 0) {
+    if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) < 0) {
         snprintf(err, errlen, "cannot bind the listen address: %s", strerror(errno));
         goto err_close;
     }
@@ -91,7 +92,7 @@ static void budget_resolve(struct rs_config *cfg)
 struct rs_server *rs_server_new(const struct rs_config *cfg, char *err, size_t errlen)
 {
     struct rs_server *s;
-    unsigned i;
+    unsigned i, j;
 
     if (cfg->workers == 0 || cfg->max_msg == 0 || cfg->stream_buffer == 0) {
         snprintf(err, errlen, "invalid configuration");
@@ -113,19 +114,33 @@ struct rs_server *rs_server_new(const struct rs_config *cfg, char *err, size_t e
     s->workers = calloc(cfg->workers, sizeof(*s->workers));
     if (s->workers == NULL)
         goto err_free;
+    pthread_mutex_init(&s->tls_lock, NULL);
     for (i = 0; i < cfg->workers; i++) {
-        s->workers[i].listen_fd = -1;
+        for (j = 0; j < RS_LISTEN_MAX; j++)
+            s->workers[i].listen_fds[j] = -1;
         s->workers[i].wake_fd = -1;
+    }
+    if (cfg->tls_cert != NULL || cfg->tls_key != NULL) {
+        if (cfg->tls_cert == NULL || cfg->tls_key == NULL) {
+            snprintf(err, errlen, "--tls-cert and --tls-key go together");
+            goto err_destroy;
+        }
+        s->tls = rs_tls_ctx_new(cfg->tls_cert, cfg->tls_key, cfg->tls_client_ca, err, errlen);
+        if (s->tls == NULL)
+            goto err_destroy;
+    } else if (cfg->tls_client_ca != NULL) {
+        snprintf(err, errlen, "--tls-client-ca needs --tls-cert and --tls-key");
+        goto err_destroy;
     }
     for (i = 0; i < cfg->workers; i++) {
         struct rs_worker *w = &s->workers[i];
 
         w->srv = s;
         w->id = i;
-        /* AF_UNSPEC: no listening socket; the caller feeds connections itself (unit tests). */
-        if (cfg->listen_addr.ss_family != AF_UNSPEC) {
-            w->listen_fd = listen_socket(cfg, err, errlen);
-            if (w->listen_fd < 0)
+        /* nlisten 0: no listening socket; the caller feeds connections itself (unit tests). */
+        for (j = 0; j < cfg->nlisten && j < RS_LISTEN_MAX; j++) {
+            w->listen_fds[j] = listen_socket(&cfg->listen[j], err, errlen);
+            if (w->listen_fds[j] < 0)
                 goto err_destroy;
         }
         w->wake_fd = eventfd(0, EFD_CLOEXEC);
@@ -165,15 +180,39 @@ int rs_server_add_service(struct rs_server *s, const struct rs_service *svc)
  * cancels) may fail when the submission queue stays full. A failure is never dropped: it sets an
  * RS_WORKER_F_OWE_* bit, and rs_worker_rearm() retries what is owed at the end of every loop
  * turn, right before the next wait submits it. */
+/* One multishot accept per listening socket; the gen field of its user_data names it. Arms
+ * those not armed; RS_WORKER_F_ACCEPTING says that at least one is. */
 static void arm_accept(struct rs_worker *w)
 {
+    unsigned i;
+
     w->flags &= ~RS_WORKER_F_OWE_ACCEPT;
-    if ((w->flags & (RS_WORKER_F_DRAINING | RS_WORKER_F_ACCEPT_WAIT)) || w->listen_fd < 0)
+    if (w->flags & (RS_WORKER_F_DRAINING | RS_WORKER_F_ACCEPT_WAIT))
         return;
-    if (rs_ring_accept_multishot(&w->ring, w->listen_fd, rs_ud_make(RS_OP_ACCEPT, 0, 0)) == 0)
+    for (i = 0; i < RS_LISTEN_MAX; i++) {
+        if (w->listen_fds[i] < 0 || (w->accepting & (1u << i)))
+            continue;
+        if (rs_ring_accept_multishot(&w->ring, w->listen_fds[i], rs_ud_make(RS_OP_ACCEPT, i, 0)) ==
+            0)
+            w->accepting |= 1u << i;
+        else
+            w->flags |= RS_WORKER_F_OWE_ACCEPT;
+    }
+    if (w->accepting != 0)
         w->flags |= RS_WORKER_F_ACCEPTING;
-    else
-        w->flags |= RS_WORKER_F_OWE_ACCEPT;
+}
+
+/* Cancels every armed accept; returns -errno when a cancel could not be submitted. */
+static int cancel_accepts(struct rs_worker *w)
+{
+    unsigned i;
+    int ret = 0;
+
+    for (i = 0; i < RS_LISTEN_MAX; i++)
+        if ((w->accepting & (1u << i)) && rs_ring_cancel(&w->ring, rs_ud_make(RS_OP_ACCEPT, i, 0),
+                                                         rs_ud_make(RS_OP_CANCEL, 0, 0)) < 0)
+            ret = -EBUSY;
+    return ret;
 }
 
 static void arm_tick(struct rs_worker *w)
@@ -225,8 +264,7 @@ static void cancel_accept(struct rs_worker *w)
     w->flags &= ~RS_WORKER_F_OWE_ACCEPT_CANCEL;
     if (!(w->flags & RS_WORKER_F_ACCEPTING))
         return;
-    if (rs_ring_cancel(&w->ring, rs_ud_make(RS_OP_ACCEPT, 0, 0), rs_ud_make(RS_OP_CANCEL, 0, 0)) <
-        0)
+    if (cancel_accepts(w) < 0)
         w->flags |= RS_WORKER_F_OWE_ACCEPT_CANCEL;
 }
 
@@ -375,7 +413,7 @@ static void accept_backoff(struct rs_worker *w, int err)
         w->accept_logged_ms = now;
     }
     if (w->flags & RS_WORKER_F_ACCEPTING)
-        rs_ring_cancel(&w->ring, rs_ud_make(RS_OP_ACCEPT, 0, 0), rs_ud_make(RS_OP_CANCEL, 0, 0));
+        cancel_accepts(w);
     w->accept_ts.tv_sec = ms / 1000;
     w->accept_ts.tv_nsec = (long long)(ms % 1000) * 1000000;
     if (rs_ring_timeout(&w->ring, &w->accept_ts, rs_ud_make(RS_OP_BACKOFF, 0, 0)) < 0) {
@@ -412,14 +450,37 @@ static void on_accept_retry(struct rs_worker *w)
         arm_accept(w);
 }
 
+/* The TLS context a connection accepted on listener |idx| uses, with a reference the caller
+ * drops; NULL for cleartext. */
+static struct rs_tls_ctx *listener_tls(struct rs_worker *w, unsigned idx)
+{
+    struct rs_server *s = w->srv;
+    struct rs_tls_ctx *ctx = NULL;
+
+    if (idx < s->cfg.nlisten && s->cfg.listen[idx].h2c)
+        return NULL;
+    pthread_mutex_lock(&s->tls_lock);
+    if (s->tls != NULL) {
+        ctx = s->tls;
+        rs_tls_ctx_ref(ctx);
+    }
+    pthread_mutex_unlock(&s->tls_lock);
+    return ctx;
+}
+
 static void on_accept(struct rs_worker *w, const struct rs_ring_cqe *cqe)
 {
+    struct rs_tls_ctx *tls;
     struct rs_conn *c;
     uint32_t slot;
+    unsigned idx = rs_ud_gen(cqe->user_data);
     int fd = cqe->res, one = 1;
 
     if (!(cqe->flags & RS_RING_F_MORE)) {
-        w->flags &= ~RS_WORKER_F_ACCEPTING;
+        if (idx < RS_LISTEN_MAX)
+            w->accepting &= ~(1u << idx);
+        if (w->accepting == 0)
+            w->flags &= ~RS_WORKER_F_ACCEPTING;
         if (fd != -EMFILE && fd != -ENFILE)
             arm_accept(w);
     }
@@ -457,7 +518,9 @@ static void on_accept(struct rs_worker *w, const struct rs_ring_cqe *cqe)
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     w->conn_gen[slot] = (w->conn_gen[slot] + 1) & 0xffffffu;
-    c = rs_conn_new(w, fd, slot, w->conn_gen[slot]);
+    tls = listener_tls(w, idx);
+    c = rs_conn_new(w, fd, slot, w->conn_gen[slot], tls);
+    rs_tls_ctx_unref(tls);
     if (c == NULL) {
         rs_log_warn("worker %u: out of memory for a new connection", w->id);
         close(fd);
@@ -800,7 +863,7 @@ void rs_server_stop(struct rs_server *s)
 
 void rs_server_destroy(struct rs_server *s)
 {
-    unsigned i;
+    unsigned i, j;
 
     if (s == NULL)
         return;
@@ -811,14 +874,34 @@ void rs_server_destroy(struct rs_server *s)
             pthread_join(w->thread, NULL); /* the thread tore its ring down itself */
         else
             rs_worker_fini(w);
-        if (w->listen_fd >= 0)
-            close(w->listen_fd);
+        for (j = 0; j < RS_LISTEN_MAX; j++)
+            if (w->listen_fds[j] >= 0)
+                close(w->listen_fds[j]);
         if (w->wake_fd >= 0)
             close(w->wake_fd);
     }
     free(s->workers);
     free(s->services);
+    rs_tls_ctx_unref(s->tls);
+    pthread_mutex_destroy(&s->tls_lock);
     free(s);
+}
+
+int rs_server_reload_tls(struct rs_server *s, char *err, size_t errlen)
+{
+    struct rs_tls_ctx *ctx, *old;
+
+    if (s->tls == NULL)
+        return 0;
+    ctx = rs_tls_ctx_new(s->cfg.tls_cert, s->cfg.tls_key, s->cfg.tls_client_ca, err, errlen);
+    if (ctx == NULL)
+        return -EINVAL;
+    pthread_mutex_lock(&s->tls_lock);
+    old = s->tls;
+    s->tls = ctx;
+    pthread_mutex_unlock(&s->tls_lock);
+    rs_tls_ctx_unref(old); /* established connections hold their own references */
+    return 0;
 }
 
 int rs_call_pread(struct rs_call *call, int fd, void *buf, size_t len, uint64_t off,

@@ -28,6 +28,7 @@ static const char suites[] = "TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:"
 struct rs_tls_ctx {
     WOLFSSL_CTX *ctx; /* owned */
     atomic_uint refs;
+    bool mtls; /* a client certificate is required and verified */
 };
 
 struct outbuf {
@@ -48,6 +49,7 @@ struct rs_tls {
     bool overflow;  /* the send callback hit RS_TLS_OUT_MAX */
     bool ready;     /* handshake complete */
     bool shut;      /* close_notify queued */
+    char *peer;     /* owned: the verified client identity, see rs_tls_peer() */
     uint8_t *stage; /* owned, RS_TLS_RECORD bytes: small pieces gathered into one record */
     char err[96];
 };
@@ -175,6 +177,7 @@ struct rs_tls_ctx *rs_tls_ctx_new(const char *cert, const char *key, const char 
         }
         wolfSSL_CTX_set_verify(c->ctx, WOLFSSL_VERIFY_PEER | WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT,
                                NULL);
+        c->mtls = true;
     } else {
         wolfSSL_CTX_set_verify(c->ctx, WOLFSSL_VERIFY_NONE, NULL);
     }
@@ -239,7 +242,38 @@ void rs_tls_destroy(struct rs_tls *t)
     free(t->out[0].p);
     free(t->out[1].p);
     free(t->stage);
+    free(t->peer);
     free(t);
+}
+
+/* Builds t->peer from the verified client certificate. Out of memory leaves it NULL. */
+static void keep_peer(struct rs_tls *t)
+{
+    WOLFSSL_X509 *x = wolfSSL_get_peer_certificate(t->ssl);
+    char subject[256], *san;
+    size_t len, off;
+
+    if (x == NULL)
+        return;
+    subject[0] = '\0';
+    wolfSSL_X509_NAME_oneline(wolfSSL_X509_get_subject_name(x), subject, sizeof(subject));
+    len = strlen(subject) + 32;
+    t->peer = malloc(len);
+    if (t->peer == NULL)
+        goto out;
+    off = (size_t)snprintf(t->peer, len, "subject=%s; san=", subject);
+    while ((san = wolfSSL_X509_get_next_altname(x)) != NULL) {
+        size_t n = strlen(san);
+        char *p = realloc(t->peer, off + n + 2);
+
+        if (p == NULL)
+            break;
+        t->peer = p;
+        off += (size_t)snprintf(t->peer + off, n + 2, "%s%s", t->peer[off - 1] == '=' ? "" : ",",
+                                san);
+    }
+out:
+    wolfSSL_X509_free(x);
 }
 
 /* Classifies a failed wolfSSL call: 0 for "wants more input", else a negative errno. */
@@ -275,6 +309,8 @@ int rs_tls_recv(struct rs_tls *t, const uint8_t *in, size_t len, uint8_t *scratc
             goto out;
         }
         t->ready = true;
+        if (t->ctx->mtls)
+            keep_peer(t);
     }
     for (;;) {
         n = wolfSSL_read(t->ssl, scratch, (int)(cap > INT32_MAX ? INT32_MAX : cap));
@@ -391,6 +427,11 @@ void rs_tls_out_done(struct rs_tls *t)
 size_t rs_tls_mem(const struct rs_tls *t)
 {
     return RS_TLS_STATE + t->out[0].cap + t->out[1].cap + (t->stage != NULL ? RS_TLS_RECORD : 0);
+}
+
+const char *rs_tls_peer(const struct rs_tls *t)
+{
+    return t->peer;
 }
 
 const char *rs_tls_error(const struct rs_tls *t)

@@ -62,6 +62,10 @@ size_t rs_tls_out_take(struct rs_tls *t, const uint8_t **data);
 void rs_tls_out_done(struct rs_tls *t);
 /* Bytes this connection holds in its own buffers, plus an estimate of wolfSSL's state. */
 size_t rs_tls_mem(const struct rs_tls *t);
+/* The verified client certificate (mutual TLS), once the handshake is done, as
+ * "subject=<one-line X.509 subject>; san=<name>,<name>"; NULL without --tls-client-ca or
+ * before the handshake. View valid until rs_tls_destroy(). */
+const char *rs_tls_peer(const struct rs_tls *t);
 /* The last failure's reason (static or in |t|), or "" when none. */
 const char *rs_tls_error(const struct rs_tls *t);
 /* Negotiated protocol version and cipher suite, for logs; static strings. */

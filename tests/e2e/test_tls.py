@@ -225,6 +225,9 @@ def _(ss):
         with secure(srv, client=who) as ch:
             harness.expect_status(grpc.StatusCode.UNAVAILABLE, Bulk(ch).stat, "mtls",
                                   timeout=WAIT_S)
+    # the verified identity reaches the handler (rs_call_peer_identity, logged at debug)
+    wait_log(srv, "from subject=/CN=ringstream-test-client; san=")
+    check("spiffe://test/client" in srv.stderr_text(), "no URI SAN in:\n" + srv.stderr_tail())
     out = s_client(srv.port, "-alpn", "h2", "-cert", pki("client.pem"), "-key", pki("client.key"))
     check("ALPN protocol: h2" in out, "s_client with a client cert:\n" + out[-1000:])
 

@@ -111,6 +111,10 @@ static void wolf_reason(int code, char *buf, size_t len)
 {
     char s[WOLFSSL_MAX_ERROR_SZ];
 
+    if (code == WOLFSSL_FAILURE) { /* the file loaders' only failure value */
+        snprintf(buf, len, "malformed PEM or wrong type");
+        return;
+    }
     wolfSSL_ERR_error_string_n((unsigned long)code, s, sizeof(s));
     snprintf(buf, len, "%s (%d)", s, code);
 }

@@ -232,6 +232,23 @@ def _(ss):
     check("ALPN protocol: h2" in out, "s_client with a client cert:\n" + out[-1000:])
 
 
+@case("grpc-js over TLS: interop cases through a secure channel", group="full")
+def _(ss):
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "grpcjs")
+    if not os.path.isdir(os.path.join(here, "node_modules", "@grpc", "grpc-js")):
+        raise CaseFailure("%s/node_modules is missing: run scripts/deps.sh (npm ci)" % here)
+    srv = ss.start(tls_args())
+    for name in ("empty_unary", "large_unary", "client_streaming", "server_streaming",
+                 "ping_pong", "status_code_and_message", "custom_metadata",
+                 "cancel_after_first_response"):
+        p = subprocess.run([shutil.which("node") or "/usr/bin/node", "interop.js",
+                            "--server_host=localhost", "--server_port=%d" % srv.port,
+                            "--test_case=" + name, "--ca_file=" + pki("ca.pem")],
+                           capture_output=True, text=True, errors="replace", timeout=60, cwd=here)
+        check(p.returncode == 0, "grpc-js %s: exit %d\n%s" % (name, p.returncode,
+                                                              (p.stdout + p.stderr)[-1500:]))
+
+
 def wait_log(srv, text):
     for _ in range(200):  # bounded poll of the server's log, not a timing assertion
         if text in srv.stderr_text():

@@ -13,10 +13,10 @@
 #include <wolfssl/options.h> /* first: the library's build configuration */
 #include <wolfssl/ssl.h>
 
-#define RS_TLS_RECORD   16384               /* largest TLS plaintext record */
-#define RS_TLS_OUT_MAX  ((size_t)8 << 20)   /* bound of one output buffer */
-#define RS_TLS_OUT_KEEP ((size_t)64 * 1024) /* larger sent buffers are freed, not kept */
-#define RS_TLS_STATE    ((size_t)40 * 1024) /* wolfSSL's own per-connection state, estimated */
+#define RS_TLS_RECORD  16384               /* largest TLS plaintext record */
+#define RS_TLS_OUT_MAX ((size_t)8 << 20)   /* bound of one output buffer */
+#define RS_TLS_OUT_MIN ((size_t)16 * 1024) /* first allocation of an output buffer */
+#define RS_TLS_STATE   ((size_t)40 * 1024) /* wolfSSL's own per-connection state, estimated */
 
 /* TLS 1.3 suites, then TLS 1.2 ECDHE with AEAD only: no CBC, no static RSA. */
 static const char suites[] = "TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:"
@@ -85,7 +85,7 @@ static int on_io_send(WOLFSSL *ssl, char *buf, int sz, void *arg)
 
     (void)ssl;
     if (need > o->cap) {
-        size_t cap = o->cap > 0 ? o->cap : 4096;
+        size_t cap = o->cap > 0 ? o->cap : RS_TLS_OUT_MIN;
         uint8_t *p;
 
         while (cap < need)
@@ -421,11 +421,23 @@ void rs_tls_out_done(struct rs_tls *t)
         return;
     t->taken = false;
     o->len = 0;
-    if (o->cap > RS_TLS_OUT_KEEP) {
-        free(o->p);
-        o->p = NULL;
-        o->cap = 0;
+}
+
+void rs_tls_trim(struct rs_tls *t)
+{
+    unsigned i;
+
+    for (i = 0; i < 2; i++) {
+        struct outbuf *o = &t->out[i];
+
+        if (o->len == 0 && !(t->taken && i != t->fill)) {
+            free(o->p);
+            o->p = NULL;
+            o->cap = 0;
+        }
     }
+    free(t->stage);
+    t->stage = NULL;
 }
 
 size_t rs_tls_mem(const struct rs_tls *t)

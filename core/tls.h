@@ -60,6 +60,10 @@ size_t rs_tls_out_pending(const struct rs_tls *t);
 size_t rs_tls_out_take(struct rs_tls *t, const uint8_t **data);
 /* The taken bytes were sent (or will never be): the view ends. */
 void rs_tls_out_done(struct rs_tls *t);
+/* Frees the buffers that hold nothing (the two output buffers keep their size between sends,
+ * so a bulk transfer does not reallocate and fault in a fresh buffer for every flush). For a
+ * connection that went quiet. */
+void rs_tls_trim(struct rs_tls *t);
 /* Bytes this connection holds in its own buffers, plus an estimate of wolfSSL's state. */
 size_t rs_tls_mem(const struct rs_tls *t);
 /* The verified client certificate (mutual TLS), once the handshake is done, as

@@ -80,6 +80,8 @@ static bool slow_input(const struct rs_conn *c, uint64_t now_ms)
     return false;
 }
 
+static int tls_account(struct rs_conn *c);
+
 void rs_conn_tick(struct rs_conn *c, uint64_t now_ms)
 {
     const struct rs_config *cfg = &c->w->srv->cfg;
@@ -87,6 +89,11 @@ void rs_conn_tick(struct rs_conn *c, uint64_t now_ms)
 
     if (c->flags & RS_CONN_F_CLOSING)
         return;
+    /* A quiet TLS connection gives its output buffers back (they stay sized while busy). */
+    if (c->tls != NULL && !(c->flags & RS_CONN_F_SENDING) && now_ms - c->active_ms >= 1000) {
+        rs_tls_trim(c->tls);
+        tls_account(c);
+    }
     /* The budget refills over 10 s: a steady trickle of odd frames is tolerated, a burst not. */
     c->glitch_tokens += budget / 10 > 0 ? budget / 10 : 1;
     if (c->glitch_tokens > budget)

@@ -459,17 +459,19 @@ int main(int argc, char **argv)
                         "(Linux >= 6.1); use --send-zc-threshold 0\n");
         return 1;
     }
-    if (rs_bulk_open(&bulk, data_dir, err, sizeof(err)) < 0) {
-        fprintf(stderr, "ringstreamd: %s\n", err); /* names the directory */
-        return 1;
-    }
-    /* Signals go to this thread only, and only through sigwait() below. */
+    /* Signals go to this thread only, and only through sigwait() below. Blocked before any
+     * thread exists (rs_bulk_open starts the index recheck thread), since a thread inherits
+     * the mask: one with SIGTERM unblocked would let it kill the process undrained. */
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGPIPE);
     sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    if (rs_bulk_open(&bulk, data_dir, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ringstreamd: %s\n", err); /* names the directory */
+        return 1;
+    }
     srv = rs_server_new(&cfg, err, sizeof(err));
     if (srv == NULL) {
         describe_addr(&cfg, addr, sizeof(addr));

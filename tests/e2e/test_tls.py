@@ -200,6 +200,70 @@ def _(ss):
         check(len(got) < 64, "unexpected %d bytes" % len(got))
 
 
+def tls_connect(port):
+    """A TLS 1.3 connection with ALPN h2 (python ssl); returns the raw descriptor too."""
+    ctx = ssl.create_default_context(cafile=pki("ca.pem"))
+    ctx.set_alpn_protocols(["h2"])
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=WAIT_S),
+                        server_hostname="localhost")
+    check_eq(s.selected_alpn_protocol(), "h2", "ALPN")
+    return s, s.fileno()
+
+
+def until_eof(fd):
+    """Reads raw bytes until the server closes; bounded by WAIT_S per read."""
+    import select
+    for _ in range(1000):
+        r, _w, _x = select.select([fd], [], [], WAIT_S)
+        if not r:
+            raise CaseFailure("the server kept the connection open")
+        try:
+            if not os.read(fd, 65536):
+                return
+        except ConnectionResetError:
+            return
+
+
+@case("bad input: garbage after the handshake, a truncated record, a reset mid-record, "
+      "a TLS 1.2 renegotiation; a concurrent client is unaffected")
+def _(ss):
+    srv = ss.start(tls_args())
+    with secure(srv) as ch:
+        b = Bulk(ch)
+        b.put("bystander", b"b" * 100000)
+        # garbage where a record should be: an alert, then close
+        s, fd = tls_connect(srv.port)
+        os.write(fd, b"\x17\x03\x03\x00\x20" + os.urandom(32))
+        until_eof(fd)
+        s.close()
+        # a record header promising 16 KiB, 100 bytes of it, then the client's FIN
+        s, fd = tls_connect(srv.port)
+        os.write(fd, b"\x17\x03\x03\x40\x00" + b"x" * 100)
+        half = socket.socket(fileno=os.dup(fd))
+        half.shutdown(socket.SHUT_WR)
+        half.close()
+        until_eof(fd)
+        s.close()
+        # the same, ended by a reset
+        s, fd = tls_connect(srv.port)
+        os.write(fd, b"\x17\x03\x03\x40\x00" + b"x" * 100)
+        raw = socket.socket(fileno=os.dup(fd))
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        raw.close()
+        s.close()
+        # renegotiation (TLS 1.2, s_client's "R" command): refused, the server goes on
+        p = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % srv.port,
+                            "-tls1_2", "-alpn", "h2", "-CAfile", pki("ca.pem")],
+                           input=b"R\n", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=WAIT_S)
+        out = p.stdout.decode(errors="replace")
+        check("RENEGOTIATING" in out, "s_client did not try:\n" + out[-800:])
+        # the bystander connection still works, and new ones too
+        check_eq(b.get("bystander"), b"b" * 100000, "Get on the bystander connection")
+    with secure(srv) as ch:
+        check_eq(Bulk(ch).stat("bystander").size, 100000, "Stat on a new connection")
+
+
 @case("startup: a key not matching the certificate, an unreadable file: one line, exit != 0")
 def _(ss):
     d = os.path.join(TMP, "start")

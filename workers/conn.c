@@ -16,6 +16,9 @@
 #include "workers/internal.h"
 
 #define RS_CONN_WINDOW (16 << 20) /* connection receive window; credited as bytes land */
+/* TLS: frames are encrypted ahead, while the previous ciphertext is being sent, up to this
+ * much ciphertext waiting (one gathered batch may go past it). */
+#define RS_TLS_AHEAD ((size_t)1 << 20)
 /* What a connection costs before any stream: itself and its output buffer (nghttp2's session
  * adds a few KiB more, bounded by SETTINGS). */
 #define RS_CONN_CHARGE (sizeof(struct rs_conn) + RS_CONN_OUTBUF)
@@ -755,8 +758,13 @@ static void submit_send(struct rs_conn *c)
      * fails: send_done() releases only a flush marked as sending. */
     c->flags |= RS_CONN_F_SENDING;
     memset(&c->msg, 0, sizeof(c->msg));
-    c->msg.msg_iov = &c->iov[c->iovoff];
-    c->msg.msg_iovlen = (size_t)(c->iovcnt - c->iovoff);
+    if (c->tls != NULL) {
+        c->msg.msg_iov = &c->tls_iov;
+        c->msg.msg_iovlen = 1;
+    } else {
+        c->msg.msg_iov = &c->iov[c->iovoff];
+        c->msg.msg_iovlen = (size_t)(c->iovcnt - c->iovoff);
+    }
     ret = c->zc ? rs_ring_sendmsg_zc(&c->w->ring, c->fd, &c->msg, ud)
                 : rs_ring_sendmsg(&c->w->ring, c->fd, &c->msg, ud);
     if (ret < 0) {
@@ -812,6 +820,16 @@ void rs_conn_on_send(struct rs_conn *c, const struct rs_ring_cqe *cqe)
     }
     /* A short send: skip what went out and send the rest before anything new. */
     n = (size_t)cqe->res;
+    if (c->tls != NULL) {
+        if (n < c->tls_iov.iov_len) {
+            c->tls_iov.iov_base = (uint8_t *)c->tls_iov.iov_base + n;
+            c->tls_iov.iov_len -= n;
+            submit_send(c);
+            return;
+        }
+        send_done(c);
+        return;
+    }
     while (c->iovoff < c->iovcnt && n >= c->iov[c->iovoff].iov_len) {
         n -= c->iov[c->iovoff].iov_len;
         c->iovoff++;
@@ -825,66 +843,80 @@ void rs_conn_on_send(struct rs_conn *c, const struct rs_ring_cqe *cqe)
     send_done(c);
 }
 
-/* TLS: encrypts the gathered frames (the queued blocks are released at once: the plaintext is
- * no longer needed) and replaces iov[] with the ciphertext waiting to go out, handshake and
- * alerts included. Returns 0, or -errno when the connection must close. */
-static int transport_output(struct rs_conn *c)
+/* TLS: gathers the session's frames and encrypts them (the queued blocks are released at once:
+ * the plaintext is no longer needed), also while the previous ciphertext is being sent, so
+ * the next batch is ready when the kernel has taken it; then sends what waits, handshake and
+ * alerts included, unless a send is in flight. Over TLS the session speaks only once the
+ * handshake is done, and not after TLS ended. */
+static void transport_output(struct rs_conn *c)
 {
     const uint8_t *p;
     size_t len;
-    int ret = 0;
+    int ret;
 
-    if (c->iovcnt > 0) {
-        ret = rs_tls_write(c->tls, c->iov, c->iovcnt);
-        release_txrefs(c);
+    if (rs_tls_ready(c->tls) && !(c->flags & RS_CONN_F_LINGER) &&
+        rs_tls_out_pending(c->tls) < RS_TLS_AHEAD) {
         c->iovcnt = 0;
+        c->iovoff = 0;
         c->outlen = 0;
-        if (ret < 0) {
-            rs_log_debug("conn %u: TLS write: %s", c->slot,
-                         ret == -EPROTO ? rs_tls_error(c->tls) : strerror(-ret));
-            return ret;
+        ret = nghttp2_session_send(c->h2);
+        if (ret != 0) {
+            rs_log_debug("conn %u: HTTP/2 send error: %s", c->slot, nghttp2_strerror(ret));
+            release_txrefs(c);
+            rs_conn_close(c);
+            return;
+        }
+        if (c->iovcnt > 0) {
+            ret = rs_tls_write(c->tls, c->iov, c->iovcnt);
+            release_txrefs(c);
+            c->iovcnt = 0;
+            c->outlen = 0;
+            if (ret < 0) {
+                rs_log_debug("conn %u: TLS write: %s", c->slot,
+                             ret == -EPROTO ? rs_tls_error(c->tls) : strerror(-ret));
+                rs_conn_close(c);
+                return;
+            }
         }
     }
-    len = rs_tls_out_take(c->tls, &p);
-    if (len > 0) {
-        c->iov[0].iov_base = (void *)p;
-        c->iov[0].iov_len = len;
-        c->iovcnt = 1;
+    if (tls_account(c) < 0) {
+        rs_conn_close(c);
+        return;
     }
-    return tls_account(c);
+    if (c->flags & RS_CONN_F_SENDING)
+        return;
+    len = rs_tls_out_take(c->tls, &p);
+    if (len == 0) {
+        if (c->flags & RS_CONN_F_LINGER)
+            rs_conn_close(c); /* the alert or close_notify is out */
+        return;
+    }
+    c->tls_iov.iov_base = (void *)p;
+    c->tls_iov.iov_len = len;
+    c->zc = false; /* the ciphertext buffer is ours, and reused at once */
+    submit_send(c);
 }
 
 static void flush(struct rs_conn *c)
 {
     int rv;
 
-    if (c->flags & (RS_CONN_F_SENDING | RS_CONN_F_CLOSING))
+    if (c->flags & RS_CONN_F_CLOSING)
+        return;
+    if (c->tls != NULL) {
+        transport_output(c);
+        return;
+    }
+    if (c->flags & RS_CONN_F_SENDING)
         return;
     c->iovcnt = 0;
     c->iovoff = 0;
     c->outlen = 0;
-    /* Over TLS the session speaks only once the handshake is done, and not after TLS ended. */
-    if (c->tls == NULL || (rs_tls_ready(c->tls) && !(c->flags & RS_CONN_F_LINGER))) {
-        rv = nghttp2_session_send(c->h2);
-        if (rv != 0) {
-            rs_log_debug("conn %u: HTTP/2 send error: %s", c->slot, nghttp2_strerror(rv));
-            release_txrefs(c);
-            rs_conn_close(c);
-            return;
-        }
-    }
-    if (c->tls != NULL) {
-        if (transport_output(c) < 0) {
-            rs_conn_close(c);
-            return;
-        }
-        if (c->iovcnt == 0 && (c->flags & RS_CONN_F_LINGER)) {
-            rs_conn_close(c); /* the alert or close_notify is out */
-            return;
-        }
-        c->zc = false; /* the ciphertext buffer is ours, and reused at once */
-        if (c->iovcnt > 0)
-            submit_send(c);
+    rv = nghttp2_session_send(c->h2);
+    if (rv != 0) {
+        rs_log_debug("conn %u: HTTP/2 send error: %s", c->slot, nghttp2_strerror(rv));
+        release_txrefs(c);
+        rs_conn_close(c);
         return;
     }
     if (c->iovcnt > 0) {

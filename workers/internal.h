@@ -165,6 +165,7 @@ struct rs_conn {
     bool got_frame;              /* a valid HTTP/2 frame arrived: the handshake is done */
     struct rs_tls *tls;          /* owned; NULL for h2c. The transport under the session */
     size_t tls_charged;          /* rs_tls_mem() as last charged to |acct| */
+    struct iovec tls_iov;        /* TLS: the ciphertext being sent (rs_tls_out_take's view) */
     struct rs_budget_acct acct;  /* what this connection holds, charged to w->budget */
     struct rs_list calls;        /* every rs_call of this conn, live or waiting to be freed */
     struct rs_list ready;        /* of rs_call.ready_link: calls with work to run */

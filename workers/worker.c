@@ -1,5 +1,6 @@
 /* workers/worker.c: the server object, worker threads and their completion loop. */
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -58,7 +59,15 @@ static int listen_socket(const struct rs_listen *l, char *err, size_t errlen)
         goto err_close;
     }
     if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) < 0) {
-        snprintf(err, errlen, "cannot bind the listen address: %s", strerror(errno));
+        char host[NI_MAXHOST], serv[NI_MAXSERV];
+        int e = errno;
+
+        /* several --listen addresses: say which one */
+        if (getnameinfo((const struct sockaddr *)&l->addr, l->addrlen, host, sizeof(host), serv,
+                        sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+            snprintf(host, sizeof(host), "?");
+        snprintf(err, errlen, "cannot bind the listen address %s port %s: %s", host, serv,
+                 strerror(e));
         goto err_close;
     }
     if (listen(fd, 1024) < 0) {

@@ -17,6 +17,8 @@ PACKAGES=(
     python3-h2
     # tests/e2e/test_attacks.py: ss(8) reads the bytes a server socket sent
     iproute2
+    # scripts/gen-test-certs.sh and tests/e2e/test_tls.py (s_client)
+    openssl
 )
 
 missing=()

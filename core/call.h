@@ -63,6 +63,10 @@ void *rs_call_state(struct rs_call *call);
 void *rs_call_service_ctx(const struct rs_call *call);
 /* The :path of the call; view valid for the call's life. */
 const char *rs_call_path(const struct rs_call *call);
+/* The verified client certificate of a mutual-TLS connection (--tls-client-ca), as
+ * "subject=<one-line X.509 subject>; san=<name>,<name>"; NULL over h2c or TLS without client
+ * certificates. View valid for the call's life. */
+const char *rs_call_peer_identity(const struct rs_call *call);
 /* Largest message the call accepts and sends (the server's --max-msg). */
 size_t rs_call_max_msg(const struct rs_call *call);
 

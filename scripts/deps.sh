@@ -23,6 +23,8 @@ PACKAGES=(
     iproute2
     # tests/e2e/test_service.py: parses GET /metrics with Prometheus' own parser
     python3-prometheus-client
+    # scripts/gen-test-certs.sh and tests/e2e/test_tls.py (s_client)
+    openssl
 )
 
 missing=()

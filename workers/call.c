@@ -1077,6 +1077,9 @@ static void run_handler(struct rs_call *call)
 {
     if (!(call->flags & RS_CALL_F_STARTED)) {
         call->flags |= RS_CALL_F_STARTED;
+        if (rs_call_peer_identity(call) != NULL)
+            rs_log_debug("conn %u: call %s stream %d from %s", call->conn->slot, call->path,
+                         call->stream_id, rs_call_peer_identity(call));
         if (call->method->on_start != NULL)
             call->method->on_start(call);
     }
@@ -1188,6 +1191,11 @@ void *rs_call_service_ctx(const struct rs_call *call)
 const char *rs_call_path(const struct rs_call *call)
 {
     return call->path;
+}
+
+const char *rs_call_peer_identity(const struct rs_call *call)
+{
+    return call->conn->tls != NULL ? rs_tls_peer(call->conn->tls) : NULL;
 }
 
 size_t rs_call_max_msg(const struct rs_call *call)

@@ -1,6 +1,11 @@
 /* workers/conn.c: one HTTP/2 connection: its nghttp2 server session, the receive path
  * (multishot recv into provided buffers, parsed where it landed) and the send path (frames
- * gathered into one sendmsg, DATA payloads by reference into the streams' send queues). */
+ * gathered into one sendmsg, DATA payloads by reference into the streams' send queues).
+ *
+ * The transport under the session is plain TCP or TLS (core/tls.h), and the session does not
+ * know which: the two places that differ are transport_input() (bytes that arrived go to
+ * nghttp2 directly, or through TLS first) and transport_output() (the gathered frames go out
+ * as they are, or are encrypted into one ciphertext buffer first). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +16,9 @@
 #include "workers/internal.h"
 
 #define RS_CONN_WINDOW (16 << 20) /* connection receive window; credited as bytes land */
+/* TLS: frames are encrypted ahead, while the previous ciphertext is being sent, up to this
+ * much ciphertext waiting (one gathered batch may go past it). */
+#define RS_TLS_AHEAD ((size_t)1 << 20)
 /* What a connection costs before any stream: itself and its output buffer (nghttp2's session
  * adds a few KiB more, bounded by SETTINGS). */
 #define RS_CONN_CHARGE (sizeof(struct rs_conn) + RS_CONN_OUTBUF)
@@ -76,6 +84,7 @@ static bool slow_input(const struct rs_conn *c, uint64_t now_ms)
 }
 
 static void update_window(struct rs_conn *c);
+static int tls_account(struct rs_conn *c);
 
 void rs_conn_tick(struct rs_conn *c, uint64_t now_ms)
 {
@@ -86,6 +95,11 @@ void rs_conn_tick(struct rs_conn *c, uint64_t now_ms)
         return;
     if (c->got_frame && !(c->flags & (RS_CONN_F_TERM | RS_CONN_F_GOAWAY)))
         update_window(c);
+    /* A quiet TLS connection gives its output buffers back (they stay sized while busy). */
+    if (c->tls != NULL && !(c->flags & RS_CONN_F_SENDING) && now_ms - c->active_ms >= 1000) {
+        rs_tls_trim(c->tls);
+        tls_account(c);
+    }
     /* The budget refills over 10 s: a steady trickle of odd frames is tolerated, a burst not. */
     c->glitch_tokens += budget / 10 > 0 ? budget / 10 : 1;
     if (c->glitch_tokens > budget)
@@ -522,7 +536,28 @@ static int submit_settings(struct rs_conn *c)
     return rv;
 }
 
-struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t gen)
+/* Brings the connection's charge for its TLS buffers up to date. Returns 0, or -ENOBUFS /
+ * -EDQUOT when they grew past what the budget allows (the caller closes the connection). */
+static int tls_account(struct rs_conn *c)
+{
+    size_t now = rs_tls_mem(c->tls);
+    int ret;
+
+    if (now < c->tls_charged) {
+        rs_budget_release(&c->w->budget, &c->acct, c->tls_charged - now);
+    } else if (now > c->tls_charged) {
+        ret = rs_budget_charge(&c->w->budget, &c->acct, now - c->tls_charged);
+        if (ret < 0) {
+            rs_worker_budget_note(c->w, ret, "TLS buffers (connection closed)");
+            return ret;
+        }
+    }
+    c->tls_charged = now;
+    return 0;
+}
+
+struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t gen,
+                            struct rs_tls_ctx *tls)
 {
     nghttp2_session_callbacks *cbs;
     nghttp2_option *opt;
@@ -579,11 +614,23 @@ struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t
         goto err_free_out;
     if (submit_settings(c) != 0)
         goto err_del_session;
+    if (tls != NULL) {
+        c->tls = rs_tls_new(tls);
+        if (c->tls == NULL)
+            goto err_del_session;
+        if (tls_account(c) < 0)
+            goto err_free_tls;
+    }
     if (rs_ring_recv_multishot(&w->ring, fd, rs_ud_make(RS_OP_RECV, gen, slot)) < 0)
-        goto err_del_session;
+        goto err_free_tls;
     c->flags |= RS_CONN_F_RECVING;
     c->inflight++;
     return c;
+err_free_tls:
+    if (c->tls != NULL) {
+        rs_budget_release(&w->budget, &c->acct, c->tls_charged);
+        rs_tls_destroy(c->tls);
+    }
 err_del_session:
     nghttp2_session_del(c->h2);
 err_free_out:
@@ -635,6 +682,10 @@ bool rs_conn_maybe_free(struct rs_conn *c)
     rs_list_unlink(&c->pending_link);
     c->w->conns[c->slot] = NULL;
     nghttp2_session_del(c->h2);
+    if (c->tls != NULL) {
+        rs_budget_release(&c->w->budget, &c->acct, c->tls_charged);
+        rs_tls_destroy(c->tls);
+    }
     close(c->fd);
     free(c->out);
     rs_budget_release(&c->w->budget, &c->acct, RS_CONN_CHARGE);
@@ -646,20 +697,65 @@ bool rs_conn_maybe_free(struct rs_conn *c)
 
 /* ---- receive -------------------------------------------------------------------------- */
 
+/* Plaintext for the session: from the socket as it is, or decrypted by TLS. Returns 0 or
+ * -EBADMSG after an HTTP/2 input error (logged). */
+static int session_input(void *arg, const uint8_t *data, size_t len)
+{
+    struct rs_conn *c = arg;
+    ssize_t rv;
+
+    if (c->flags & (RS_CONN_F_CLOSING | RS_CONN_F_TERM))
+        return 0; /* a GOAWAY answered a connection error: the rest is ignored */
+    rv = nghttp2_session_mem_recv(c->h2, data, len);
+    if (rv < 0) {
+        rs_log_info("conn %u: HTTP/2 input error: %s", c->slot, nghttp2_strerror((int)rv));
+        return -EBADMSG;
+    }
+    return 0;
+}
+
+/* The TLS connection failed or the peer ended it: the alert or close_notify wolfSSL queued
+ * goes out, then the connection closes (rs_conn_run); no more input is read. */
+static void tls_end(struct rs_conn *c, int err)
+{
+    if (err == -ECONNRESET)
+        rs_tls_shutdown(c->tls); /* answer close_notify with ours */
+    rs_log_debug("conn %u: TLS %s: %s", c->slot,
+                 rs_tls_ready(c->tls) ? "connection ended" : "handshake failed",
+                 err == -ENOBUFS ? "output bound reached" : rs_tls_error(c->tls));
+    c->flags |= RS_CONN_F_LINGER;
+    rs_worker_mark_pending(c->w, c);
+}
+
+static void transport_input(struct rs_conn *c, const uint8_t *data, size_t len)
+{
+    int ret;
+
+    if (c->tls == NULL) {
+        ret = session_input(c, data, len);
+    } else {
+        ret = rs_tls_recv(c->tls, data, len, c->w->tls_plain, sizeof(c->w->tls_plain),
+                          session_input, c);
+        if (ret < 0 && ret != -EBADMSG) {
+            tls_end(c, ret);
+            ret = 0;
+        }
+        if (tls_account(c) < 0)
+            ret = -ENOBUFS;
+    }
+    if (ret < 0)
+        rs_conn_close(c);
+}
+
 void rs_conn_on_recv(struct rs_conn *c, const struct rs_ring_cqe *cqe)
 {
     struct rs_worker *w = c->w;
-    ssize_t rv;
 
     if (cqe->flags & RS_RING_F_BUFFER) {
-        if (cqe->res > 0 && !(c->flags & (RS_CONN_F_CLOSING | RS_CONN_F_TERM))) {
+        if (cqe->res > 0 && !(c->flags & (RS_CONN_F_CLOSING | RS_CONN_F_TERM | RS_CONN_F_LINGER))) {
             c->active_ms = rs_now_ms();
             rs_metric_add(&w->metrics.bytes_in, (uint64_t)cqe->res);
-            rv = nghttp2_session_mem_recv(c->h2, rs_ring_buf(&w->ring, cqe->bid), (size_t)cqe->res);
-            if (rv < 0) {
-                rs_log_info("conn %u: HTTP/2 input error: %s", c->slot, nghttp2_strerror((int)rv));
-                rs_conn_close(c);
-            }
+            transport_input(c, rs_ring_buf(&w->ring, cqe->bid), (size_t)cqe->res);
         }
         rs_ring_buf_recycle(&w->ring, cqe->bid);
     }
@@ -712,8 +808,13 @@ static void submit_send(struct rs_conn *c)
      * fails: send_done() releases only a flush marked as sending. */
     c->flags |= RS_CONN_F_SENDING;
     memset(&c->msg, 0, sizeof(c->msg));
-    c->msg.msg_iov = &c->iov[c->iovoff];
-    c->msg.msg_iovlen = (size_t)(c->iovcnt - c->iovoff);
+    if (c->tls != NULL) {
+        c->msg.msg_iov = &c->tls_iov;
+        c->msg.msg_iovlen = 1;
+    } else {
+        c->msg.msg_iov = &c->iov[c->iovoff];
+        c->msg.msg_iovlen = (size_t)(c->iovcnt - c->iovoff);
+    }
     ret = c->zc ? rs_ring_sendmsg_zc(&c->w->ring, c->fd, &c->msg, ud)
                 : rs_ring_sendmsg(&c->w->ring, c->fd, &c->msg, ud);
     if (ret < 0) {
@@ -734,6 +835,8 @@ static void send_done(struct rs_conn *c)
     if (c->send_op || c->zc_notifs > 0 || !(c->flags & RS_CONN_F_SENDING))
         return;
     release_txrefs(c);
+    if (c->tls != NULL)
+        rs_tls_out_done(c->tls);
     c->flags &= ~RS_CONN_F_SENDING;
     c->iovcnt = 0;
     c->iovoff = 0;
@@ -768,6 +871,16 @@ void rs_conn_on_send(struct rs_conn *c, const struct rs_ring_cqe *cqe)
     /* A short send: skip what went out and send the rest before anything new. */
     n = (size_t)cqe->res;
     rs_metric_add(&c->w->metrics.bytes_out, n);
+    if (c->tls != NULL) {
+        if (n < c->tls_iov.iov_len) {
+            c->tls_iov.iov_base = (uint8_t *)c->tls_iov.iov_base + n;
+            c->tls_iov.iov_len -= n;
+            submit_send(c);
+            return;
+        }
+        send_done(c);
+        return;
+    }
     while (c->iovoff < c->iovcnt && n >= c->iov[c->iovoff].iov_len) {
         n -= c->iov[c->iovoff].iov_len;
         c->iovoff++;
@@ -781,11 +894,71 @@ void rs_conn_on_send(struct rs_conn *c, const struct rs_ring_cqe *cqe)
     send_done(c);
 }
 
+/* TLS: gathers the session's frames and encrypts them (the queued blocks are released at once:
+ * the plaintext is no longer needed), also while the previous ciphertext is being sent, so
+ * the next batch is ready when the kernel has taken it; then sends what waits, handshake and
+ * alerts included, unless a send is in flight. Over TLS the session speaks only once the
+ * handshake is done, and not after TLS ended. */
+static void transport_output(struct rs_conn *c)
+{
+    const uint8_t *p;
+    size_t len;
+    int ret;
+
+    if (rs_tls_ready(c->tls) && !(c->flags & RS_CONN_F_LINGER) &&
+        rs_tls_out_pending(c->tls) < RS_TLS_AHEAD) {
+        c->iovcnt = 0;
+        c->iovoff = 0;
+        c->outlen = 0;
+        ret = nghttp2_session_send(c->h2);
+        if (ret != 0) {
+            rs_log_debug("conn %u: HTTP/2 send error: %s", c->slot, nghttp2_strerror(ret));
+            release_txrefs(c);
+            rs_conn_close(c);
+            return;
+        }
+        if (c->iovcnt > 0) {
+            ret = rs_tls_write(c->tls, c->iov, c->iovcnt);
+            release_txrefs(c);
+            c->iovcnt = 0;
+            c->outlen = 0;
+            if (ret < 0) {
+                rs_log_debug("conn %u: TLS write: %s", c->slot,
+                             ret == -EPROTO ? rs_tls_error(c->tls) : strerror(-ret));
+                rs_conn_close(c);
+                return;
+            }
+        }
+    }
+    if (tls_account(c) < 0) {
+        rs_conn_close(c);
+        return;
+    }
+    if (c->flags & RS_CONN_F_SENDING)
+        return;
+    len = rs_tls_out_take(c->tls, &p);
+    if (len == 0) {
+        if (c->flags & RS_CONN_F_LINGER)
+            rs_conn_close(c); /* the alert or close_notify is out */
+        return;
+    }
+    c->tls_iov.iov_base = (void *)p;
+    c->tls_iov.iov_len = len;
+    c->zc = false; /* the ciphertext buffer is ours, and reused at once */
+    submit_send(c);
+}
+
 static void flush(struct rs_conn *c)
 {
     int rv;
 
-    if (c->flags & (RS_CONN_F_SENDING | RS_CONN_F_CLOSING))
+    if (c->flags & RS_CONN_F_CLOSING)
+        return;
+    if (c->tls != NULL) {
+        transport_output(c);
+        return;
+    }
+    if (c->flags & RS_CONN_F_SENDING)
         return;
     c->iovcnt = 0;
     c->iovoff = 0;
@@ -843,9 +1016,17 @@ void rs_conn_run(struct rs_conn *c)
     if (!rs_list_empty(&c->ready))
         rs_worker_mark_pending(c->w, c);
     reap(c);
-    if (!(c->flags & (RS_CONN_F_CLOSING | RS_CONN_F_SENDING)) &&
-        !nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2))
-        rs_conn_close(c);
+    if (!(c->flags & (RS_CONN_F_CLOSING | RS_CONN_F_SENDING | RS_CONN_F_LINGER)) &&
+        !nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2)) {
+        if (c->tls != NULL) {
+            /* close_notify first; flush() closes once it is out */
+            rs_tls_shutdown(c->tls);
+            c->flags |= RS_CONN_F_LINGER;
+            flush(c);
+        } else {
+            rs_conn_close(c);
+        }
+    }
     if ((c->flags & RS_CONN_F_CLOSING) && !rs_list_empty(&c->ready))
         rs_worker_mark_pending(c->w, c);
 }

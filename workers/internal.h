@@ -13,6 +13,7 @@
 #include "core/list.h"
 #include "core/pool.h"
 #include "core/timerheap.h"
+#include "core/tls.h"
 #include "proto/grpc.h"
 #include "uring/ring.h"
 #include "workers/server.h"
@@ -51,6 +52,10 @@ struct rs_server {
     bool setup_failed;         /* written before the second barrier, read after it */
     unsigned nexited;          /* workers whose thread is done (atomic) */
     pthread_barrier_t barrier; /* workers + main: setup done; then go or give up */
+    /* TLS: the context new connections use; NULL without --tls-cert. Replaced by a reload
+     * (rs_server_reload_tls) under |tls_lock|; a connection holds its own reference. */
+    struct rs_tls_ctx *tls;
+    pthread_mutex_t tls_lock;
 };
 
 #define RS_METRICS_CODES 17 /* gRPC status codes 0..16: the label set is methods x codes */
@@ -89,8 +94,9 @@ struct rs_worker {
     struct rs_server *srv; /* borrowed; read-only after start */
     struct rs_pool pool;   /* payload blocks of every send queue on this worker */
     unsigned id;
-    int listen_fd;
-    int wake_fd; /* eventfd written by rs_server_stop() */
+    int listen_fds[RS_LISTEN_MAX]; /* srv->cfg.listen[i]; -1 = none */
+    unsigned accepting;            /* bit i: the multishot accept on listen_fds[i] is armed */
+    int wake_fd;                   /* eventfd written by rs_server_stop() */
     uint64_t wake_buf;
     pthread_t thread;
     unsigned flags;
@@ -130,6 +136,7 @@ struct rs_worker {
     struct rs_budget budget;
     uint64_t budget_logged_ms; /* monotonic time of the last "budget full" log line */
     struct rs_worker_metrics metrics;
+    uint8_t tls_plain[16384]; /* TLS receive: plaintext of one record, parsed at once */
 };
 
 enum {
@@ -185,6 +192,9 @@ struct rs_conn {
     uint64_t active_ms;          /* monotonic, last time bytes arrived */
     int glitch_tokens;           /* suspicious events left before ENHANCE_YOUR_CALM */
     bool got_frame;              /* a valid HTTP/2 frame arrived: the handshake is done */
+    struct rs_tls *tls;          /* owned; NULL for h2c. The transport under the session */
+    size_t tls_charged;          /* rs_tls_mem() as last charged to |acct| */
+    struct iovec tls_iov;        /* TLS: the ciphertext being sent (rs_tls_out_take's view) */
     struct rs_budget_acct acct;  /* what this connection holds, charged to w->budget */
     uint32_t window;             /* SETTINGS_INITIAL_WINDOW_SIZE last submitted */
     uint32_t window_floor;       /* the smaller of that and the one before it until the peer
@@ -223,6 +233,7 @@ enum {
     RS_CONN_F_GOAWAY = 1u << 3,  /* GOAWAY submitted for the drain */
     RS_CONN_F_CALM = 1u << 4,    /* GOAWAY(ENHANCE_YOUR_CALM) submitted */
     RS_CONN_F_TERM = 1u << 5,    /* a connection error was answered with GOAWAY: ignore input */
+    RS_CONN_F_LINGER = 1u << 6,  /* TLS failed or ended: send the alert/close_notify, close */
 };
 
 struct rs_meta {
@@ -375,7 +386,9 @@ void rs_conn_tick(struct rs_conn *c, uint64_t now_ms);
 /* The receive window new streams of |c| get now: the configured one, smaller as the worker's
  * memory budget fills (core/budget.h). */
 uint32_t rs_conn_stream_window(const struct rs_conn *c);
-struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t gen);
+/* |tls| (borrowed; the conn takes its own reference) makes it a TLS connection; NULL: h2c. */
+struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t gen,
+                            struct rs_tls_ctx *tls);
 void rs_conn_on_recv(struct rs_conn *c, const struct rs_ring_cqe *cqe);
 void rs_conn_on_send(struct rs_conn *c, const struct rs_ring_cqe *cqe);
 /* Runs deferred work: ready calls, then flushes. Called after each completion batch. */

@@ -72,9 +72,17 @@ static int parse_listen(const char *arg, struct rs_config *cfg)
     char host[256];
     const char *colon, *port;
     struct addrinfo hints, *res;
+    struct rs_listen *l;
+    bool h2c = false;
     size_t hl;
     int rv;
 
+    if (cfg->nlisten >= RS_LISTEN_MAX)
+        return -E2BIG;
+    if (strncmp(arg, "h2c://", 6) == 0) {
+        h2c = true;
+        arg += 6;
+    }
     if (arg[0] == '[') {
         const char *close = strchr(arg, ']');
 
@@ -104,8 +112,10 @@ static int parse_listen(const char *arg, struct rs_config *cfg)
     rv = getaddrinfo(host[0] != '\0' ? host : NULL, port, &hints, &res);
     if (rv != 0)
         return -EINVAL;
-    memcpy(&cfg->listen_addr, res->ai_addr, res->ai_addrlen);
-    cfg->listen_addrlen = res->ai_addrlen;
+    l = &cfg->listen[cfg->nlisten++];
+    memcpy(&l->addr, res->ai_addr, res->ai_addrlen);
+    l->addrlen = res->ai_addrlen;
+    l->h2c = h2c;
     freeaddrinfo(res);
     return 0;
 }
@@ -125,10 +135,10 @@ static int parse_level(const char *s, enum rs_log_level *out)
     return -EINVAL;
 }
 
-static void describe_addr(const struct rs_config *cfg, char *buf, size_t len)
+static void describe_one(const struct rs_listen *l, char *buf, size_t len)
 {
     char host[INET6_ADDRSTRLEN];
-    const struct sockaddr *sa = (const struct sockaddr *)&cfg->listen_addr;
+    const struct sockaddr *sa = (const struct sockaddr *)&l->addr;
 
     if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *s6 = (const void *)sa;
@@ -143,6 +153,40 @@ static void describe_addr(const struct rs_config *cfg, char *buf, size_t len)
     }
 }
 
+/* "127.0.0.1:50051 (TLS), 127.0.0.1:50052 (h2c)" */
+static void describe_addr(const struct rs_config *cfg, char *buf, size_t len)
+{
+    size_t off = 0;
+    unsigned i;
+
+    buf[0] = '\0';
+    for (i = 0; i < cfg->nlisten && off < len; i++) {
+        char one[INET6_ADDRSTRLEN + 16];
+        int n;
+
+        describe_one(&cfg->listen[i], one, sizeof(one));
+        n = snprintf(buf + off, len - off, "%s%s (%s)", i > 0 ? ", " : "", one,
+                     cfg->tls_cert != NULL && !cfg->listen[i].h2c ? "TLS" : "h2c");
+        off += n > 0 ? (size_t)n : 0;
+    }
+}
+
+/* SIGHUP: new connections get the reread certificate, key and client CA; a bad file keeps
+ * the old ones, with one line saying why. */
+static void reload_tls(struct rs_server *srv, const struct rs_config *cfg)
+{
+    char err[512];
+
+    if (cfg->tls_cert == NULL) {
+        rs_log_info("SIGHUP: no TLS configured, nothing to reload");
+        return;
+    }
+    if (rs_server_reload_tls(srv, err, sizeof(err)) < 0)
+        rs_log_error("SIGHUP: TLS reload failed, keeping the previous certificate: %s", err);
+    else
+        rs_log_info("SIGHUP: TLS certificate, key and client CA reloaded");
+}
+
 /* ---- options: one table drives getopt_long, the configuration file, --help and
  * --check-config ------------------------------------------------------------------------- */
 
@@ -150,7 +194,12 @@ static void describe_addr(const struct rs_config *cfg, char *buf, size_t len)
 struct settings {
     struct rs_config cfg;
     char data_dir[PATH_MAX]; /* "" = not given */
+    char tls_cert[PATH_MAX]; /* "" = no TLS */
+    char tls_key[PATH_MAX];
+    char tls_client_ca[PATH_MAX]; /* "" = no mutual TLS */
     enum rs_log_level level;
+    int src;        /* where the option being parsed comes from: 1 the file, 2 the command line */
+    int listen_src; /* where cfg.listen came from: 0 the default, else as |src| */
 };
 
 struct opt;
@@ -218,17 +267,28 @@ static void print_num(const struct opt *o, const struct settings *st, FILE *f)
     }
 }
 
+/* listen may be repeated: the first one from a source (the file, then the command line)
+ * replaces what came before it (the default, then the file's). */
 static int opt_listen(const struct opt *o, const char *val, struct settings *st)
 {
-    return parse_listen(val, &st->cfg);
+    if (st->listen_src != st->src) {
+        st->cfg.nlisten = 0;
+        st->listen_src = st->src;
+    }
+    return parse_listen(val, &st->cfg) < 0 ? -EINVAL : 0;
 }
 
+/* One "listen = " line per address (print_config wrote the first key). */
 static void print_listen(const struct opt *o, const struct settings *st, FILE *f)
 {
-    char addr[128];
+    char one[INET6_ADDRSTRLEN + 16];
+    unsigned i;
 
-    describe_addr(&st->cfg, addr, sizeof(addr));
-    fputs(addr, f);
+    for (i = 0; i < st->cfg.nlisten; i++) {
+        describe_one(&st->cfg.listen[i], one, sizeof(one));
+        fprintf(f, "%s%s%s", i > 0 ? "\nlisten = " : "", st->cfg.listen[i].h2c ? "h2c://" : "",
+                one);
+    }
 }
 
 /* A string option's target is a char array of the row's |width| bytes (no allocation: the
@@ -238,7 +298,7 @@ static int opt_str(const struct opt *o, const char *val, struct settings *st)
     char *p = (char *)st + o->off;
     size_t n = strlen(val);
 
-    if (n == 0 || n >= o->width)
+    if ((n == 0 && !(o->flags & OPT_F_ZERO)) || n >= o->width)
         return -EINVAL;
     memcpy(p, val, n + 1);
     return 0;
@@ -289,7 +349,16 @@ static const struct opt opts[] = {
       "read options from an INI file ([server] section, keys named as the\n"
       "long options); options on the command line override it" },
     { "listen", R, opt_listen, print_listen, 0, 0, 0, 0, KEY, "HOST:PORT",
-      "address to serve on; [::1]:PORT for IPv6 (default 127.0.0.1:50051)" },
+      "address to serve on; [::1]:PORT for IPv6 (default 127.0.0.1:50051);\n"
+      "may be repeated (up to 8). With tls-cert every address serves TLS,\n"
+      "except those written h2c://HOST:PORT (cleartext)" },
+    { "tls-cert", R, opt_str, print_str, ST(tls_cert), 0, 0, KEY | OPT_F_ZERO, "FILE",
+      "PEM certificate chain: serve TLS 1.3/1.2 with ALPN h2 (SIGHUP rereads\n"
+      "it, the key and the client CA; a bad file keeps the old ones)" },
+    { "tls-key", R, opt_str, print_str, ST(tls_key), 0, 0, KEY | OPT_F_ZERO, "FILE",
+      "PEM private key of tls-cert" },
+    { "tls-client-ca", R, opt_str, print_str, ST(tls_client_ca), 0, 0, KEY | OPT_F_ZERO, "FILE",
+      "require client certificates issued by these PEM CAs (mutual TLS)" },
     { "data-dir", R, opt_str, print_str, ST(data_dir), 0, 0, KEY, "DIR",
       "where the bulk store keeps objects; created if missing (required;\n"
       "needs O_TMPFILE and user xattrs, e.g. ext4, xfs); one server per\n"
@@ -371,7 +440,8 @@ static void usage(FILE *f)
     fprintf(f, "Usage: ringstreamd --data-dir DIR [options]\n"
                "       ringstreamd --config FILE [options]\n"
                "\n"
-               "A streaming gRPC server (HTTP/2 cleartext, prior knowledge) on io_uring.\n"
+               "A streaming gRPC server (HTTP/2 over TLS, or cleartext with prior knowledge)\n"
+               "on io_uring.\n"
                "\n");
     for (i = 0; i < NOPTS; i++) {
         const char *h = opts[i].help, *nl;
@@ -528,9 +598,22 @@ static int parse_options(int argc, char **argv, struct settings *st, bool *check
             fprintf(stderr, "ringstreamd: unexpected argument '%s' (see --help)\n", argv[optind]);
             return PARSE_EXIT_USAGE;
         }
-        if (pass == 0 && config != NULL && load_config(config, st) < 0)
-            return PARSE_EXIT_USAGE;
+        if (pass == 0 && config != NULL) {
+            st->src = 1;
+            if (load_config(config, st) < 0)
+                return PARSE_EXIT_USAGE;
+        }
+        st->src = 2;
     }
+    if ((st->tls_cert[0] == '\0') != (st->tls_key[0] == '\0') ||
+        (st->tls_client_ca[0] != '\0' && st->tls_cert[0] == '\0')) {
+        fprintf(stderr, "ringstreamd: tls-cert and tls-key go together, and tls-client-ca "
+                        "needs them (see --help)\n");
+        return PARSE_EXIT_USAGE;
+    }
+    st->cfg.tls_cert = st->tls_cert[0] != '\0' ? st->tls_cert : NULL;
+    st->cfg.tls_key = st->tls_key[0] != '\0' ? st->tls_key : NULL;
+    st->cfg.tls_client_ca = st->tls_client_ca[0] != '\0' ? st->tls_client_ca : NULL;
     if (st->data_dir[0] == '\0') {
         fprintf(stderr, "ringstreamd: --data-dir DIR (or data-dir in the configuration file) "
                         "is required (see --help)\n");
@@ -648,7 +731,7 @@ static int lock_data_dir(const char *dir, char *err, size_t errlen)
 static int passed_socket(struct rs_config *cfg, char *err, size_t errlen)
 {
 #ifdef RS_HAVE_SYSTEMD
-    socklen_t len = sizeof(cfg->listen_addr);
+    socklen_t len = sizeof(cfg->listen[0].addr);
     int n = sd_listen_fds(1), fd = SD_LISTEN_FDS_START;
 
     if (n < 0) {
@@ -665,12 +748,13 @@ static int passed_socket(struct rs_config *cfg, char *err, size_t errlen)
         return -1;
     }
     if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0 ||
-        getsockname(fd, (struct sockaddr *)&cfg->listen_addr, &len) < 0 ||
-        (cfg->listen_addr.ss_family != AF_INET && cfg->listen_addr.ss_family != AF_INET6)) {
+        getsockname(fd, (struct sockaddr *)&cfg->listen[0].addr, &len) < 0 ||
+        (cfg->listen[0].addr.ss_family != AF_INET && cfg->listen[0].addr.ss_family != AF_INET6)) {
         snprintf(err, errlen, "the socket systemd passed is not a listening TCP socket");
         return -1;
     }
-    cfg->listen_addrlen = len;
+    cfg->listen[0].addrlen = len;
+    cfg->nlisten = 1; /* the passed socket replaces every --listen */
     cfg->listen_fd = fd;
 #else
     (void)cfg;
@@ -693,10 +777,11 @@ static uint64_t mono_ms(void)
 #define RS_STATUS_INTERVAL_MS 5000u /* STATUS= refresh */
 #define RS_STALL_MS           5000u /* a worker ticks every second: 5 s without is a hang */
 
-/* Waits for SIGTERM or SIGINT. Meanwhile, under systemd: STATUS= with live figures every
- * RS_STATUS_INTERVAL_MS, and WATCHDOG=1 every half WatchdogSec while every worker's loop
- * turns (a stalled worker stops the pings, and systemd restarts the service). */
-static int wait_for_stop(struct rs_server *srv, const sigset_t *sigs, const char *addr)
+/* Waits for SIGTERM or SIGINT; SIGHUP rereads the TLS files meanwhile. Under systemd, also: STATUS=
+ * with live figures every RS_STATUS_INTERVAL_MS, and WATCHDOG=1 every half WatchdogSec while every
+ * worker's loop turns (a stalled worker stops the pings, and systemd restarts the service). */
+static int wait_for_stop(struct rs_server *srv, const struct rs_config *cfg, const sigset_t *sigs,
+                         const char *addr)
 {
 #ifdef RS_HAVE_SYSTEMD
     uint64_t wd_usec = 0, now, last_status = 0, last_wd = 0, wd_ms = 0;
@@ -715,6 +800,8 @@ static int wait_for_stop(struct rs_server *srv, const sigset_t *sigs, const char
         sig = sigtimedwait(sigs, NULL, &ts);
         if (sig == SIGTERM || sig == SIGINT)
             return sig;
+        if (sig == SIGHUP)
+            reload_tls(srv, cfg);
         if (sig < 0 && errno != EAGAIN && errno != EINTR)
             return SIGTERM;
         now = mono_ms();
@@ -745,12 +832,13 @@ static int wait_for_stop(struct rs_server *srv, const sigset_t *sigs, const char
 #else
     int sig;
 
-    (void)srv;
     (void)addr;
     do {
         if (sigwait(sigs, &sig) != 0)
             sig = SIGTERM;
-    } while (sig == SIGPIPE);
+        if (sig == SIGHUP)
+            reload_tls(srv, cfg);
+    } while (sig == SIGPIPE || sig == SIGHUP);
     return sig;
 #endif
 }
@@ -763,7 +851,7 @@ int main(int argc, char **argv)
     struct rs_server *srv;
     struct rs_bulk *bulk = NULL;
     struct rs_health *health = NULL;
-    char err[PATH_MAX + 512], addr[128]; /* messages may name the data directory */
+    char err[PATH_MAX + 512], addr[RS_LISTEN_MAX * 64]; /* messages may name the data dir */
     bool check = false;
     sigset_t sigs;
     int sig, ret;
@@ -811,6 +899,7 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGPIPE);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     if (lock_data_dir(data_dir, err, sizeof(err)) < 0) {
         fprintf(stderr, "ringstreamd: %s\n", err);
@@ -846,12 +935,12 @@ int main(int argc, char **argv)
     }
     describe_addr(&cfg, addr, sizeof(addr));
     rs_log_info("crypto: %s", rs_tls_describe());
-    rs_log_info("listening on %s (h2c%s), %u workers, data dir %s", addr,
-                cfg.listen_fd >= 0 ? ", socket passed by systemd" : "", cfg.workers, data_dir);
+    rs_log_info("listening on %s%s, %u workers, data dir %s", addr,
+                cfg.listen_fd >= 0 ? " (socket passed by systemd)" : "", cfg.workers, data_dir);
 #ifdef RS_HAVE_SYSTEMD
     sd_notifyf(0, "READY=1\nSTATUS=serving on %s", addr); /* no-op outside systemd */
 #endif
-    sig = wait_for_stop(srv, &sigs, addr);
+    sig = wait_for_stop(srv, &cfg, &sigs, addr);
 #ifdef RS_HAVE_SYSTEMD
     sd_notify(0, "STOPPING=1");
 #endif

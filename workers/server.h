@@ -8,23 +8,34 @@
 #include "core/call.h"
 
 #define RS_HEADER_TIMEOUT_MS 10000u /* default of rs_config.header_timeout_ms */
+#define RS_LISTEN_MAX        8      /* --listen addresses */
+
+/* One address every worker binds with SO_REUSEPORT and accepts on with one multishot accept. */
+struct rs_listen {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    bool h2c; /* written h2c://HOST:PORT: cleartext even when TLS is configured */
+};
 
 struct rs_config {
-    struct sockaddr_storage listen_addr; /* where every worker's SO_REUSEPORT socket binds;
-                                          * AF_UNSPEC: none (tests feed connections) */
-    socklen_t listen_addrlen;
-    unsigned workers;         /* threads, each with its own ring */
-    size_t max_msg;           /* largest message received or sent (default 4 MiB) */
-    size_t stream_buffer;     /* per-stream receive window and send queue bytes (default 1 MiB) */
-    uint32_t max_streams;     /* SETTINGS_MAX_CONCURRENT_STREAMS (default 100) */
-    uint32_t max_header_list; /* SETTINGS_MAX_HEADER_LIST_SIZE (default 16 KiB) */
-    unsigned max_conns;       /* connections per worker (default 4096) */
-    size_t pool_bytes;        /* cap of each worker's block pool (default 1 GiB) */
-    size_t worker_budget;     /* memory a worker may hold for peers; 0 = derived from the
-                               * machine's memory and the worker count (core/budget.h) */
-    size_t conn_share;        /* most one connection may hold of it; 0 = budget / 8 */
-    unsigned idle_ms;         /* close a connection with no stream for this long (default 300000) */
-    unsigned handshake_ms;    /* close a connection that sent no HTTP/2 frame by then (10000) */
+    struct rs_listen listen[RS_LISTEN_MAX]; /* nlisten of them; 0: none (tests feed conns) */
+    unsigned nlisten;
+    const char *tls_cert;      /* PEM chain; with tls_key, every non-h2c:// address is TLS.
+                                * Borrowed: must outlive the server (SIGHUP rereads it) */
+    const char *tls_key;       /* PEM private key; borrowed, as tls_cert */
+    const char *tls_client_ca; /* PEM CAs client certificates must chain to; NULL: no mTLS */
+    unsigned workers;          /* threads, each with its own ring */
+    size_t max_msg;            /* largest message received or sent (default 4 MiB) */
+    size_t stream_buffer;      /* per-stream receive window and send queue bytes (default 1 MiB) */
+    uint32_t max_streams;      /* SETTINGS_MAX_CONCURRENT_STREAMS (default 100) */
+    uint32_t max_header_list;  /* SETTINGS_MAX_HEADER_LIST_SIZE (default 16 KiB) */
+    unsigned max_conns;        /* connections per worker (default 4096) */
+    size_t pool_bytes;         /* cap of each worker's block pool (default 1 GiB) */
+    size_t worker_budget;      /* memory a worker may hold for peers; 0 = derived from the
+                                * machine's memory and the worker count (core/budget.h) */
+    size_t conn_share;         /* most one connection may hold of it; 0 = budget / 8 */
+    unsigned idle_ms;      /* close a connection with no stream for this long (default 300000) */
+    unsigned handshake_ms; /* close a connection that sent no HTTP/2 frame by then (10000) */
     unsigned header_timeout_ms; /* a request header block, or a frame trickling in, must
                                  * complete by then, else GOAWAY and close; 0 means the
                                  * default, RS_HEADER_TIMEOUT_MS */
@@ -34,7 +45,7 @@ struct rs_config {
     unsigned drain_ms;          /* graceful shutdown: time in-flight calls get (default 5000) */
     bool metrics;               /* answer GET /metrics (default true) */
     int listen_fd; /* a listening socket passed in (systemd socket activation): every worker
-                    * accepts on a duplicate of it instead of binding; -1 = bind listen_addr.
+                    * accepts on a duplicate of it instead of binding; -1 = bind listen[].
                     * Borrowed: the caller keeps it open while the server lives */
 };
 
@@ -66,6 +77,10 @@ void rs_server_stats(const struct rs_server *s, uint64_t stall_ms, struct rs_ser
 
 /* True once every worker thread is done (after rs_server_stop() and the drain). */
 bool rs_server_stopped(const struct rs_server *s);
+/* Rereads the TLS certificate, key and client CA: new connections use them, established ones
+ * keep theirs. On a bad file the old ones stay. Returns 0 (also without TLS) or -errno with a
+ * one-line reason in |err|. Safe from any thread. */
+int rs_server_reload_tls(struct rs_server *s, char *err, size_t errlen);
 /* Waits for the workers to exit, then frees everything. Accepts NULL. */
 void rs_server_destroy(struct rs_server *s);
 

@@ -1,5 +1,6 @@
 /* workers/worker.c: the server object, worker threads and their completion loop. */
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -22,14 +23,15 @@
 
 void rs_config_defaults(struct rs_config *cfg)
 {
-    struct sockaddr_in *sin = (struct sockaddr_in *)&cfg->listen_addr;
+    struct sockaddr_in *sin = (struct sockaddr_in *)&cfg->listen[0].addr;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
     memset(cfg, 0, sizeof(*cfg));
     sin->sin_family = AF_INET;
     sin->sin_port = htons(50051);
     sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cfg->listen_addrlen = sizeof(*sin);
+    cfg->listen[0].addrlen = sizeof(*sin);
+    cfg->nlisten = 1;
     cfg->workers = ncpu > 0 ? (unsigned)ncpu : 1;
     cfg->max_msg = 4u << 20;
     cfg->stream_buffer = 1u << 20;
@@ -45,11 +47,11 @@ void rs_config_defaults(struct rs_config *cfg)
     cfg->listen_fd = -1;
 }
 
-static int listen_socket(const struct rs_config *cfg, char *err, size_t errlen)
+static int listen_socket(const struct rs_listen *l, char *err, size_t errlen)
 {
     int fd, one = 1;
 
-    fd = socket(cfg->listen_addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(err, errlen, "socket: %s", strerror(errno));
         return -1;
@@ -59,8 +61,16 @@ static int listen_socket(const struct rs_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "setsockopt: %s", strerror(errno));
         goto err_close;
     }
-    if (bind(fd, (const struct sockaddr *)&cfg->listen_addr, cfg->listen_addrlen) < 0) {
-        snprintf(err, errlen, "cannot bind the listen address: %s", strerror(errno));
+    if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) < 0) {
+        char host[NI_MAXHOST], serv[NI_MAXSERV];
+        int e = errno;
+
+        /* several --listen addresses: say which one */
+        if (getnameinfo((const struct sockaddr *)&l->addr, l->addrlen, host, sizeof(host), serv,
+                        sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+            snprintf(host, sizeof(host), "?");
+        snprintf(err, errlen, "cannot bind the listen address %s port %s: %s", host, serv,
+                 strerror(e));
         goto err_close;
     }
     if (listen(fd, 1024) < 0) {
@@ -82,11 +92,17 @@ err_close:
  * is closed before our own sockets bind, so a second ringstreamd started later fails its own
  * probe against them. Two started in the same instant can both pass (a window of
  * microseconds); the data directory's lock (main.c) still keeps them from sharing a store. */
-static int listen_probe(const struct rs_config *cfg, char *err, size_t errlen)
+static int listen_probe(const struct rs_listen *l, char *err, size_t errlen)
 {
+    char host[NI_MAXHOST], serv[NI_MAXSERV];
     int fd, one = 1, ret = 0;
 
-    fd = socket(cfg->listen_addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (getnameinfo((const struct sockaddr *)&l->addr, l->addrlen, host, sizeof(host), serv,
+                    sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+        snprintf(host, sizeof(host), "?");
+        snprintf(serv, sizeof(serv), "?");
+    }
+    fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(err, errlen, "socket: %s", strerror(errno));
         return -1;
@@ -94,13 +110,15 @@ static int listen_probe(const struct rs_config *cfg, char *err, size_t errlen)
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) {
         snprintf(err, errlen, "setsockopt: %s", strerror(errno));
         ret = -1;
-    } else if (bind(fd, (const struct sockaddr *)&cfg->listen_addr, cfg->listen_addrlen) < 0) {
+    } else if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) < 0) {
         if (errno == EADDRINUSE)
             snprintf(err, errlen,
-                     "address already in use by another process (another ringstreamd?); "
-                     "one server per address");
+                     "address already in use by another process (%s port %s; another "
+                     "ringstreamd?); one server per address",
+                     host, serv);
         else
-            snprintf(err, errlen, "cannot bind the listen address: %s", strerror(errno));
+            snprintf(err, errlen, "cannot bind the listen address %s port %s: %s", host, serv,
+                     strerror(errno));
         ret = -1;
     }
     close(fd);
@@ -128,7 +146,7 @@ static void budget_resolve(struct rs_config *cfg)
 struct rs_server *rs_server_new(const struct rs_config *cfg, char *err, size_t errlen)
 {
     struct rs_server *s;
-    unsigned i;
+    unsigned i, j;
 
     if (cfg->workers == 0 || cfg->max_msg == 0 || cfg->stream_buffer == 0) {
         snprintf(err, errlen, "invalid configuration");
@@ -150,30 +168,45 @@ struct rs_server *rs_server_new(const struct rs_config *cfg, char *err, size_t e
     s->workers = calloc(cfg->workers, sizeof(*s->workers));
     if (s->workers == NULL)
         goto err_free;
+    pthread_mutex_init(&s->tls_lock, NULL);
     for (i = 0; i < cfg->workers; i++) {
-        s->workers[i].listen_fd = -1;
+        for (j = 0; j < RS_LISTEN_MAX; j++)
+            s->workers[i].listen_fds[j] = -1;
         s->workers[i].wake_fd = -1;
     }
-    if (cfg->listen_fd < 0 && cfg->listen_addr.ss_family != AF_UNSPEC &&
-        listen_probe(cfg, err, errlen) < 0)
+    for (j = 0; cfg->listen_fd < 0 && j < cfg->nlisten && j < RS_LISTEN_MAX; j++)
+        if (listen_probe(&cfg->listen[j], err, errlen) < 0)
+            goto err_destroy;
+    if (cfg->tls_cert != NULL || cfg->tls_key != NULL) {
+        if (cfg->tls_cert == NULL || cfg->tls_key == NULL) {
+            snprintf(err, errlen, "--tls-cert and --tls-key go together");
+            goto err_destroy;
+        }
+        s->tls = rs_tls_ctx_new(cfg->tls_cert, cfg->tls_key, cfg->tls_client_ca, err, errlen);
+        if (s->tls == NULL)
+            goto err_destroy;
+    } else if (cfg->tls_client_ca != NULL) {
+        snprintf(err, errlen, "--tls-client-ca needs --tls-cert and --tls-key");
         goto err_destroy;
+    }
     for (i = 0; i < cfg->workers; i++) {
         struct rs_worker *w = &s->workers[i];
 
         w->srv = s;
         w->id = i;
         /* A passed socket (socket activation): one socket shared by every worker, each
-         * accepting on its own duplicate (one-shot accepts, see arm_accept). AF_UNSPEC: no
+         * accepting on its own duplicate (one-shot accepts, see arm_accept). nlisten 0: no
          * listening socket; the caller feeds connections itself (unit tests). */
         if (cfg->listen_fd >= 0) {
-            w->listen_fd = fcntl(cfg->listen_fd, F_DUPFD_CLOEXEC, 3);
-            if (w->listen_fd < 0) {
+            w->listen_fds[0] = fcntl(cfg->listen_fd, F_DUPFD_CLOEXEC, 3);
+            if (w->listen_fds[0] < 0) {
                 snprintf(err, errlen, "dup of the passed socket: %s", strerror(errno));
                 goto err_destroy;
             }
-        } else if (cfg->listen_addr.ss_family != AF_UNSPEC) {
-            w->listen_fd = listen_socket(cfg, err, errlen);
-            if (w->listen_fd < 0)
+        }
+        for (j = 0; cfg->listen_fd < 0 && j < cfg->nlisten && j < RS_LISTEN_MAX; j++) {
+            w->listen_fds[j] = listen_socket(&cfg->listen[j], err, errlen);
+            if (w->listen_fds[j] < 0)
                 goto err_destroy;
         }
         w->wake_fd = eventfd(0, EFD_CLOEXEC);
@@ -213,22 +246,46 @@ int rs_server_add_service(struct rs_server *s, const struct rs_service *svc)
  * cancels) may fail when the submission queue stays full. A failure is never dropped: it sets an
  * RS_WORKER_F_OWE_* bit, and rs_worker_rearm() retries what is owed at the end of every loop
  * turn, right before the next wait submits it. */
+/* One multishot accept per listening socket; the gen field of its user_data names it. Arms
+ * those not armed; RS_WORKER_F_ACCEPTING says that at least one is. */
 static void arm_accept(struct rs_worker *w)
 {
+    unsigned i;
+
     w->flags &= ~RS_WORKER_F_OWE_ACCEPT;
-    if ((w->flags & (RS_WORKER_F_DRAINING | RS_WORKER_F_ACCEPT_WAIT)) || w->listen_fd < 0)
+    if (w->flags & (RS_WORKER_F_DRAINING | RS_WORKER_F_ACCEPT_WAIT))
         return;
     /* A socket shared by every worker (socket activation) gets one-shot accepts: a multishot
      * accept keeps its place at the head of the socket's wait queue and its worker took every
      * connection (33 of 33 in a measurement); one re-armed per connection goes to the tail,
-     * so the workers take turns. Each worker's own SO_REUSEPORT socket keeps the multishot. */
-    if ((w->srv->cfg.listen_fd >= 0
-                 ? rs_ring_accept(&w->ring, w->listen_fd, rs_ud_make(RS_OP_ACCEPT, 0, 0))
-                 : rs_ring_accept_multishot(&w->ring, w->listen_fd,
-                                            rs_ud_make(RS_OP_ACCEPT, 0, 0))) == 0)
+     * so the workers take turns. Each worker's own SO_REUSEPORT sockets keep the multishot. */
+    for (i = 0; i < RS_LISTEN_MAX; i++) {
+        uint64_t ud = rs_ud_make(RS_OP_ACCEPT, i, 0);
+
+        if (w->listen_fds[i] < 0 || (w->accepting & (1u << i)))
+            continue;
+        if ((w->srv->cfg.listen_fd >= 0
+                     ? rs_ring_accept(&w->ring, w->listen_fds[i], ud)
+                     : rs_ring_accept_multishot(&w->ring, w->listen_fds[i], ud)) == 0)
+            w->accepting |= 1u << i;
+        else
+            w->flags |= RS_WORKER_F_OWE_ACCEPT;
+    }
+    if (w->accepting != 0)
         w->flags |= RS_WORKER_F_ACCEPTING;
-    else
-        w->flags |= RS_WORKER_F_OWE_ACCEPT;
+}
+
+/* Cancels every armed accept; returns -errno when a cancel could not be submitted. */
+static int cancel_accepts(struct rs_worker *w)
+{
+    unsigned i;
+    int ret = 0;
+
+    for (i = 0; i < RS_LISTEN_MAX; i++)
+        if ((w->accepting & (1u << i)) && rs_ring_cancel(&w->ring, rs_ud_make(RS_OP_ACCEPT, i, 0),
+                                                         rs_ud_make(RS_OP_CANCEL, 0, 0)) < 0)
+            ret = -EBUSY;
+    return ret;
 }
 
 static void arm_tick(struct rs_worker *w)
@@ -281,8 +338,7 @@ static void cancel_accept(struct rs_worker *w)
     w->flags &= ~RS_WORKER_F_OWE_ACCEPT_CANCEL;
     if (!(w->flags & RS_WORKER_F_ACCEPTING))
         return;
-    if (rs_ring_cancel(&w->ring, rs_ud_make(RS_OP_ACCEPT, 0, 0), rs_ud_make(RS_OP_CANCEL, 0, 0)) <
-        0)
+    if (cancel_accepts(w) < 0)
         w->flags |= RS_WORKER_F_OWE_ACCEPT_CANCEL;
 }
 
@@ -434,7 +490,7 @@ static void accept_backoff(struct rs_worker *w, int err)
         w->accept_logged_ms = now;
     }
     if (w->flags & RS_WORKER_F_ACCEPTING)
-        rs_ring_cancel(&w->ring, rs_ud_make(RS_OP_ACCEPT, 0, 0), rs_ud_make(RS_OP_CANCEL, 0, 0));
+        cancel_accepts(w);
     w->accept_ts.tv_sec = ms / 1000;
     w->accept_ts.tv_nsec = (long long)(ms % 1000) * 1000000;
     if (rs_ring_timeout(&w->ring, &w->accept_ts, rs_ud_make(RS_OP_BACKOFF, 0, 0)) < 0) {
@@ -471,14 +527,37 @@ static void on_accept_retry(struct rs_worker *w)
         arm_accept(w);
 }
 
+/* The TLS context a connection accepted on listener |idx| uses, with a reference the caller
+ * drops; NULL for cleartext. */
+static struct rs_tls_ctx *listener_tls(struct rs_worker *w, unsigned idx)
+{
+    struct rs_server *s = w->srv;
+    struct rs_tls_ctx *ctx = NULL;
+
+    if (idx < s->cfg.nlisten && s->cfg.listen[idx].h2c)
+        return NULL;
+    pthread_mutex_lock(&s->tls_lock);
+    if (s->tls != NULL) {
+        ctx = s->tls;
+        rs_tls_ctx_ref(ctx);
+    }
+    pthread_mutex_unlock(&s->tls_lock);
+    return ctx;
+}
+
 static void on_accept(struct rs_worker *w, const struct rs_ring_cqe *cqe)
 {
+    struct rs_tls_ctx *tls;
     struct rs_conn *c;
     uint32_t slot;
+    unsigned idx = rs_ud_gen(cqe->user_data);
     int fd = cqe->res, one = 1;
 
     if (!(cqe->flags & RS_RING_F_MORE)) {
-        w->flags &= ~RS_WORKER_F_ACCEPTING;
+        if (idx < RS_LISTEN_MAX)
+            w->accepting &= ~(1u << idx);
+        if (w->accepting == 0)
+            w->flags &= ~RS_WORKER_F_ACCEPTING;
         if (fd != -EMFILE && fd != -ENFILE)
             arm_accept(w);
     }
@@ -519,7 +598,9 @@ static void on_accept(struct rs_worker *w, const struct rs_ring_cqe *cqe)
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     w->conn_gen[slot] = (w->conn_gen[slot] + 1) & 0xffffffu;
-    c = rs_conn_new(w, fd, slot, w->conn_gen[slot]);
+    tls = listener_tls(w, idx);
+    c = rs_conn_new(w, fd, slot, w->conn_gen[slot], tls);
+    rs_tls_ctx_unref(tls);
     if (c == NULL) {
         rs_log_warn("worker %u: out of memory for a new connection", w->id);
         close(fd);
@@ -916,7 +997,7 @@ bool rs_server_stopped(const struct rs_server *s)
 
 void rs_server_destroy(struct rs_server *s)
 {
-    unsigned i;
+    unsigned i, j;
 
     if (s == NULL)
         return;
@@ -927,15 +1008,35 @@ void rs_server_destroy(struct rs_server *s)
             pthread_join(w->thread, NULL); /* the thread tore its ring down itself */
         else
             rs_worker_fini(w);
-        if (w->listen_fd >= 0)
-            close(w->listen_fd);
+        for (j = 0; j < RS_LISTEN_MAX; j++)
+            if (w->listen_fds[j] >= 0)
+                close(w->listen_fds[j]);
         if (w->wake_fd >= 0)
             close(w->wake_fd);
     }
     free(s->workers);
     free(s->services);
     free(s->method_base);
+    rs_tls_ctx_unref(s->tls);
+    pthread_mutex_destroy(&s->tls_lock);
     free(s);
+}
+
+int rs_server_reload_tls(struct rs_server *s, char *err, size_t errlen)
+{
+    struct rs_tls_ctx *ctx, *old;
+
+    if (s->tls == NULL)
+        return 0;
+    ctx = rs_tls_ctx_new(s->cfg.tls_cert, s->cfg.tls_key, s->cfg.tls_client_ca, err, errlen);
+    if (ctx == NULL)
+        return -EINVAL;
+    pthread_mutex_lock(&s->tls_lock);
+    old = s->tls;
+    s->tls = ctx;
+    pthread_mutex_unlock(&s->tls_lock);
+    rs_tls_ctx_unref(old); /* established connections hold their own references */
+    return 0;
 }
 
 int rs_call_pread(struct rs_call *call, int fd, void *buf, size_t len, uint64_t off,

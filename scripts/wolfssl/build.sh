@@ -11,8 +11,9 @@
 #
 # Usage: scripts/wolfssl/build.sh [--prefix DIR] [--emit-prefix FILE] [--jobs N] [--refresh]
 #                                 [--keep-build]
-#   --prefix DIR       install here (default: $RS_CACHE_DIR/wolfssl-<debian version>, and
-#                      RS_CACHE_DIR defaults to <repo>/build/_deps)
+#   --prefix DIR       install here (default: $RS_CACHE_DIR/wolfssl-<debian version>-<options
+#                      hash>, so builds with other options share the cache without
+#                      replacing each other; RS_CACHE_DIR defaults to <repo>/build/_deps)
 #   --emit-prefix FILE write the install prefix into FILE (for cmake/wolfssl.cmake)
 #   --jobs N           parallel make jobs (default: nproc)
 #   --refresh          re-read the Debian source indexes even when a cached copy exists
@@ -55,6 +56,7 @@ configure_args=(
     --enable-sp --enable-sp-asm
     --enable-tls13 --enable-tlsv12 --disable-oldtls
     --enable-alpn --enable-sni --enable-session-ticket --enable-supportedcurves
+    --enable-altnames
     --enable-aesgcm --enable-chacha --enable-poly1305 --enable-curve25519
     --disable-examples --disable-crypttests --disable-silent-rules
 )
@@ -63,6 +65,9 @@ if [ -n "${RS_WOLFSSL_CONFIGURE_EXTRA:-}" ]; then
     configure_args+=(${RS_WOLFSSL_CONFIGURE_EXTRA})
 fi
 cflags=${RS_WOLFSSL_CFLAGS:--O2}
+# KEEP_PEER_CERT: wolfSSL_get_peer_certificate(), for the mTLS identity handed to handlers. No
+# configure switch sets it alone; CPPFLAGS reach options.h, so our includes agree with it.
+cppflags=-DKEEP_PEER_CERT
 
 say() {
     echo "-- wolfssl: $*"
@@ -248,10 +253,11 @@ if [ -z "$version" ]; then
         "binary libwolfssl-dev instead."
 fi
 
-[ -n "$prefix" ] || prefix=$cache/wolfssl-$version
+stamp_want=$(printf 'version=%s\ncflags=%s\ncppflags=%s\nconfigure=%s\ncc=%s\n' "$version" \
+    "$cflags" "$cppflags" "${configure_args[*]}" "$(${CC:-cc} --version 2>/dev/null | head -n 1)")
+[ -n "$prefix" ] ||
+    prefix=$cache/wolfssl-$version-$(printf '%s' "$stamp_want" | sha256sum | cut -c1-8)
 stamp=$prefix/.rs-wolfssl-stamp
-stamp_want=$(printf 'version=%s\ncflags=%s\nconfigure=%s\ncc=%s\n' "$version" "$cflags" \
-    "${configure_args[*]}" "$(${CC:-cc} --version 2>/dev/null | head -n 1)")
 
 emit_prefix() {
     if [ -n "$emit" ]; then
@@ -320,14 +326,15 @@ build_failed() {
 
 say "autogen + configure (${configure_args[*]})"
 (cd "$work" && ./autogen.sh) >>"$log" 2>&1 || build_failed "autogen.sh"
-(cd "$work" && CFLAGS="$cflags" ./configure --prefix="$prefix" "${configure_args[@]}") \
+(cd "$work" && CFLAGS="$cflags" CPPFLAGS="$cppflags" ./configure --prefix="$prefix" "${configure_args[@]}") \
     >>"$log" 2>&1 || build_failed "configure"
 say "make -j$jobs (log: $log)"
 make -C "$work" -j"$jobs" >>"$log" 2>&1 || build_failed "make"
 rm -rf "$prefix"
 make -C "$work" install >>"$log" 2>&1 || build_failed "make install"
 cp "$log" "$prefix/build.log"
-for opt in WOLFSSL_AESNI USE_INTEL_SPEEDUP WOLFSSL_SP_X86_64 HAVE_CURVE25519 HAVE_ALPN; do
+for opt in WOLFSSL_AESNI USE_INTEL_SPEEDUP WOLFSSL_SP_X86_64 HAVE_CURVE25519 HAVE_ALPN \
+    KEEP_PEER_CERT WOLFSSL_ALT_NAMES; do
     grep -q "#define $opt\b" "$prefix/include/wolfssl/options.h" ||
         grep -q -- "-D$opt\b" "$prefix/build.log" ||
         say "note: $opt is not set in this build"

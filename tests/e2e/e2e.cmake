@@ -22,6 +22,7 @@ if(RS_SANITIZE)
   rs_e2e_test(service test_service.py 300 "e2e;asan;service") # issue 14
   rs_e2e_test(protocol test_protocol.py 600 "e2e;asan")
   rs_e2e_test(list_index_order test_list_index.py 300 "e2e;asan" --group order)
+  rs_e2e_test(tls_quick test_tls.py 300 "e2e;asan;tls" --group quick)
 else()
   rs_e2e_test(limits test_limits.py 120 e2e)
   rs_e2e_test(conn_limits test_conn_limits.py 120 e2e)
@@ -44,6 +45,8 @@ else()
   rs_e2e_test(list_index_crash test_list_index.py 300 e2e --group crash)
   rs_e2e_test(list_index_memory test_list_index.py 300 e2e --group memory)
   rs_e2e_test(list_index_big test_list_index.py 600 e2e --group big)
+  # TLS (issue 12): grpcio, curl and openssl s_client against --tls-cert servers
+  rs_e2e_test(tls test_tls.py 300 "e2e;tls")
 endif()
 
 # --- gRPC interop (grpc.testing.TestService) and grpc.health.v1.Health: normal build only ----

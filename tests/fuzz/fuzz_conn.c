@@ -144,7 +144,7 @@ static int fz_init(struct fz *f)
 
     memset(f, 0, sizeof(*f));
     rs_config_defaults(&cfg);
-    cfg.listen_addr.ss_family = AF_UNSPEC;
+    cfg.nlisten = 0;
     cfg.workers = 1;
     cfg.max_conns = 2;
     cfg.stream_buffer = 64 * 1024;

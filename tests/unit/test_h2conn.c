@@ -415,7 +415,7 @@ static int h2t_init(struct h2t *t, const struct h2t_opts *o)
     memset(t, 0, sizeof(*t));
     t->goaway = -1;
     rs_config_defaults(&cfg);
-    cfg.listen_addr.ss_family = AF_UNSPEC;
+    cfg.nlisten = 0;
     cfg.workers = 1;
     cfg.max_conns = 4;
     if (o->pool_bytes > 0)
@@ -431,7 +431,7 @@ static int h2t_init(struct h2t *t, const struct h2t_opts *o)
     rs_server_add_service(t->srv, &t->svc);
     t->w = &t->srv->workers[0];
     if (o->listen)
-        t->w->listen_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        t->w->listen_fds[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (o->fail_n > 0) {
         /* Armed on the ring before rs_worker_init() so its own submissions fail. */
         if (rs_fake_ring_prepare(&t->w->ring) < 0)

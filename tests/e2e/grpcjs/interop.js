@@ -10,6 +10,7 @@
 // tests/e2e/grpcjs/run_interop.py starts ringstreamd through the harness and runs this.
 'use strict';
 
+const fs = require('fs');
 const path = require('path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
@@ -25,6 +26,7 @@ function parseArgs(argv) {
     server_port: null,
     test_case: 'all',
     proto_dir: path.resolve(__dirname, '..', '..', '..', 'proto'),
+    ca_file: '', // PEM CA: connect with TLS (server name: --server_host) instead of h2c
   };
   for (const a of argv) {
     const m = /^--([a-z_]+)=(.*)$/.exec(a);
@@ -358,13 +360,15 @@ async function main() {
   const pkg = grpc.loadPackageDefinition(def).grpc.testing;
   const address = `${args.server_host}:${args.server_port}`;
   const options = { 'grpc.max_receive_message_length': -1, 'grpc.max_send_message_length': -1 };
+  const creds = () => (args.ca_file ? grpc.credentials.createSsl(fs.readFileSync(args.ca_file))
+                                    : grpc.credentials.createInsecure());
 
   let passed = 0;
   let failed = 0;
   for (const name of names) {
     const t = {
-      client: new pkg.TestService(address, grpc.credentials.createInsecure(), options),
-      other: new pkg.UnimplementedService(address, grpc.credentials.createInsecure(), options),
+      client: new pkg.TestService(address, creds(), options),
+      other: new pkg.UnimplementedService(address, creds(), options),
     };
     const t0 = Date.now();
     try {

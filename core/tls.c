@@ -1,0 +1,466 @@
+/* core/tls.c: wolfSSL in non-blocking mode over caller-owned bytes (see core/tls.h). The IO
+ * callbacks never touch a socket: the receive callback reads from a view of the buffer the
+ * ring received into (WOLFSSL_CBIO_ERR_WANT_READ once it is consumed), the send callback
+ * appends to one of two output buffers (one being sent by the caller, one filling). */
+#include "core/tls.h"
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <wolfssl/options.h> /* first: the library's build configuration */
+#include <wolfssl/ssl.h>
+
+#define RS_TLS_RECORD  16384               /* largest TLS plaintext record */
+#define RS_TLS_OUT_MAX ((size_t)8 << 20)   /* bound of one output buffer */
+#define RS_TLS_OUT_MIN ((size_t)16 * 1024) /* first allocation of an output buffer */
+#define RS_TLS_STATE   ((size_t)40 * 1024) /* wolfSSL's own per-connection state, estimated */
+
+/* TLS 1.3 suites, then TLS 1.2 ECDHE with AEAD only: no CBC, no static RSA. */
+static const char suites[] = "TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:"
+                             "TLS13-CHACHA20-POLY1305-SHA256:"
+                             "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                             "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                             "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+struct rs_tls_ctx {
+    WOLFSSL_CTX *ctx; /* owned */
+    atomic_uint refs;
+    bool mtls; /* a client certificate is required and verified */
+};
+
+struct outbuf {
+    uint8_t *p; /* owned */
+    size_t len, cap;
+};
+
+struct rs_tls {
+    WOLFSSL *ssl;           /* owned */
+    struct rs_tls_ctx *ctx; /* one reference held */
+    /* receive: the view of ciphertext being fed */
+    const uint8_t *in;
+    size_t inlen, inoff;
+    /* send: out[fill] collects output; out[fill ^ 1] is taken while |taken| */
+    struct outbuf out[2];
+    unsigned fill;
+    bool taken;
+    bool overflow;  /* the send callback hit RS_TLS_OUT_MAX */
+    bool ready;     /* handshake complete */
+    bool shut;      /* close_notify queued */
+    char *peer;     /* owned: the verified client identity, see rs_tls_peer() */
+    uint8_t *stage; /* owned, RS_TLS_RECORD bytes: small pieces gathered into one record */
+    char err[96];
+};
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static int init_ret;
+
+static void lib_init(void)
+{
+    init_ret = wolfSSL_Init();
+}
+
+static int on_io_recv(WOLFSSL *ssl, char *buf, int sz, void *arg)
+{
+    struct rs_tls *t = arg;
+    size_t n = t->inlen - t->inoff;
+
+    (void)ssl;
+    if (n == 0)
+        return WOLFSSL_CBIO_ERR_WANT_READ;
+    if (n > (size_t)sz)
+        n = (size_t)sz;
+    memcpy(buf, t->in + t->inoff, n);
+    t->inoff += n;
+    return (int)n;
+}
+
+static int on_io_send(WOLFSSL *ssl, char *buf, int sz, void *arg)
+{
+    struct rs_tls *t = arg;
+    struct outbuf *o = &t->out[t->fill];
+    size_t need = o->len + (size_t)sz;
+
+    (void)ssl;
+    if (need > o->cap) {
+        size_t cap = o->cap > 0 ? o->cap : RS_TLS_OUT_MIN;
+        uint8_t *p;
+
+        while (cap < need)
+            cap *= 2;
+        if (cap > RS_TLS_OUT_MAX) {
+            t->overflow = true;
+            return WOLFSSL_CBIO_ERR_GENERAL;
+        }
+        p = realloc(o->p, cap);
+        if (p == NULL) {
+            t->overflow = true;
+            return WOLFSSL_CBIO_ERR_GENERAL;
+        }
+        o->p = p;
+        o->cap = cap;
+    }
+    memcpy(o->p + o->len, buf, (size_t)sz);
+    o->len += (size_t)sz;
+    return sz;
+}
+
+static void wolf_reason(int code, char *buf, size_t len)
+{
+    char s[WOLFSSL_MAX_ERROR_SZ];
+
+    if (code == WOLFSSL_FAILURE) { /* the file loaders' only failure value */
+        snprintf(buf, len, "malformed PEM or wrong type");
+        return;
+    }
+    wolfSSL_ERR_error_string_n((unsigned long)code, s, sizeof(s));
+    snprintf(buf, len, "%s (%d)", s, code);
+}
+
+static int readable(const char *what, const char *path, char *err, size_t errlen)
+{
+    if (access(path, R_OK) != 0) {
+        snprintf(err, errlen, "cannot read the TLS %s %s: %s", what, path, strerror(errno));
+        return -errno;
+    }
+    return 0;
+}
+
+struct rs_tls_ctx *rs_tls_ctx_new(const char *cert, const char *key, const char *client_ca,
+                                  char *err, size_t errlen)
+{
+    struct rs_tls_ctx *c;
+    char why[WOLFSSL_MAX_ERROR_SZ + 16];
+    int ret;
+
+    err[0] = '\0';
+    pthread_once(&init_once, lib_init);
+    if (init_ret != WOLFSSL_SUCCESS) {
+        snprintf(err, errlen, "wolfSSL_Init failed (%d)", init_ret);
+        return NULL;
+    }
+    if (readable("certificate", cert, err, errlen) < 0 || readable("key", key, err, errlen) < 0 ||
+        (client_ca != NULL && readable("client CA", client_ca, err, errlen) < 0))
+        return NULL;
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        goto err_nomem;
+    atomic_init(&c->refs, 1);
+    c->ctx = wolfSSL_CTX_new(wolfSSLv23_server_method());
+    if (c->ctx == NULL)
+        goto err_free;
+    if (wolfSSL_CTX_SetMinVersion(c->ctx, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS ||
+        wolfSSL_CTX_set_cipher_list(c->ctx, suites) != WOLFSSL_SUCCESS) {
+        snprintf(err, errlen, "wolfSSL: cannot restrict versions and cipher suites");
+        goto err_ctx;
+    }
+    ret = wolfSSL_CTX_use_certificate_chain_file(c->ctx, cert);
+    if (ret != WOLFSSL_SUCCESS) {
+        wolf_reason(ret, why, sizeof(why));
+        snprintf(err, errlen, "TLS certificate %s is not a usable PEM chain: %s", cert, why);
+        goto err_ctx;
+    }
+    ret = wolfSSL_CTX_use_PrivateKey_file(c->ctx, key, WOLFSSL_FILETYPE_PEM);
+    if (ret != WOLFSSL_SUCCESS) {
+        wolf_reason(ret, why, sizeof(why));
+        snprintf(err, errlen, "TLS key %s is not a usable PEM key: %s", key, why);
+        goto err_ctx;
+    }
+    if (wolfSSL_CTX_check_private_key(c->ctx) != WOLFSSL_SUCCESS) {
+        snprintf(err, errlen, "TLS key %s does not match the certificate %s", key, cert);
+        goto err_ctx;
+    }
+    if (client_ca != NULL) {
+        ret = wolfSSL_CTX_load_verify_locations(c->ctx, client_ca, NULL);
+        if (ret != WOLFSSL_SUCCESS) {
+            wolf_reason(ret, why, sizeof(why));
+            snprintf(err, errlen, "TLS client CA %s is not usable: %s", client_ca, why);
+            goto err_ctx;
+        }
+        wolfSSL_CTX_set_verify(c->ctx, WOLFSSL_VERIFY_PEER | WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+                               NULL);
+        c->mtls = true;
+    } else {
+        wolfSSL_CTX_set_verify(c->ctx, WOLFSSL_VERIFY_NONE, NULL);
+    }
+    /* Session tickets use wolfSSL's default ticket callback, whose keys it rotates itself. */
+    wolfSSL_CTX_SetIORecv(c->ctx, on_io_recv);
+    wolfSSL_CTX_SetIOSend(c->ctx, on_io_send);
+    return c;
+err_ctx:
+    wolfSSL_CTX_free(c->ctx);
+err_free:
+    free(c);
+    if (err[0] != '\0')
+        return NULL;
+err_nomem:
+    snprintf(err, errlen, "out of memory for the TLS context");
+    return NULL;
+}
+
+void rs_tls_ctx_ref(struct rs_tls_ctx *ctx)
+{
+    atomic_fetch_add(&ctx->refs, 1);
+}
+
+void rs_tls_ctx_unref(struct rs_tls_ctx *ctx)
+{
+    if (ctx == NULL || atomic_fetch_sub(&ctx->refs, 1) != 1)
+        return;
+    wolfSSL_CTX_free(ctx->ctx);
+    free(ctx);
+}
+
+struct rs_tls *rs_tls_new(struct rs_tls_ctx *ctx)
+{
+    struct rs_tls *t = calloc(1, sizeof(*t));
+
+    if (t == NULL)
+        return NULL;
+    t->ssl = wolfSSL_new(ctx->ctx);
+    if (t->ssl == NULL)
+        goto err_free;
+    wolfSSL_SetIOReadCtx(t->ssl, t);
+    wolfSSL_SetIOWriteCtx(t->ssl, t);
+    if (wolfSSL_UseALPN(t->ssl, (char *)"h2", 2, WOLFSSL_ALPN_FAILED_ON_MISMATCH) !=
+        WOLFSSL_SUCCESS)
+        goto err_ssl;
+    rs_tls_ctx_ref(ctx);
+    t->ctx = ctx;
+    return t;
+err_ssl:
+    wolfSSL_free(t->ssl);
+err_free:
+    free(t);
+    return NULL;
+}
+
+void rs_tls_destroy(struct rs_tls *t)
+{
+    if (t == NULL)
+        return;
+    wolfSSL_free(t->ssl);
+    rs_tls_ctx_unref(t->ctx);
+    free(t->out[0].p);
+    free(t->out[1].p);
+    free(t->stage);
+    free(t->peer);
+    free(t);
+}
+
+/* Builds t->peer from the verified client certificate. Out of memory leaves it NULL. */
+static void keep_peer(struct rs_tls *t)
+{
+    WOLFSSL_X509 *x = wolfSSL_get_peer_certificate(t->ssl);
+    char subject[256], *san;
+    size_t len, off;
+
+    if (x == NULL)
+        return;
+    subject[0] = '\0';
+    wolfSSL_X509_NAME_oneline(wolfSSL_X509_get_subject_name(x), subject, sizeof(subject));
+    len = strlen(subject) + 32;
+    t->peer = malloc(len);
+    if (t->peer == NULL)
+        goto out;
+    off = (size_t)snprintf(t->peer, len, "subject=%s; san=", subject);
+    while ((san = wolfSSL_X509_get_next_altname(x)) != NULL) {
+        size_t n = strlen(san);
+        char *p = realloc(t->peer, off + n + 2);
+
+        if (p == NULL)
+            break;
+        t->peer = p;
+        off += (size_t)snprintf(t->peer + off, n + 2, "%s%s", t->peer[off - 1] == '=' ? "" : ",",
+                                san);
+    }
+out:
+    wolfSSL_X509_free(x);
+}
+
+/* Classifies a failed wolfSSL call: 0 for "wants more input", else a negative errno. */
+static int failure(struct rs_tls *t, int ret)
+{
+    int e = wolfSSL_get_error(t->ssl, ret);
+
+    if (e == WOLFSSL_ERROR_WANT_READ)
+        return 0;
+    if (t->overflow)
+        return -ENOBUFS;
+    if (e == WOLFSSL_ERROR_ZERO_RETURN) {
+        snprintf(t->err, sizeof(t->err), "close_notify received");
+        return -ECONNRESET;
+    }
+    wolf_reason(e, t->err, sizeof(t->err));
+    return -EPROTO;
+}
+
+int rs_tls_recv(struct rs_tls *t, const uint8_t *in, size_t len, uint8_t *scratch, size_t cap,
+                rs_tls_plain_cb cb, void *arg)
+{
+    int ret, n;
+
+    t->in = in;
+    t->inlen = len;
+    t->inoff = 0;
+    ret = 0;
+    if (!t->ready) {
+        n = wolfSSL_accept(t->ssl);
+        if (n != WOLFSSL_SUCCESS) {
+            ret = failure(t, n);
+            goto out;
+        }
+        t->ready = true;
+        if (t->ctx->mtls)
+            keep_peer(t);
+    }
+    for (;;) {
+        n = wolfSSL_read(t->ssl, scratch, (int)(cap > INT32_MAX ? INT32_MAX : cap));
+        if (n <= 0) {
+            ret = failure(t, n);
+            break;
+        }
+        ret = cb(arg, scratch, (size_t)n);
+        if (ret < 0)
+            break;
+    }
+out:
+    t->in = NULL;
+    t->inlen = 0;
+    t->inoff = 0;
+    return ret;
+}
+
+bool rs_tls_ready(const struct rs_tls *t)
+{
+    return t->ready;
+}
+
+static int write_record(struct rs_tls *t, const void *p, size_t n)
+{
+    int ret = wolfSSL_write(t->ssl, p, (int)n);
+
+    if (ret == (int)n)
+        return 0;
+    if (t->overflow)
+        return -ENOBUFS;
+    wolf_reason(wolfSSL_get_error(t->ssl, ret), t->err, sizeof(t->err));
+    return -EPROTO;
+}
+
+int rs_tls_write(struct rs_tls *t, const struct iovec *iov, int iovcnt)
+{
+    size_t staged = 0;
+    int i, ret;
+
+    if (t->stage == NULL) {
+        t->stage = malloc(RS_TLS_RECORD);
+        if (t->stage == NULL)
+            return -ENOMEM;
+    }
+    /* Every byte passes through the stage so that records are full 16 KiB ones whatever the
+     * frame boundaries (wolfSSL copies into its own record buffer to encrypt in place anyway). */
+    for (i = 0; i < iovcnt; i++) {
+        const uint8_t *p = iov[i].iov_base;
+        size_t left = iov[i].iov_len;
+
+        while (left > 0) {
+            size_t n = RS_TLS_RECORD - staged;
+
+            if (n > left)
+                n = left;
+            memcpy(t->stage + staged, p, n);
+            staged += n;
+            p += n;
+            left -= n;
+            if (staged == RS_TLS_RECORD) {
+                ret = write_record(t, t->stage, staged);
+                if (ret < 0)
+                    return ret;
+                staged = 0;
+            }
+        }
+    }
+    return staged > 0 ? write_record(t, t->stage, staged) : 0;
+}
+
+void rs_tls_shutdown(struct rs_tls *t)
+{
+    if (t->shut)
+        return;
+    t->shut = true;
+    wolfSSL_shutdown(t->ssl); /* queues close_notify; the peer's answer is not awaited */
+}
+
+size_t rs_tls_out_pending(const struct rs_tls *t)
+{
+    return t->out[t->fill].len;
+}
+
+size_t rs_tls_out_take(struct rs_tls *t, const uint8_t **data)
+{
+    struct outbuf *o = &t->out[t->fill];
+
+    if (t->taken || o->len == 0) {
+        *data = NULL;
+        return 0;
+    }
+    t->taken = true;
+    t->fill ^= 1u;
+    *data = o->p;
+    return o->len;
+}
+
+void rs_tls_out_done(struct rs_tls *t)
+{
+    struct outbuf *o = &t->out[t->fill ^ 1u];
+
+    if (!t->taken)
+        return;
+    t->taken = false;
+    o->len = 0;
+}
+
+void rs_tls_trim(struct rs_tls *t)
+{
+    unsigned i;
+
+    for (i = 0; i < 2; i++) {
+        struct outbuf *o = &t->out[i];
+
+        if (o->len == 0 && !(t->taken && i != t->fill)) {
+            free(o->p);
+            o->p = NULL;
+            o->cap = 0;
+        }
+    }
+    free(t->stage);
+    t->stage = NULL;
+}
+
+size_t rs_tls_mem(const struct rs_tls *t)
+{
+    return RS_TLS_STATE + t->out[0].cap + t->out[1].cap + (t->stage != NULL ? RS_TLS_RECORD : 0);
+}
+
+const char *rs_tls_peer(const struct rs_tls *t)
+{
+    return t->peer;
+}
+
+const char *rs_tls_error(const struct rs_tls *t)
+{
+    return t->err;
+}
+
+const char *rs_tls_version(const struct rs_tls *t)
+{
+    return wolfSSL_get_version(t->ssl);
+}
+
+const char *rs_tls_cipher(const struct rs_tls *t)
+{
+    return wolfSSL_get_cipher_name(t->ssl);
+}

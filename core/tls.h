@@ -1,0 +1,79 @@
+/* core/tls.h: TLS over caller-owned bytes, with wolfSSL. No sockets: ciphertext comes in as
+ * views of buffers the caller received into, plaintext goes out of a callback, and what
+ * wolfSSL wants to send (handshake, records, alerts, close_notify) accumulates in an output
+ * buffer the caller sends and then releases. wolfSSL's error codes stop in this module.
+ * One connection is used by one thread; a context is shared (reference counted, atomically). */
+#ifndef RS_CORE_TLS_H
+#define RS_CORE_TLS_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+struct rs_tls_ctx;
+struct rs_tls;
+
+/* Loads a PEM certificate chain and its private key (and, when |client_ca| is not NULL, the
+ * CAs that client certificates must chain to: a client certificate is then required). TLS 1.3
+ * and 1.2 with AEAD suites only, ALPN "h2" (a client offering ALPN without it gets
+ * no_application_protocol), session tickets on. Returns owned, reference 1 (release with
+ * rs_tls_ctx_unref), or NULL with a one-line reason in |err|. */
+struct rs_tls_ctx *rs_tls_ctx_new(const char *cert, const char *key, const char *client_ca,
+                                  char *err, size_t errlen);
+void rs_tls_ctx_ref(struct rs_tls_ctx *ctx);
+/* Drops a reference; the last one frees the context. Accepts NULL. */
+void rs_tls_ctx_unref(struct rs_tls_ctx *ctx);
+
+/* Returns an owned server connection (release with rs_tls_destroy) holding a reference on
+ * |ctx|, or NULL (out of memory). */
+struct rs_tls *rs_tls_new(struct rs_tls_ctx *ctx);
+/* Accepts NULL. */
+void rs_tls_destroy(struct rs_tls *t);
+
+/* Receives plaintext: returns 0 to go on or a negative value, which rs_tls_recv() returns. */
+typedef int (*rs_tls_plain_cb)(void *arg, const uint8_t *data, size_t len);
+
+/* Feeds |len| bytes of ciphertext (borrowed for the call only; wolfSSL keeps what it needs)
+ * and runs the handshake and record layer as far as they go; each piece of plaintext goes to
+ * |cb|, which may be called with views of |scratch| (|cap| bytes, borrowed). Output wolfSSL
+ * produced meanwhile waits in the output buffer (rs_tls_out_take). Returns 0, or
+ *   -EPROTO      handshake or record failure (the reason is in rs_tls_error(); an alert may be
+ *                waiting in the output buffer: send it, then close);
+ *   -ECONNRESET  the peer sent close_notify;
+ *   -ENOBUFS     the output buffer is at its bound;
+ *   or what |cb| returned. */
+int rs_tls_recv(struct rs_tls *t, const uint8_t *in, size_t len, uint8_t *scratch, size_t cap,
+                rs_tls_plain_cb cb, void *arg);
+/* The handshake is complete: plaintext may be written. */
+bool rs_tls_ready(const struct rs_tls *t);
+/* Encrypts the bytes of |iov| into the output buffer, in records of up to 16 KiB (small pieces
+ * are gathered into one record, not sent as many tiny ones). The caller may reuse the
+ * plaintext at once. Returns 0, -EPROTO, -ENOBUFS (output bound) or -ENOMEM. */
+int rs_tls_write(struct rs_tls *t, const struct iovec *iov, int iovcnt);
+/* Queues close_notify (once). */
+void rs_tls_shutdown(struct rs_tls *t);
+/* Bytes of ciphertext waiting to be taken. */
+size_t rs_tls_out_pending(const struct rs_tls *t);
+/* A view of every waiting byte of ciphertext, valid until rs_tls_out_done(); output produced
+ * meanwhile goes to a second buffer. One take at a time. Returns its length (0: none). */
+size_t rs_tls_out_take(struct rs_tls *t, const uint8_t **data);
+/* The taken bytes were sent (or will never be): the view ends. */
+void rs_tls_out_done(struct rs_tls *t);
+/* Frees the buffers that hold nothing (the two output buffers keep their size between sends,
+ * so a bulk transfer does not reallocate and fault in a fresh buffer for every flush). For a
+ * connection that went quiet. */
+void rs_tls_trim(struct rs_tls *t);
+/* Bytes this connection holds in its own buffers, plus an estimate of wolfSSL's state. */
+size_t rs_tls_mem(const struct rs_tls *t);
+/* The verified client certificate (mutual TLS), once the handshake is done, as
+ * "subject=<one-line X.509 subject>; san=<name>,<name>"; NULL without --tls-client-ca or
+ * before the handshake. View valid until rs_tls_destroy(). */
+const char *rs_tls_peer(const struct rs_tls *t);
+/* The last failure's reason (static or in |t|), or "" when none. */
+const char *rs_tls_error(const struct rs_tls *t);
+/* Negotiated protocol version and cipher suite, for logs; static strings. */
+const char *rs_tls_version(const struct rs_tls *t);
+const char *rs_tls_cipher(const struct rs_tls *t);
+
+#endif /* RS_CORE_TLS_H */

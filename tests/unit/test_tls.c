@@ -1,0 +1,341 @@
+/* tests/unit/test_tls.c: core/tls without sockets. An in-process wolfSSL client talks to an
+ * rs_tls server through memory: the client's output is fed to rs_tls_recv(), what
+ * rs_tls_out_take() gives is the client's input. The PKI comes from scripts/gen-test-certs.sh
+ * (openssl CLI) into a temp dir. */
+#include <CUnit/CUnit.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <wolfssl/options.h> /* first: the library's build configuration */
+#include <wolfssl/ssl.h>
+#include "core/tls.h"
+#include "tests/unit/runner.h"
+
+#define PIPE_CAP (1u << 20)
+
+struct pipe {
+    uint8_t buf[PIPE_CAP];
+    size_t len, off;
+};
+
+static char pki[256];
+static struct rs_tls_ctx *sctx;
+static WOLFSSL_CTX *cctx;
+static struct pipe *to_client; /* server output not yet read by the client */
+static struct pipe *to_server; /* client output not yet fed to the server */
+static uint8_t scratch[16384];
+static uint8_t got[1u << 20];
+static size_t gotlen;
+
+static int client_recv(WOLFSSL *ssl, char *buf, int sz, void *arg)
+{
+    size_t n = to_client->len - to_client->off;
+
+    (void)ssl;
+    (void)arg;
+    if (n == 0)
+        return WOLFSSL_CBIO_ERR_WANT_READ;
+    if (n > (size_t)sz)
+        n = (size_t)sz;
+    memcpy(buf, to_client->buf + to_client->off, n);
+    to_client->off += n;
+    return (int)n;
+}
+
+static int client_send(WOLFSSL *ssl, char *buf, int sz, void *arg)
+{
+    (void)ssl;
+    (void)arg;
+    if (to_server->len + (size_t)sz > PIPE_CAP)
+        return WOLFSSL_CBIO_ERR_GENERAL;
+    memcpy(to_server->buf + to_server->len, buf, (size_t)sz);
+    to_server->len += (size_t)sz;
+    return sz;
+}
+
+static int collect(void *arg, const uint8_t *data, size_t len)
+{
+    (void)arg;
+    if (gotlen + len > sizeof(got))
+        return -E2BIG;
+    memcpy(got + gotlen, data, len);
+    gotlen += len;
+    return 0;
+}
+
+static const char *path(const char *name)
+{
+    static char p[4][512];
+    static unsigned k;
+
+    k = (k + 1) % 4; /* a few calls may share one expression */
+    snprintf(p[k], sizeof(p[k]), "%s/%s", pki, name);
+    return p[k];
+}
+
+static int suite_init(void)
+{
+    char cmd[1024], repo[512];
+    const char *tail = "/tests/unit/test_tls.c";
+    size_t n = strlen(__FILE__);
+    char err[256];
+
+    if (n <= strlen(tail) || n - strlen(tail) >= sizeof(repo))
+        return -1;
+    memcpy(repo, __FILE__, n - strlen(tail));
+    repo[n - strlen(tail)] = '\0';
+    snprintf(pki, sizeof(pki), "/tmp/rs-test-tls.XXXXXX");
+    if (mkdtemp(pki) == NULL)
+        return -1;
+    snprintf(cmd, sizeof(cmd), "%s/scripts/gen-test-certs.sh %s >/dev/null", repo, pki);
+    if (system(cmd) != 0)
+        return -1;
+    sctx = rs_tls_ctx_new(path("server.pem"), path("server.key"), NULL, err, sizeof(err));
+    if (sctx == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    cctx = wolfSSL_CTX_new(wolfSSLv23_client_method());
+    if (cctx == NULL || wolfSSL_CTX_load_verify_locations(cctx, path("ca.pem"), NULL) != 1)
+        return -1;
+    wolfSSL_CTX_SetIORecv(cctx, client_recv);
+    wolfSSL_CTX_SetIOSend(cctx, client_send);
+    to_client = calloc(1, sizeof(*to_client));
+    to_server = calloc(1, sizeof(*to_server));
+    return to_client != NULL && to_server != NULL ? 0 : -1;
+}
+
+static int suite_clean(void)
+{
+    char cmd[512];
+
+    rs_tls_ctx_unref(sctx);
+    wolfSSL_CTX_free(cctx);
+    free(to_client);
+    free(to_server);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", pki);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void reset(void)
+{
+    to_client->len = to_client->off = 0;
+    to_server->len = to_server->off = 0;
+    gotlen = 0;
+}
+
+/* Moves the server's waiting output to the client. */
+static void server_to_client(struct rs_tls *t)
+{
+    const uint8_t *p;
+    size_t n = rs_tls_out_take(t, &p);
+
+    if (n > 0) {
+        CU_ASSERT_FATAL(to_client->len + n <= PIPE_CAP);
+        memcpy(to_client->buf + to_client->len, p, n);
+        to_client->len += n;
+    }
+    rs_tls_out_done(t);
+}
+
+/* Feeds the client's output to the server, |step| bytes at a time (0: all at once). */
+static int client_to_server(struct rs_tls *t, size_t step)
+{
+    int ret = 0;
+
+    while (to_server->off < to_server->len && ret == 0) {
+        size_t n = to_server->len - to_server->off;
+
+        if (step > 0 && n > step)
+            n = step;
+        ret = rs_tls_recv(t, to_server->buf + to_server->off, n, scratch, sizeof(scratch), collect,
+                          NULL);
+        to_server->off += n;
+    }
+    return ret;
+}
+
+/* Runs the handshake; returns the server's last rs_tls_recv() result. */
+static int handshake(struct rs_tls *t, WOLFSSL *c, size_t step)
+{
+    int i, ret = 0;
+
+    for (i = 0; i < 20 && !(rs_tls_ready(t) && wolfSSL_is_init_finished(c)); i++) {
+        wolfSSL_connect(c);
+        ret = client_to_server(t, step);
+        server_to_client(t);
+        if (ret < 0)
+            break;
+    }
+    return ret;
+}
+
+static WOLFSSL *client(const char *alpn)
+{
+    WOLFSSL *c = wolfSSL_new(cctx);
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    if (alpn != NULL)
+        wolfSSL_UseALPN(c, (char *)alpn, (unsigned)strlen(alpn), WOLFSSL_ALPN_FAILED_ON_MISMATCH);
+    return c;
+}
+
+static void test_handshake_alpn_and_data_both_ways(void)
+{
+    struct rs_tls *t = rs_tls_new(sctx);
+    WOLFSSL *c = client("h2");
+    char *proto = NULL;
+    unsigned short plen = 0;
+    static uint8_t big[40000], back[40014];
+    uint8_t hdr[9] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 };
+    struct iovec iov[3] = { { hdr, 9 }, { big, sizeof(big) }, { (void *)"tail!", 5 } };
+    const uint8_t *p;
+    size_t i, n, before;
+    int r, total = 0;
+
+    reset();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+    CU_ASSERT_EQUAL(handshake(t, c, 0), 0);
+    CU_ASSERT_TRUE(rs_tls_ready(t));
+    CU_ASSERT_TRUE(wolfSSL_is_init_finished(c));
+    CU_ASSERT_EQUAL(wolfSSL_ALPN_GetProtocol(c, &proto, &plen), WOLFSSL_SUCCESS);
+    CU_ASSERT(plen == 2 && proto != NULL && memcmp(proto, "h2", 2) == 0);
+    CU_ASSERT_PTR_NULL(rs_tls_peer(t)); /* no mTLS */
+
+    /* client -> server */
+    CU_ASSERT_EQUAL(wolfSSL_write(c, "PRI * HTTP/2.0", 14), 14);
+    CU_ASSERT_EQUAL(client_to_server(t, 0), 0);
+    CU_ASSERT(gotlen == 14 && memcmp(got, "PRI * HTTP/2.0", 14) == 0);
+
+    /* server -> client: three pieces gathered into full records: 40014 bytes make three
+     * records (16384 + 16384 + 7246), each TLS 1.3 record adding 22 bytes */
+    for (i = 0; i < sizeof(big); i++)
+        big[i] = (uint8_t)(i * 7);
+    server_to_client(t); /* anything left from the handshake (tickets) */
+    before = to_client->len;
+    CU_ASSERT_EQUAL(rs_tls_write(t, iov, 3), 0);
+    n = rs_tls_out_take(t, &p);
+    CU_ASSERT_EQUAL_FATAL(n, 40014 + 3 * 22);
+    memcpy(to_client->buf + to_client->len, p, n);
+    to_client->len += n;
+    rs_tls_out_done(t);
+    CU_ASSERT(to_client->len > before);
+    for (i = 0; i < 10 && total < (int)sizeof(back); i++) {
+        r = wolfSSL_read(c, back + total, (int)sizeof(back) - total);
+        if (r <= 0)
+            break;
+        total += r;
+    }
+    CU_ASSERT_EQUAL(total, (int)sizeof(back));
+    CU_ASSERT(memcmp(back, hdr, 9) == 0 && memcmp(back + 9, big, sizeof(big)) == 0 &&
+              memcmp(back + 9 + sizeof(big), "tail!", 5) == 0);
+    wolfSSL_free(c);
+    rs_tls_destroy(t);
+}
+
+static void test_handshake_fed_one_byte_at_a_time(void)
+{
+    struct rs_tls *t = rs_tls_new(sctx);
+    WOLFSSL *c = client("h2");
+
+    reset();
+    CU_ASSERT_EQUAL(handshake(t, c, 1), 0);
+    CU_ASSERT_TRUE(rs_tls_ready(t));
+    wolfSSL_free(c);
+    rs_tls_destroy(t);
+}
+
+static void test_alpn_without_h2_gets_an_alert(void)
+{
+    struct rs_tls *t = rs_tls_new(sctx);
+    WOLFSSL *c = client("http/1.1");
+
+    reset();
+    CU_ASSERT_EQUAL(handshake(t, c, 0), -EPROTO);
+    CU_ASSERT_FALSE(rs_tls_ready(t));
+    /* the alert went to the client: no_application_protocol (120) */
+    CU_ASSERT(to_client->len >= 7 && to_client->buf[0] == 21 && to_client->buf[6] == 120);
+    wolfSSL_free(c);
+    rs_tls_destroy(t);
+}
+
+static void test_garbage_after_handshake_fails_the_connection(void)
+{
+    struct rs_tls *t = rs_tls_new(sctx);
+    WOLFSSL *c = client("h2");
+    uint8_t junk[100];
+
+    reset();
+    CU_ASSERT_EQUAL(handshake(t, c, 0), 0);
+    memset(junk, 0x17, sizeof(junk)); /* application data records of nonsense */
+    CU_ASSERT_EQUAL(rs_tls_recv(t, junk, sizeof(junk), scratch, sizeof(scratch), collect, NULL),
+                    -EPROTO);
+    wolfSSL_free(c);
+    rs_tls_destroy(t);
+}
+
+static void test_plaintext_http2_preface_is_refused(void)
+{
+    struct rs_tls *t = rs_tls_new(sctx);
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+    reset();
+    CU_ASSERT_EQUAL(rs_tls_recv(t, (const uint8_t *)preface, sizeof(preface) - 1, scratch,
+                                sizeof(scratch), collect, NULL),
+                    -EPROTO);
+    CU_ASSERT_EQUAL(gotlen, 0);
+    rs_tls_destroy(t);
+}
+
+static void test_close_notify_is_reported(void)
+{
+    struct rs_tls *t = rs_tls_new(sctx);
+    WOLFSSL *c = client("h2");
+
+    reset();
+    CU_ASSERT_EQUAL(handshake(t, c, 0), 0);
+    wolfSSL_shutdown(c);
+    CU_ASSERT_EQUAL(client_to_server(t, 0), -ECONNRESET);
+    rs_tls_shutdown(t);
+    CU_ASSERT(rs_tls_out_pending(t) > 0); /* our close_notify */
+    wolfSSL_free(c);
+    rs_tls_destroy(t);
+}
+
+static void test_ctx_errors_are_one_line(void)
+{
+    char err[256];
+    struct rs_tls_ctx *x;
+
+    x = rs_tls_ctx_new(path("server.pem"), path("wrong.key"), NULL, err, sizeof(err));
+    CU_ASSERT_PTR_NULL(x);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "does not match"));
+    x = rs_tls_ctx_new(path("missing.pem"), path("server.key"), NULL, err, sizeof(err));
+    CU_ASSERT_PTR_NULL(x);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "cannot read"));
+    x = rs_tls_ctx_new(path("server.key"), path("server.key"), NULL, err, sizeof(err));
+    CU_ASSERT_PTR_NULL(x);
+    CU_ASSERT_PTR_NULL(strchr(err, '\n'));
+}
+
+static CU_TestInfo tests[] = {
+    { "handshake, ALPN h2, data both ways in full records",
+      test_handshake_alpn_and_data_both_ways },
+    { "handshake fed one byte at a time", test_handshake_fed_one_byte_at_a_time },
+    { "ALPN without h2 gets no_application_protocol", test_alpn_without_h2_gets_an_alert },
+    { "garbage after the handshake fails the connection",
+      test_garbage_after_handshake_fails_the_connection },
+    { "a plaintext HTTP/2 preface is refused", test_plaintext_http2_preface_is_refused },
+    { "close_notify is reported and answered", test_close_notify_is_reported },
+    { "context errors are one line", test_ctx_errors_are_one_line },
+    CU_TEST_INFO_NULL,
+};
+static CU_SuiteInfo suites[] = { { "core/tls", suite_init, suite_clean, NULL, NULL, tests },
+                                 CU_SUITE_INFO_NULL };
+
+int main(void)
+{
+    return rs_test_run(suites);
+}

@@ -1,6 +1,7 @@
 /* core/budget.c: see core/budget.h. */
 #include "core/budget.h"
 #include <assert.h>
+#include <stdbool.h>
 #include <errno.h>
 
 int rs_budget_init(struct rs_budget *b, size_t limit, size_t share)
@@ -58,7 +59,12 @@ enum rs_budget_level rs_budget_level(const struct rs_budget *b)
 
 int rs_budget_admit_stream(struct rs_budget *b, const struct rs_budget_acct *a)
 {
-    if (rs_budget_level(b) >= RS_BUDGET_REFUSE || a->used >= b->share) {
+    /* Near the budget only the connections that hold much are refused: one holding at most an
+     * eighth of its share (a bystander making small calls) keeps getting streams, or a few
+     * attackers parked at their shares would have every other client refused. */
+    bool heavy = a->used > b->share / 8;
+
+    if ((heavy && rs_budget_level(b) >= RS_BUDGET_REFUSE) || a->used >= b->share) {
         b->refused[RS_BUDGET_R_STREAM]++;
         return 0;
     }

@@ -98,6 +98,25 @@ static void test_connection_over_share_gets_no_stream(void)
     CU_ASSERT_TRUE(rs_budget_admit_stream(&b, &a2)); /* the bystander still gets streams */
 }
 
+/* Near the budget a light connection (a bystander's small calls) still gets streams, while the
+ * heavy ones that filled the budget are refused. */
+static void test_light_connection_admitted_near_budget(void)
+{
+    struct rs_budget wide;
+    struct rs_budget_acct heavy1 = { 0 }, heavy2 = { 0 }, light = { 0 };
+
+    CU_ASSERT_EQUAL_FATAL(rs_budget_init(&wide, 800, 400), 0);
+    CU_ASSERT_EQUAL(rs_budget_charge(&wide, &heavy1, 350), 0);
+    CU_ASSERT_EQUAL(rs_budget_charge(&wide, &heavy2, 350), 0);
+    CU_ASSERT_EQUAL(rs_budget_charge(&wide, &light, 50), 0); /* exactly an eighth of 400 */
+    CU_ASSERT_EQUAL(rs_budget_level(&wide), RS_BUDGET_NO_ACCEPT);
+    CU_ASSERT_FALSE(rs_budget_admit_stream(&wide, &heavy1));
+    CU_ASSERT_TRUE(rs_budget_admit_stream(&wide, &light));
+    CU_ASSERT_EQUAL(rs_budget_charge(&wide, &light, 1), 0);
+    CU_ASSERT_FALSE(rs_budget_admit_stream(&wide, &light)); /* now past an eighth */
+    CU_ASSERT_EQUAL(wide.refused[RS_BUDGET_R_STREAM], 2);
+}
+
 static void test_default_scales_and_clamps(void)
 {
     const uint64_t gib = (uint64_t)1 << 30;
@@ -115,6 +134,7 @@ static CU_TestInfo tests[] = {
     { "huge charge does not wrap", test_huge_charge_does_not_wrap },
     { "levels degrade in order", test_levels_in_order },
     { "connection over its share gets no new stream", test_connection_over_share_gets_no_stream },
+    { "light connection admitted near the budget", test_light_connection_admitted_near_budget },
     { "default scales with memory and clamps", test_default_scales_and_clamps },
     CU_TEST_INFO_NULL,
 };

@@ -19,6 +19,12 @@ int rs_budget_init(struct rs_budget *b, size_t limit, size_t share)
     return 0;
 }
 
+/* What is left of |cap| when |used| is taken, without wrapping. */
+static size_t room(size_t cap, size_t used)
+{
+    return used < cap ? cap - used : 0;
+}
+
 int rs_budget_charge(struct rs_budget *b, struct rs_budget_acct *a, size_t n)
 {
     if (n > b->limit - b->used) {
@@ -28,6 +34,13 @@ int rs_budget_charge(struct rs_budget *b, struct rs_budget_acct *a, size_t n)
     if (n > b->share - a->used) {
         b->refused[RS_BUDGET_R_SHARE]++;
         return -EDQUOT;
+    }
+    /* The last eighth of the budget is kept for light connections (holding at most an eighth
+     * of their share once charged): when attackers' shares add up to more than the budget, a
+     * bystander's small calls still find memory. */
+    if (n > room(b->share / 8, a->used) && n > room(b->limit - b->limit / 8, b->used)) {
+        b->refused[RS_BUDGET_R_WORKER]++;
+        return -ENOBUFS;
     }
     b->used += n;
     a->used += n;

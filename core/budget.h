@@ -51,8 +51,10 @@ struct rs_budget_acct {
 
 /* Returns 0, or -EINVAL when |limit| is 0 or |share| is 0 or above |limit|. */
 int rs_budget_init(struct rs_budget *b, size_t limit, size_t share);
-/* Charges |n| bytes to |a| and |b|. Returns 0, or (nothing charged)
- *   -ENOBUFS  the worker's budget would be passed;
+/* Charges |n| bytes to |a| and |b|. The last eighth of the budget is only for connections
+ * that hold at most an eighth of their share after the charge (light ones, e.g. a bystander's
+ * small calls). Returns 0, or (nothing charged)
+ *   -ENOBUFS  the worker's budget would be passed (or its last eighth, by a heavy connection);
  *   -EDQUOT   the connection's share would be passed. */
 int rs_budget_charge(struct rs_budget *b, struct rs_budget_acct *a, size_t n);
 /* Gives back |n| bytes charged earlier to |a| (asserted: never more than charged). */

@@ -20,6 +20,11 @@ share; never the bystander. The server must log no "BUG:" line (a leaked charge 
                   SETTINGS_INITIAL_WINDOW_SIZE=0 opens 100 UnaryCalls asking for a
                   4,000,000-byte response each (none can leave): server VmRSS growth <=
                   share + 32 MiB; the streams past the share get RESOURCE_EXHAUSTED.
+  stalled_puts    --worker-budget 256m --conn-share 32m. 10 connections x 100 Bulk Puts,
+                  each sending its header, 1 MiB of data and half of one more 64 KiB
+                  message, then nothing: VmHWM <= budget + 64 MiB. Every Put holds two 512
+                  KiB stages (workers/bulk/put.c), charged since branch budgett; before,
+                  they were not and this held ~1.1 GB whatever the budget.
   idle_conns      --worker-budget 1g --conn-share 32m --max-conns 12000 --idle-timeout-ms
                   600000: 10,000 h2c connections (preface + SETTINGS, then silence; each
                   must get the server's SETTINGS): (VmRSS after - before) / 10,000 <= 96 KiB
@@ -48,6 +53,7 @@ import h2.events  # noqa: E402
 import h2.exceptions  # noqa: E402
 import h2.settings  # noqa: E402
 
+import harness  # noqa: E402
 from harness import CHANNEL_OPTIONS, PROTO_DIR, CaseFailure, Server, check  # noqa: E402
 from interop_client import load_pb2  # noqa: E402
 
@@ -290,6 +296,10 @@ def tally(attackers):
     return out
 
 
+def frame(msg):
+    return b"\x00" + len(msg).to_bytes(4, "big") + msg
+
+
 def grpc_frame(payload_len, declared=None):
     declared = payload_len if declared is None else declared
     return b"\x00" + declared.to_bytes(4, "big") + bytes(payload_len)
@@ -333,12 +343,11 @@ def parked_partial(binary, nconns=8):
             counts = tally(atk)
             print("      %d conns x 100 streams, %.1f s: RSS %d -> %d KiB, VmHWM %d KiB "
                   "(bound %d KiB), outcomes %r, goaways %r"
-                  % (nconns, elapsed, rss0, rss, hwm, (0 if LEGACY else BUDGET_KIB)
-                     + RSS_SLACK_KIB, counts, [a.goaway for a in atk if a.goaway]))
+                  % (nconns, elapsed, rss0, rss, hwm, BUDGET_KIB + RSS_SLACK_KIB, counts,
+                     [a.goaway for a in atk if a.goaway]))
             check(srv.alive(), "the server died under the attack")
             if LEGACY:
-                print("      (--legacy: a server without the budget; the bound of the budgeted "
-                      "server would be %d KiB)" % (BUDGET_KIB + RSS_SLACK_KIB))
+                print("      (--legacy: a server without the budget flags, same bound)")
             check(hwm <= BUDGET_KIB + RSS_SLACK_KIB,
                   "VmHWM %d KiB > budget %d KiB + %d KiB" % (hwm, BUDGET_KIB, RSS_SLACK_KIB))
             check_attack_outcomes(counts)
@@ -383,6 +392,40 @@ def zero_window(binary):
                   "no stream got RESOURCE_EXHAUSTED: %r" % counts)
         finally:
             a.close()
+        time.sleep(0.5)
+        by.stop_and_check(min_calls=5)
+    run_case(binary, budget_args(), body)
+
+
+@case
+def stalled_puts(binary):
+    def body(srv):
+        pid = srv.pid()
+        by = Bystander(srv)
+        by.start()
+        rss0 = vm_kib(pid, "VmRSS")
+        bulk = harness.pb2()
+        chunk = bulk.PutRequest(data=bytes(64 * KiB)).SerializeToString()
+        atk = [Attacker(srv.port) for _ in range(10)]
+        try:
+            for c, a in enumerate(atk):
+                for i in range(100):
+                    hdr = bulk.PutRequest(header=bulk.PutHeader(name="stall/%d/%d" % (c, i)))
+                    body = frame(hdr.SerializeToString())
+                    body += frame(chunk) * 16 + frame(chunk)
+                    a.open(harness.BULK + "Put", body, len(chunk) // 2, False, srv.port)
+            pump(atk, quiet_s=2.0, limit_s=60)
+            hwm = vm_kib(pid, "VmHWM")
+            counts = tally(atk)
+            print("      10 conns x 100 Puts stalled after 1 MiB + 32 KiB: RSS %d KiB before, "
+                  "VmHWM %d KiB (bound %d KiB), outcomes %r"
+                  % (rss0, hwm, BUDGET_KIB + RSS_SLACK_KIB, counts))
+            check(hwm <= BUDGET_KIB + RSS_SLACK_KIB,
+                  "VmHWM %d KiB > budget %d KiB + %d KiB" % (hwm, BUDGET_KIB, RSS_SLACK_KIB))
+            check_attack_outcomes(counts)
+        finally:
+            for a in atk:
+                a.close()
         time.sleep(0.5)
         by.stop_and_check(min_calls=5)
     run_case(binary, budget_args(), body)

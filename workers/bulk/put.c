@@ -82,6 +82,7 @@ struct put {
     bool half_closed;
     bool finished;
     bool released;
+    bool stage_charged; /* the two stages are charged to the call (rs_call_charge) */
 };
 
 enum put_part {
@@ -159,6 +160,9 @@ static void put_release(struct rs_call *call, struct put *p)
     free(p->stage[1].buf);
     p->stage[0].buf = NULL;
     p->stage[1].buf = NULL;
+    if (p->stage_charged)
+        rs_call_uncharge(call, 2 * PUT_STAGE);
+    p->stage_charged = false;
 }
 
 /* Where every completion starts: counts it in, releases the Put once the call is over.
@@ -308,6 +312,15 @@ static void put_start(struct rs_call *call, struct put *p, const struct put_req 
         rs_bulk_fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED, "no memory for hashing");
         return;
     }
+    /* The stages are what an upload holds whatever its size: charged to the peer's connection
+     * and the worker's budget like any memory a peer makes the server hold (1,000 Puts
+     * stalled mid-upload held 1.1 GB past a 256 MiB budget while they were not). */
+    if (rs_call_charge(call, 2 * PUT_STAGE) < 0) {
+        rs_bulk_fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED,
+                     "no memory for upload buffers: over the connection's memory share");
+        return;
+    }
+    p->stage_charged = true;
     if (posix_memalign((void **)&p->stage[0].buf, RS_STORE_DIRECT_ALIGN, PUT_STAGE) != 0)
         p->stage[0].buf = NULL;
     if (posix_memalign((void **)&p->stage[1].buf, RS_STORE_DIRECT_ALIGN, PUT_STAGE) != 0)

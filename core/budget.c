@@ -1,6 +1,7 @@
 /* core/budget.c: see core/budget.h. */
 #include "core/budget.h"
 #include <assert.h>
+#include <stdbool.h>
 #include <errno.h>
 
 int rs_budget_init(struct rs_budget *b, size_t limit, size_t share)
@@ -18,6 +19,12 @@ int rs_budget_init(struct rs_budget *b, size_t limit, size_t share)
     return 0;
 }
 
+/* What is left of |cap| when |used| is taken, without wrapping. */
+static size_t room(size_t cap, size_t used)
+{
+    return used < cap ? cap - used : 0;
+}
+
 int rs_budget_charge(struct rs_budget *b, struct rs_budget_acct *a, size_t n)
 {
     if (n > b->limit - b->used) {
@@ -27,6 +34,13 @@ int rs_budget_charge(struct rs_budget *b, struct rs_budget_acct *a, size_t n)
     if (n > b->share - a->used) {
         b->refused[RS_BUDGET_R_SHARE]++;
         return -EDQUOT;
+    }
+    /* The last eighth of the budget is kept for light connections (holding at most an eighth
+     * of their share once charged): when attackers' shares add up to more than the budget, a
+     * bystander's small calls still find memory. */
+    if (n > room(b->share / 8, a->used) && n > room(b->limit - b->limit / 8, b->used)) {
+        b->refused[RS_BUDGET_R_WORKER]++;
+        return -ENOBUFS;
     }
     b->used += n;
     a->used += n;
@@ -58,7 +72,12 @@ enum rs_budget_level rs_budget_level(const struct rs_budget *b)
 
 int rs_budget_admit_stream(struct rs_budget *b, const struct rs_budget_acct *a)
 {
-    if (rs_budget_level(b) >= RS_BUDGET_REFUSE || a->used >= b->share) {
+    /* Near the budget only the connections that hold much are refused: one holding at most an
+     * eighth of its share (a bystander making small calls) keeps getting streams, or a few
+     * attackers parked at their shares would have every other client refused. */
+    bool heavy = a->used > b->share / 8;
+
+    if ((heavy && rs_budget_level(b) >= RS_BUDGET_REFUSE) || a->used >= b->share) {
         b->refused[RS_BUDGET_R_STREAM]++;
         return 0;
     }

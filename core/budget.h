@@ -11,7 +11,8 @@
  * As the worker's budget fills, the server degrades in a fixed order, never by OOM:
  *   RS_BUDGET_OK         below half: full windows;
  *   RS_BUDGET_SHRINK     from half: new streams get a smaller receive window;
- *   RS_BUDGET_REFUSE     from 3/4: new streams are refused (REFUSED_STREAM, clients retry);
+ *   RS_BUDGET_REFUSE     from 3/4: new streams are refused (REFUSED_STREAM, clients retry) to
+ *                        connections holding more than an eighth of their share;
  *   RS_BUDGET_NO_ACCEPT  from 7/8: no new connections are accepted.
  * A connection over its share is treated as RS_BUDGET_REFUSE whatever the worker's level. */
 #ifndef RS_CORE_BUDGET_H
@@ -50,15 +51,19 @@ struct rs_budget_acct {
 
 /* Returns 0, or -EINVAL when |limit| is 0 or |share| is 0 or above |limit|. */
 int rs_budget_init(struct rs_budget *b, size_t limit, size_t share);
-/* Charges |n| bytes to |a| and |b|. Returns 0, or (nothing charged)
- *   -ENOBUFS  the worker's budget would be passed;
+/* Charges |n| bytes to |a| and |b|. The last eighth of the budget is only for connections
+ * that hold at most an eighth of their share after the charge (light ones, e.g. a bystander's
+ * small calls). Returns 0, or (nothing charged)
+ *   -ENOBUFS  the worker's budget would be passed (or its last eighth, by a heavy connection);
  *   -EDQUOT   the connection's share would be passed. */
 int rs_budget_charge(struct rs_budget *b, struct rs_budget_acct *a, size_t n);
 /* Gives back |n| bytes charged earlier to |a| (asserted: never more than charged). */
 void rs_budget_release(struct rs_budget *b, struct rs_budget_acct *a, size_t n);
 /* The worker's level now. */
 enum rs_budget_level rs_budget_level(const struct rs_budget *b);
-/* May |a|'s connection open a new stream? Counts a refusal when not. */
+/* May |a|'s connection open a new stream? Not when it holds its whole share, nor from the
+ * refusal level on when it holds more than an eighth of its share (lighter connections, such as
+ * a bystander's small calls, still get streams). Counts a refusal when not. */
 int rs_budget_admit_stream(struct rs_budget *b, const struct rs_budget_acct *a);
 /* May the worker accept a connection? Counts a refusal when not. */
 int rs_budget_admit_conn(struct rs_budget *b);

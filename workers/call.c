@@ -635,6 +635,25 @@ static int budget_refusal(struct rs_call *call, int ret)
     return ret;
 }
 
+/* Would the blocks that |len| more bytes need pass the connection's share or the worker's
+ * budget? Checked for a whole message before its first byte is queued, so a message is either
+ * queued whole or refused (-ENOMEM) with nothing queued, never cut after its prefix. */
+static int budget_admits(struct rs_call *call, size_t len)
+{
+    struct rs_worker *w = call->conn->w;
+    size_t need =
+            rs_chunkq_footprint_after(&call->txq, len) - rs_chunkq_footprint_after(&call->txq, 0);
+    int ret;
+
+    if (need == 0)
+        return 0;
+    ret = rs_budget_charge(&w->budget, &call->conn->acct, need);
+    if (ret < 0)
+        return budget_refusal(call, ret);
+    rs_budget_release(&w->budget, &call->conn->acct, need);
+    return 0;
+}
+
 /* Appends the 5-byte prefix of a |total|-byte message and the bytes of |iov|. Returns 0, or
  * -ENOMEM: with nothing queued when the prefix did not fit, else with the stream reset (half a
  * message is queued and nothing can follow it). */
@@ -713,7 +732,9 @@ int rs_call_send_ex(struct rs_call *call, const struct iovec *iov, int iovcnt, u
         iovcnt = 1;
         total = zlen;
     }
-    ret = queue_prefix_and(call, iov, iovcnt, compress, total);
+    ret = budget_admits(call, RS_GRPC_PREFIX_LEN + total);
+    if (ret == 0)
+        ret = queue_prefix_and(call, iov, iovcnt, compress, total);
     free(zbuf);
     if (ret < 0)
         return ret;
@@ -847,7 +868,9 @@ int rs_call_send_buf(struct rs_call *call, const struct iovec *hdr, int hdrcnt, 
             call->flags |= RS_CALL_F_WANT_WRITABLE;
             return -EAGAIN;
         }
-        ret = queue_prefix_and(call, hdr, hdrcnt, false, total);
+        ret = budget_admits(call, hlen);
+        if (ret == 0)
+            ret = queue_prefix_and(call, hdr, hdrcnt, false, total);
         if (ret < 0)
             return ret;
         b->head = RS_BUF_HEADROOM;

@@ -101,6 +101,12 @@ if(NOT RS_SANITIZE)
   set_property(TEST e2e/attacks APPEND PROPERTY ENVIRONMENT "RS_RSLOAD=$<TARGET_FILE:rsload>")
 endif()
 
+# The per-worker memory budget (issue 15, core/budget.h): parked partial messages, a zero
+# window pinning send queues, 10,000 idle connections, each beside a bystander. Normal build.
+if(NOT RS_SANITIZE)
+  rs_e2e_test(budget test_budget.py 240 "e2e;budget")
+endif()
+
 # Tests that need the bulk store's named fault points (core/fault.h; the points are listed in
 # workers/bulk/storeop.h): registered only in a build configured with RS_FAULT_INJECTION=ON,
 # which scripts/test does for build-asan (build/ stays without). Storage faults: findings 4

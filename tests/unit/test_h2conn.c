@@ -871,12 +871,18 @@ static void test_budget_degrades_in_order(void)
     st = h2t_call(&t, "/t.T/Echo", 2, 100, true, NULL);
     pump(&t);
     CU_ASSERT_EQUAL(st->grpc_status, RS_GRPC_OK);
-    /* 3/4: new streams are refused, which gRPC clients retry */
+    /* 3/4: a light connection (a bystander holding at most an eighth of its share) still
+     * gets streams; a heavy one gets REFUSED_STREAM, which gRPC clients retry */
     b->used = b->limit - 2 * (b->limit / 8);
+    st = h2t_call(&t, "/t.T/Echo", 1, 100, true, NULL);
+    pump(&t);
+    CU_ASSERT_EQUAL(st->grpc_status, RS_GRPC_OK);
+    conn_of_test(&t)->acct.used += b->share / 4; /* stands for what its other streams hold */
     st = h2t_call(&t, "/t.T/Echo", 1, 100, true, NULL);
     pump(&t);
     CU_ASSERT_EQUAL(st->rst, NGHTTP2_REFUSED_STREAM);
     CU_ASSERT(b->refused[RS_BUDGET_R_STREAM] >= 1);
+    conn_of_test(&t)->acct.used -= b->share / 4;
     /* emptied: full windows again, streams served */
     b->used = used0;
     rs_conn_tick(conn_of_test(&t), rs_now_ms());

@@ -700,8 +700,11 @@ static int lock_data_dir(const char *dir, char *err, size_t errlen)
     }
     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
     if (fd < 0) {
-        snprintf(err, errlen, "data dir %s: cannot open %s: %s", dir, RS_LOCK_FILE,
-                 strerror(errno));
+        if (errno == EACCES || errno == EPERM || errno == EROFS)
+            snprintf(err, errlen, "data dir %s: not writable (%s)", dir, strerror(errno));
+        else
+            snprintf(err, errlen, "data dir %s: cannot open %s: %s", dir, RS_LOCK_FILE,
+                     strerror(errno));
         return -1;
     }
     if (flock(fd, LOCK_EX | LOCK_NB) < 0) {

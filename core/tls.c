@@ -419,7 +419,15 @@ struct rs_tls_ctx *rs_tls_ctx_new(const char *cert, const char *key, const char 
     /* Tickets sealed with our keys, shared across reloads; no server-side session cache
      * (stateless: nothing per session is kept, and no global cache lock for the workers). */
     wolfSSL_CTX_set_session_cache_mode(c->ctx, WOLFSSL_SESS_CACHE_OFF);
-    if (keys != NULL) {
+    if (c->mtls) {
+        /* No resumption under mutual TLS: a resumed handshake carries no client certificate
+         * and a ticket does not keep it, so the identity handed to handlers would be lost. */
+        if (wolfSSL_CTX_NoTicketTLSv12(c->ctx) != WOLFSSL_SUCCESS ||
+            wolfSSL_CTX_no_ticket_TLSv13(c->ctx) != 0) {
+            snprintf(err, errlen, "wolfSSL: cannot turn session tickets off");
+            goto err_ctx;
+        }
+    } else if (keys != NULL) {
         unsigned life = keys->period < RS_TLS_TICKET_MAX_S ? keys->period : RS_TLS_TICKET_MAX_S;
 
         if (wolfSSL_CTX_set_TicketEncCb(c->ctx, on_ticket) != WOLFSSL_SUCCESS ||

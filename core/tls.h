@@ -49,8 +49,9 @@ unsigned rs_tls_keys_period(const struct rs_tls_keys *k);
  * no_application_protocol), session tickets on: sealed with |keys| (the context holds a
  * reference; ticket lifetime hint and session timeout = the rotation interval, at most 7 days)
  * or, when |keys| is NULL, wolfSSL's own per-context keys. Resumption is by ticket only: the
- * server keeps no session cache. Returns owned, reference 1 (release with rs_tls_ctx_unref),
- * or NULL with a one-line reason in |err|. */
+ * server keeps no session cache. With |client_ca| there are no tickets (and no resumption):
+ * every client presents its certificate. Returns owned, reference 1 (release with
+ * rs_tls_ctx_unref), or NULL with a one-line reason in |err|. */
 struct rs_tls_ctx *rs_tls_ctx_new(const char *cert, const char *key, const char *client_ca,
                                   struct rs_tls_keys *keys, char *err, size_t errlen);
 void rs_tls_ctx_ref(struct rs_tls_ctx *ctx);

@@ -294,6 +294,21 @@ def _(ss):
     check("spiffe://test/client" in srv.stderr_text(), "no URI SAN in:\n" + srv.stderr_tail())
     out = s_client(srv.port, "-alpn", "h2", "-cert", pki("client.pem"), "-key", pki("client.key"))
     check("ALPN protocol: h2" in out, "s_client with a client cert:\n" + out[-1000:])
+    # no tickets under mTLS (a resumption would carry no certificate): nothing to resume
+    for ver in ("-tls1_2", "-tls1_3"):
+        sess = os.path.join(TMP, "sess-mtls" + ver)
+        # stays connected 0.5 s, long enough to read a ticket if one were sent (they come
+        # within milliseconds: see the resumption case)
+        p = subprocess.run("sleep 0.5 | openssl s_client -connect 127.0.0.1:%d -CAfile %s "
+                           "-servername localhost %s -alpn h2 -cert %s -key %s -sess_out %s"
+                           % (srv.port, pki("ca.pem"), ver, pki("client.pem"),
+                              pki("client.key"), sess),
+                           shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=WAIT_S)
+        out = p.stdout.decode(errors="replace")
+        check("New, " in out, "%s mTLS handshake failed:\n%s" % (ver, out[-1000:]))
+        check(not os.path.exists(sess) and "session ticket lifetime" not in out,
+              "%s: a resumable session under mTLS:\n%s" % (ver, out[-1500:]))
 
 
 @case("grpc-js over TLS: interop cases through a secure channel", group="full")

@@ -356,6 +356,23 @@ static void test_ticket_keys_survive_one_rotation_not_two(void)
     rs_tls_keys_unref(k);
 }
 
+static void test_ticket_keys_rotate_by_the_clock(void)
+{
+    char err[256];
+    struct rs_tls_keys *k = rs_tls_keys_new(1, err, sizeof(err)); /* a 1 s interval */
+    uint8_t name[16], iv[16], mac[32], buf[64] = { 1, 2, 3 }, copy[64];
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(k);
+    CU_ASSERT_EQUAL(rs_tls_keys_period(k), 1);
+    CU_ASSERT_EQUAL(rs_tls_keys_seal(k, name, iv, mac, buf, sizeof(buf)), 0);
+    usleep(1100 * 1000); /* one interval: the key rotates on the next use, still opens */
+    memcpy(copy, buf, sizeof(copy));
+    CU_ASSERT_EQUAL(rs_tls_keys_open(k, name, iv, mac, copy, sizeof(copy)), 1);
+    usleep(2100 * 1000); /* two more: both kept keys are too old, both are replaced */
+    CU_ASSERT_EQUAL(rs_tls_keys_open(k, name, iv, mac, buf, sizeof(buf)), -ENOKEY);
+    rs_tls_keys_unref(k);
+}
+
 /* A full handshake on |a|, the client keeps the session (TLS 1.3: from the NewSessionTicket
  * read after the handshake); |rotations| key rotations; then a handshake on |b| offering it.
  * Returns whether the second handshake resumed (both ends agree). */
@@ -454,6 +471,8 @@ static CU_TestInfo tests[] = {
     { "context errors are one line", test_ctx_errors_are_one_line },
     { "ticket keys: a ticket opens after one rotation, not after two",
       test_ticket_keys_survive_one_rotation_not_two },
+    { "ticket keys rotate by the clock, twice after two idle intervals",
+      test_ticket_keys_rotate_by_the_clock },
     { "resumption by ticket (TLS 1.3 and 1.2) across a reload and one rotation, not two",
       test_resumption_by_ticket_across_a_reload_and_one_rotation },
     CU_TEST_INFO_NULL,

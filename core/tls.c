@@ -9,9 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 #include <wolfssl/options.h> /* first: the library's build configuration */
 #include <wolfssl/ssl.h>
+#include <wolfssl/wolfcrypt/chacha20_poly1305.h>
 
 #define RS_TLS_RECORD  16384               /* largest TLS plaintext record */
 #define RS_TLS_OUT_MAX ((size_t)8 << 20)   /* bound of one output buffer */
@@ -25,10 +28,31 @@ static const char suites[] = "TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:"
                              "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
                              "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
+#define RS_TLS_TICKET_NAME  16                                  /* WOLFSSL_TICKET_NAME_SZ */
+#define RS_TLS_TICKET_NONCE CHACHA20_POLY1305_AEAD_IV_SIZE      /* 12 of the 16 iv bytes */
+#define RS_TLS_TICKET_TAG   CHACHA20_POLY1305_AEAD_AUTHTAG_SIZE /* 16 of the 32 mac bytes */
+#define RS_TLS_TICKET_MAX_S (7u * 24 * 3600) /* RFC 8446 4.6.1: lifetime at most 7 days */
+
+struct ticket_key {
+    uint8_t name[RS_TLS_TICKET_NAME];
+    uint8_t key[CHACHA20_POLY1305_AEAD_KEYSIZE];
+    bool live; /* false: wiped, matches no name */
+};
+
+struct rs_tls_keys {
+    pthread_rwlock_t lock;    /* shared: seal, open; exclusive: rotate */
+    struct ticket_key key[2]; /* under |lock|: key[cur] seals, key[cur ^ 1] only opens */
+    unsigned cur;             /* under |lock| */
+    struct timespec made;     /* under |lock|: when key[cur] was made (CLOCK_MONOTONIC) */
+    unsigned period;          /* seconds between rotations; fixed */
+    atomic_uint refs;
+};
+
 struct rs_tls_ctx {
     WOLFSSL_CTX *ctx; /* owned */
     atomic_uint refs;
-    bool mtls; /* a client certificate is required and verified */
+    bool mtls;                /* a client certificate is required and verified */
+    struct rs_tls_keys *keys; /* one reference held, or NULL (wolfSSL's ticket keys) */
 };
 
 struct outbuf {
@@ -128,8 +152,215 @@ static int readable(const char *what, const char *path, char *err, size_t errlen
     return 0;
 }
 
+/* ---- ticket keys ------------------------------------------------------------------------ */
+
+static int fill_random(void *p, size_t n)
+{
+    uint8_t *b = p;
+
+    while (n > 0) {
+        ssize_t got = getrandom(b, n, 0);
+
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            return -EIO;
+        }
+        b += got;
+        n -= (size_t)got;
+    }
+    return 0;
+}
+
+static double seconds_since(const struct timespec *t)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+/* Under the exclusive lock. The previous key is wiped, the current one becomes previous. */
+static int rotate_locked(struct rs_tls_keys *k)
+{
+    struct ticket_key fresh;
+
+    if (fill_random(fresh.name, sizeof(fresh.name)) < 0 ||
+        fill_random(fresh.key, sizeof(fresh.key)) < 0) {
+        explicit_bzero(&fresh, sizeof(fresh));
+        return -EIO;
+    }
+    fresh.live = true;
+    k->cur ^= 1u;
+    k->key[k->cur] = fresh;
+    explicit_bzero(&fresh, sizeof(fresh));
+    clock_gettime(CLOCK_MONOTONIC, &k->made);
+    return 0;
+}
+
+struct rs_tls_keys *rs_tls_keys_new(unsigned rotate_s, char *err, size_t errlen)
+{
+    struct rs_tls_keys *k = calloc(1, sizeof(*k));
+
+    if (k == NULL) {
+        snprintf(err, errlen, "out of memory for the TLS ticket keys");
+        return NULL;
+    }
+    k->period = rotate_s > 0 ? rotate_s : 1;
+    atomic_init(&k->refs, 1);
+    if (rotate_locked(k) < 0) { /* key[1] current, key[0] not live */
+        snprintf(err, errlen, "no randomness for the TLS ticket keys (getrandom)");
+        free(k);
+        return NULL;
+    }
+    pthread_rwlock_init(&k->lock, NULL);
+    return k;
+}
+
+void rs_tls_keys_ref(struct rs_tls_keys *k)
+{
+    atomic_fetch_add(&k->refs, 1);
+}
+
+void rs_tls_keys_unref(struct rs_tls_keys *k)
+{
+    if (k == NULL || atomic_fetch_sub(&k->refs, 1) != 1)
+        return;
+    pthread_rwlock_destroy(&k->lock);
+    explicit_bzero(k->key, sizeof(k->key));
+    free(k);
+}
+
+unsigned rs_tls_keys_period(const struct rs_tls_keys *k)
+{
+    return k->period;
+}
+
+int rs_tls_keys_rotate(struct rs_tls_keys *k)
+{
+    int ret;
+
+    pthread_rwlock_wrlock(&k->lock);
+    ret = rotate_locked(k);
+    pthread_rwlock_unlock(&k->lock);
+    return ret;
+}
+
+/* Rotates when the current key is |period| old: twice when it is two periods old (a server
+ * that issued no ticket for that long keeps no key that old). Takes the lock shared to look. */
+static void rotate_if_due(struct rs_tls_keys *k)
+{
+    double age;
+
+    pthread_rwlock_rdlock(&k->lock);
+    age = seconds_since(&k->made);
+    pthread_rwlock_unlock(&k->lock);
+    if (age < k->period)
+        return;
+    pthread_rwlock_wrlock(&k->lock);
+    age = seconds_since(&k->made); /* another thread may have rotated meanwhile */
+    if (age >= 2.0 * k->period && rotate_locked(k) == 0) {
+        explicit_bzero(&k->key[k->cur ^ 1u], sizeof(k->key[0])); /* live = false */
+        age = 0;
+    }
+    if (age >= k->period)
+        rotate_locked(k); /* no randomness: the old key seals on, retried on the next ticket */
+    pthread_rwlock_unlock(&k->lock);
+}
+
+static void ticket_aad(uint8_t *aad, const uint8_t *name, const uint8_t *iv, size_t len)
+{
+    memcpy(aad, name, RS_TLS_TICKET_NAME);
+    memcpy(aad + RS_TLS_TICKET_NAME, iv, RS_TLS_TICKET_NONCE);
+    aad[RS_TLS_TICKET_NAME + RS_TLS_TICKET_NONCE] = (uint8_t)(len >> 8);
+    aad[RS_TLS_TICKET_NAME + RS_TLS_TICKET_NONCE + 1] = (uint8_t)len;
+}
+
+#define RS_TLS_TICKET_AAD (RS_TLS_TICKET_NAME + RS_TLS_TICKET_NONCE + 2)
+
+int rs_tls_keys_seal(struct rs_tls_keys *k, uint8_t name[16], uint8_t iv[16], uint8_t mac[32],
+                     uint8_t *buf, size_t len)
+{
+    uint8_t aad[RS_TLS_TICKET_AAD];
+    int ret;
+
+    if (len > UINT16_MAX)
+        return -EIO;
+    rotate_if_due(k);
+    memset(iv, 0, 16);
+    memset(mac, 0, 32);
+    if (fill_random(iv, RS_TLS_TICKET_NONCE) < 0)
+        return -EIO;
+    pthread_rwlock_rdlock(&k->lock);
+    memcpy(name, k->key[k->cur].name, RS_TLS_TICKET_NAME);
+    ticket_aad(aad, name, iv, len);
+    ret = wc_ChaCha20Poly1305_Encrypt(k->key[k->cur].key, iv, aad, sizeof(aad), buf, (word32)len,
+                                      buf, mac);
+    pthread_rwlock_unlock(&k->lock);
+    return ret == 0 ? 0 : -EIO;
+}
+
+int rs_tls_keys_open(struct rs_tls_keys *k, const uint8_t name[16], const uint8_t iv[16],
+                     const uint8_t mac[32], uint8_t *buf, size_t len)
+{
+    uint8_t aad[RS_TLS_TICKET_AAD];
+    unsigned i;
+    int ret = -ENOKEY;
+
+    if (len > UINT16_MAX)
+        return -EBADMSG;
+    rotate_if_due(k);
+    ticket_aad(aad, name, iv, len);
+    pthread_rwlock_rdlock(&k->lock);
+    for (i = 0; i < 2; i++) {
+        const struct ticket_key *key = &k->key[k->cur ^ i];
+
+        if (!key->live || memcmp(key->name, name, RS_TLS_TICKET_NAME) != 0)
+            continue;
+        ret = wc_ChaCha20Poly1305_Decrypt(key->key, iv, aad, sizeof(aad), buf, (word32)len, mac,
+                                          buf) == 0
+                      ? (int)i
+                      : -EBADMSG;
+        break;
+    }
+    pthread_rwlock_unlock(&k->lock);
+    return ret;
+}
+
+/* wolfSSL's SessionTicketEncCb. Sealing: |ticket| holds |in_len| bytes of wolfSSL's session
+ * state; encrypt in place, set *out_len (same length: no padding), fill key_name, iv and mac.
+ * Opening: the same fields as received; decrypt in place. Returns WOLFSSL_TICKET_RET_OK,
+ * _CREATE (opened with the previous key: issue a fresh ticket; TLS 1.3 always issues one on
+ * resumption anyway), _REJECT (unknown key or bad tag: a full handshake, not an error) or
+ * _FATAL (sealing failed: no ticket). Called by every worker concurrently. */
+static int on_ticket(WOLFSSL *ssl, unsigned char key_name[WOLFSSL_TICKET_NAME_SZ],
+                     unsigned char iv[WOLFSSL_TICKET_IV_SZ],
+                     unsigned char mac[WOLFSSL_TICKET_MAC_SZ], int enc, unsigned char *ticket,
+                     int in_len, int *out_len, void *arg)
+{
+    struct rs_tls_keys *k = arg;
+    int ret;
+
+    (void)ssl;
+    if (in_len < 0)
+        return WOLFSSL_TICKET_RET_REJECT;
+    if (enc) {
+        if (rs_tls_keys_seal(k, key_name, iv, mac, ticket, (size_t)in_len) < 0)
+            return WOLFSSL_TICKET_RET_FATAL;
+        *out_len = in_len;
+        return WOLFSSL_TICKET_RET_OK;
+    }
+    ret = rs_tls_keys_open(k, key_name, iv, mac, ticket, (size_t)in_len);
+    if (ret < 0)
+        return WOLFSSL_TICKET_RET_REJECT;
+    *out_len = in_len;
+    return ret == 0 ? WOLFSSL_TICKET_RET_OK : WOLFSSL_TICKET_RET_CREATE;
+}
+
+/* ---- contexts --------------------------------------------------------------------------- */
+
 struct rs_tls_ctx *rs_tls_ctx_new(const char *cert, const char *key, const char *client_ca,
-                                  char *err, size_t errlen)
+                                  struct rs_tls_keys *keys, char *err, size_t errlen)
 {
     struct rs_tls_ctx *c;
     char why[WOLFSSL_MAX_ERROR_SZ + 16];
@@ -185,7 +416,30 @@ struct rs_tls_ctx *rs_tls_ctx_new(const char *cert, const char *key, const char 
     } else {
         wolfSSL_CTX_set_verify(c->ctx, WOLFSSL_VERIFY_NONE, NULL);
     }
-    /* Session tickets use wolfSSL's default ticket callback, whose keys it rotates itself. */
+    /* Tickets sealed with our keys, shared across reloads; no server-side session cache
+     * (stateless: nothing per session is kept, and no global cache lock for the workers). */
+    wolfSSL_CTX_set_session_cache_mode(c->ctx, WOLFSSL_SESS_CACHE_OFF);
+    if (c->mtls) {
+        /* No resumption under mutual TLS: a resumed handshake carries no client certificate
+         * and a ticket does not keep it, so the identity handed to handlers would be lost. */
+        if (wolfSSL_CTX_NoTicketTLSv12(c->ctx) != WOLFSSL_SUCCESS ||
+            wolfSSL_CTX_no_ticket_TLSv13(c->ctx) != 0) {
+            snprintf(err, errlen, "wolfSSL: cannot turn session tickets off");
+            goto err_ctx;
+        }
+    } else if (keys != NULL) {
+        unsigned life = keys->period < RS_TLS_TICKET_MAX_S ? keys->period : RS_TLS_TICKET_MAX_S;
+
+        if (wolfSSL_CTX_set_TicketEncCb(c->ctx, on_ticket) != WOLFSSL_SUCCESS ||
+            wolfSSL_CTX_set_TicketEncCtx(c->ctx, keys) != WOLFSSL_SUCCESS ||
+            wolfSSL_CTX_set_TicketHint(c->ctx, (int)life) != WOLFSSL_SUCCESS ||
+            wolfSSL_CTX_set_timeout(c->ctx, life) != WOLFSSL_SUCCESS) {
+            snprintf(err, errlen, "wolfSSL: cannot set the session ticket keys");
+            goto err_ctx;
+        }
+        rs_tls_keys_ref(keys);
+        c->keys = keys;
+    }
     wolfSSL_CTX_SetIORecv(c->ctx, on_io_recv);
     wolfSSL_CTX_SetIOSend(c->ctx, on_io_send);
     return c;
@@ -210,6 +464,7 @@ void rs_tls_ctx_unref(struct rs_tls_ctx *ctx)
     if (ctx == NULL || atomic_fetch_sub(&ctx->refs, 1) != 1)
         return;
     wolfSSL_CTX_free(ctx->ctx);
+    rs_tls_keys_unref(ctx->keys);
     free(ctx);
 }
 
@@ -463,4 +718,9 @@ const char *rs_tls_version(const struct rs_tls *t)
 const char *rs_tls_cipher(const struct rs_tls *t)
 {
     return wolfSSL_get_cipher_name(t->ssl);
+}
+
+bool rs_tls_resumed(const struct rs_tls *t)
+{
+    return wolfSSL_session_reused(t->ssl) == 1;
 }

@@ -13,14 +13,47 @@
 
 struct rs_tls_ctx;
 struct rs_tls;
+struct rs_tls_keys;
+
+/* Session ticket keys: a ring of two ChaCha20-Poly1305 keys (32 bytes each, from getrandom())
+ * named by 16 random bytes that travel in the ticket. New tickets are sealed with the current
+ * key; after |rotate_s| seconds (monotonic clock, checked on every use) it becomes the previous
+ * key, which still opens tickets (so a ticket stays valid for at least |rotate_s|), and a fresh
+ * current key is made; a key two rotations old is wiped. One ring is shared by every context of
+ * a server, so a SIGHUP reload (a new context) keeps the tickets already issued valid.
+ * Thread-safety: any thread may seal, open and rotate at once; a rwlock guards the ring (seal
+ * and open take it shared; a rotation takes it exclusive, about once a day).
+ * Returns owned, reference 1 (rs_tls_keys_unref), or NULL with a reason in |err|. */
+struct rs_tls_keys *rs_tls_keys_new(unsigned rotate_s, char *err, size_t errlen);
+void rs_tls_keys_ref(struct rs_tls_keys *k);
+/* Drops a reference; the last one wipes and frees the keys. Accepts NULL. */
+void rs_tls_keys_unref(struct rs_tls_keys *k);
+/* Rotates now, whatever the clock says. Returns 0 or -EIO (no randomness: keys unchanged). */
+int rs_tls_keys_rotate(struct rs_tls_keys *k);
+/* Seals |len| bytes of |buf| in place with the current key: writes the key's name, a random
+ * nonce into iv[0..11] and the Poly1305 tag into mac[0..15] (the rest of iv and mac zero).
+ * The additional data is name, iv and len. Returns 0 or -EIO. */
+int rs_tls_keys_seal(struct rs_tls_keys *k, uint8_t name[16], uint8_t iv[16], uint8_t mac[32],
+                     uint8_t *buf, size_t len);
+/* Opens what rs_tls_keys_seal() made, in place. Returns 0 (current key), 1 (previous key: the
+ * caller should issue a fresh ticket), or -ENOKEY (no kept key has that name) / -EBADMSG (the
+ * tag does not verify; |buf| is then garbage). */
+int rs_tls_keys_open(struct rs_tls_keys *k, const uint8_t name[16], const uint8_t iv[16],
+                     const uint8_t mac[32], uint8_t *buf, size_t len);
+/* The rotation interval in seconds, as given to rs_tls_keys_new(). */
+unsigned rs_tls_keys_period(const struct rs_tls_keys *k);
 
 /* Loads a PEM certificate chain and its private key (and, when |client_ca| is not NULL, the
  * CAs that client certificates must chain to: a client certificate is then required). TLS 1.3
  * and 1.2 with AEAD suites only, ALPN "h2" (a client offering ALPN without it gets
- * no_application_protocol), session tickets on. Returns owned, reference 1 (release with
+ * no_application_protocol), session tickets on: sealed with |keys| (the context holds a
+ * reference; ticket lifetime hint and session timeout = the rotation interval, at most 7 days)
+ * or, when |keys| is NULL, wolfSSL's own per-context keys. Resumption is by ticket only: the
+ * server keeps no session cache. With |client_ca| there are no tickets (and no resumption):
+ * every client presents its certificate. Returns owned, reference 1 (release with
  * rs_tls_ctx_unref), or NULL with a one-line reason in |err|. */
 struct rs_tls_ctx *rs_tls_ctx_new(const char *cert, const char *key, const char *client_ca,
-                                  char *err, size_t errlen);
+                                  struct rs_tls_keys *keys, char *err, size_t errlen);
 void rs_tls_ctx_ref(struct rs_tls_ctx *ctx);
 /* Drops a reference; the last one frees the context. Accepts NULL. */
 void rs_tls_ctx_unref(struct rs_tls_ctx *ctx);
@@ -75,5 +108,7 @@ const char *rs_tls_error(const struct rs_tls *t);
 /* Negotiated protocol version and cipher suite, for logs; static strings. */
 const char *rs_tls_version(const struct rs_tls *t);
 const char *rs_tls_cipher(const struct rs_tls *t);
+/* The handshake resumed a session (a ticket was accepted). */
+bool rs_tls_resumed(const struct rs_tls *t);
 
 #endif /* RS_CORE_TLS_H */

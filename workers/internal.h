@@ -56,6 +56,7 @@ struct rs_server {
      * (rs_server_reload_tls) under |tls_lock|; a connection holds its own reference. */
     struct rs_tls_ctx *tls;
     pthread_mutex_t tls_lock;
+    struct rs_tls_keys *tls_keys; /* owned: session ticket keys, the same for every context */
 };
 
 #define RS_METRICS_CODES 17 /* gRPC status codes 0..16: the label set is methods x codes */

@@ -24,6 +24,8 @@ struct rs_config {
                                 * Borrowed: must outlive the server (SIGHUP rereads it) */
     const char *tls_key;       /* PEM private key; borrowed, as tls_cert */
     const char *tls_client_ca; /* PEM CAs client certificates must chain to; NULL: no mTLS */
+    unsigned tls_ticket_hours; /* session ticket key rotation interval (default 24); kept
+                                * across SIGHUP reloads */
     unsigned workers;          /* threads, each with its own ring */
     size_t max_msg;            /* largest message received or sent (default 4 MiB) */
     size_t stream_buffer;      /* per-stream receive window and send queue bytes (default 1 MiB) */

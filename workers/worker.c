@@ -41,6 +41,7 @@ void rs_config_defaults(struct rs_config *cfg)
     cfg->pool_bytes = (size_t)1 << 30;
     cfg->idle_ms = 300000;
     cfg->handshake_ms = 10000;
+    cfg->tls_ticket_hours = 24;
     cfg->glitch_budget = 1000;
     cfg->drain_ms = 5000;
     cfg->metrics = true;
@@ -182,7 +183,12 @@ struct rs_server *rs_server_new(const struct rs_config *cfg, char *err, size_t e
             snprintf(err, errlen, "--tls-cert and --tls-key go together");
             goto err_destroy;
         }
-        s->tls = rs_tls_ctx_new(cfg->tls_cert, cfg->tls_key, cfg->tls_client_ca, err, errlen);
+        s->tls_keys = rs_tls_keys_new(
+                (cfg->tls_ticket_hours > 0 ? cfg->tls_ticket_hours : 24) * 3600u, err, errlen);
+        if (s->tls_keys == NULL)
+            goto err_destroy;
+        s->tls = rs_tls_ctx_new(cfg->tls_cert, cfg->tls_key, cfg->tls_client_ca, s->tls_keys, err,
+                                errlen);
         if (s->tls == NULL)
             goto err_destroy;
     } else if (cfg->tls_client_ca != NULL) {
@@ -1018,6 +1024,7 @@ void rs_server_destroy(struct rs_server *s)
     free(s->services);
     free(s->method_base);
     rs_tls_ctx_unref(s->tls);
+    rs_tls_keys_unref(s->tls_keys); /* contexts still held by connections hold their own */
     pthread_mutex_destroy(&s->tls_lock);
     free(s);
 }
@@ -1028,7 +1035,9 @@ int rs_server_reload_tls(struct rs_server *s, char *err, size_t errlen)
 
     if (s->tls == NULL)
         return 0;
-    ctx = rs_tls_ctx_new(s->cfg.tls_cert, s->cfg.tls_key, s->cfg.tls_client_ca, err, errlen);
+    /* The same ticket keys: tickets issued before the reload stay valid. */
+    ctx = rs_tls_ctx_new(s->cfg.tls_cert, s->cfg.tls_key, s->cfg.tls_client_ca, s->tls_keys, err,
+                         errlen);
     if (ctx == NULL)
         return -EINVAL;
     pthread_mutex_lock(&s->tls_lock);

@@ -294,6 +294,21 @@ def _(ss):
     check("spiffe://test/client" in srv.stderr_text(), "no URI SAN in:\n" + srv.stderr_tail())
     out = s_client(srv.port, "-alpn", "h2", "-cert", pki("client.pem"), "-key", pki("client.key"))
     check("ALPN protocol: h2" in out, "s_client with a client cert:\n" + out[-1000:])
+    # no tickets under mTLS (a resumption would carry no certificate): nothing to resume
+    for ver in ("-tls1_2", "-tls1_3"):
+        sess = os.path.join(TMP, "sess-mtls" + ver)
+        # stays connected 0.5 s, long enough to read a ticket if one were sent (they come
+        # within milliseconds: see the resumption case)
+        p = subprocess.run("sleep 0.5 | openssl s_client -connect 127.0.0.1:%d -CAfile %s "
+                           "-servername localhost %s -alpn h2 -cert %s -key %s -sess_out %s"
+                           % (srv.port, pki("ca.pem"), ver, pki("client.pem"),
+                              pki("client.key"), sess),
+                           shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=WAIT_S)
+        out = p.stdout.decode(errors="replace")
+        check("New, " in out, "%s mTLS handshake failed:\n%s" % (ver, out[-1000:]))
+        check(not os.path.exists(sess) and "session ticket lifetime" not in out,
+              "%s: a resumable session under mTLS:\n%s" % (ver, out[-1500:]))
 
 
 @case("grpc-js over TLS: interop cases through a secure channel", group="full")
@@ -319,6 +334,83 @@ def wait_log(srv, text):
             return
         time.sleep(0.05)
     raise CaseFailure("no %r in the server log:\n%s" % (text, srv.stderr_tail()))
+
+
+def s_client_session(port, ver, path):
+    """A full handshake with s_client -sess_out |path|; returns its output once the session
+    with its ticket is written. s_client writes the file when a ticket arrives: in the handshake
+    for TLS 1.2, after it (NewSessionTicket) for TLS 1.3, so it must stay connected and read:
+    stdin stays open (-ign_eof) until the file is complete, then it is stopped."""
+    if os.path.exists(path):
+        os.unlink(path)
+    p = subprocess.Popen(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port,
+                          "-CAfile", pki("ca.pem"), "-servername", "localhost", "-alpn", "h2",
+                          ver, "-sess_out", path, "-ign_eof"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(200):  # bounded wait for the file, not a timing assertion
+            if os.path.exists(path):
+                with open(path) as f:
+                    if "END SSL SESSION PARAMETERS" in f.read():
+                        break
+            time.sleep(0.05)
+        else:
+            raise CaseFailure("s_client %s wrote no session to %s" % (ver, path))
+    finally:
+        p.kill()
+        out = p.communicate(timeout=WAIT_S)[0].decode(errors="replace")
+    return out
+
+
+def resumes(port, ver, path):
+    """s_client -sess_in |path|: True for "Reused", False for "New" (a full handshake)."""
+    out = s_client(port, ver, "-alpn", "h2", "-sess_in", path)
+    if "Reused, " in out:
+        return True
+    check("New, " in out and "ALPN protocol: h2" in out,
+          "%s -sess_in: neither Reused nor a full handshake:\n%s" % (ver, out[-1500:]))
+    return False
+
+
+VERSIONS = (("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3"))
+
+
+@case("session resumption: TLS 1.2 and 1.3 tickets resume (s_client -sess_out, -sess_in)")
+def _(ss):
+    srv = ss.start(tls_args() + ["--tls-ticket-hours", "2"])
+    for ver, proto in VERSIONS:
+        sess = os.path.join(TMP, "sess" + ver)
+        out = s_client_session(srv.port, ver, sess)
+        check("New, " + proto in out, "%s: first handshake not a full %s one:\n%s"
+              % (ver, proto, out[-1500:]))
+        text = subprocess.run(["openssl", "sess_id", "-in", sess, "-noout", "-text"],
+                              capture_output=True, text=True, timeout=WAIT_S).stdout
+        check("lifetime hint: 7200 (seconds)" in text and "TLS session ticket:" in text,
+              "%s: no ticket with --tls-ticket-hours 2's lifetime:\n%s" % (ver, text))
+        for i in range(2):  # a ticket is not single-use
+            check(resumes(srv.port, ver, sess), "%s: resumption %d not Reused" % (ver, i + 1))
+    with secure(srv) as ch:  # and gRPC goes on
+        harness.expect_status(grpc.StatusCode.NOT_FOUND, Bulk(ch).stat, "x")
+
+
+@case("session resumption survives SIGHUP; another server's (other keys) ticket: full handshake")
+def _(ss):
+    srv = ss.start(tls_args())
+    other = ss.start(tls_args())
+    reloaded = "TLS certificate, key and client CA reloaded"
+    for n, (ver, proto) in enumerate(VERSIONS):
+        sess = os.path.join(TMP, "sess-hup" + ver)
+        s_client_session(srv.port, ver, sess)
+        os.kill(srv.pid(), signal.SIGHUP)
+        for _ in range(200):  # bounded poll for this reload's log line
+            if srv.stderr_text().count(reloaded) > n:
+                break
+            time.sleep(0.05)
+        else:
+            raise CaseFailure("reload %d not logged:\n%s" % (n + 1, srv.stderr_tail()))
+        check(resumes(srv.port, ver, sess), "%s: no resumption after a SIGHUP reload" % ver)
+        check(not resumes(other.port, ver, sess),
+              "%s: a ticket sealed with another server's keys resumed" % ver)
 
 
 @case("SIGHUP: new cert for new connections, the old connection keeps going; a bad file keeps the old",

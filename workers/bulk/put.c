@@ -139,7 +139,7 @@ static const char *put_parse(const uint8_t *msg, size_t len, struct put_req *r)
         }
     }
     if (!rs_pb_view_inside(&r->name, msg, len) || !rs_pb_view_inside(&r->sha, msg, len))
-        return "internal: nanopb no longer reads buffers in place";
+        return "a string field with a scalar wire type"; /* nanopb passes it as a stack copy */
     return NULL;
 }
 

@@ -878,6 +878,7 @@ int main(int argc, char **argv)
     cfg = st.cfg;
     data_dir = st.data_dir; /* lives as long as the process */
     rs_log_set_level(st.level);
+    rs_log_detect_journal();
     if (passed_socket(&cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "ringstreamd: %s\n", err);
         return 1;

@@ -29,8 +29,17 @@
 
 struct rs_call;
 
+/* A method's streaming shape, as its .proto declares it (grpc_type in the metrics). */
+enum rs_method_type {
+    RS_METHOD_UNARY = 0, /* the default of a designated initializer */
+    RS_METHOD_CLIENT_STREAM,
+    RS_METHOD_SERVER_STREAM,
+    RS_METHOD_BIDI_STREAM,
+};
+
 struct rs_method {
-    const char *path;  /* "/package.Service/Method" */
+    const char *path; /* "/package.Service/Method" */
+    enum rs_method_type type;
     size_t state_size; /* bytes of zeroed per-call state, see rs_call_state() */
     /* Request headers arrived and the call was routed. May send, finish, or do nothing. */
     void (*on_start)(struct rs_call *call);

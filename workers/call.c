@@ -415,7 +415,9 @@ void rs_stream_route(struct rs_call *call)
         rs_call_timer(call, (uint64_t)call->timeout_ns, on_deadline, NULL) < 0) {
         call->method = NULL;
         rs_call_finish(call, RS_GRPC_RESOURCE_EXHAUSTED, "no timer for grpc-timeout");
+        return;
     }
+    rs_metrics_started(call->conn->w, call);
 }
 
 /* ---- the send path -------------------------------------------------------------------- */
@@ -685,6 +687,7 @@ static int queue_prefix_and(struct rs_call *call, const struct iovec *iov, int i
 /* A message is queued: send the response headers first if needed, wake the data provider. */
 static int queued(struct rs_call *call)
 {
+    rs_metrics_msg_out(call->conn->w, call);
     if (!(call->flags & RS_CALL_F_RESP_SUBMITTED)) {
         if (submit_response_headers(call) != 0)
             return -ENOMEM;
@@ -1045,6 +1048,7 @@ static void pump_messages(struct rs_call *call)
             return;
         }
         call->bytes_in += RS_GRPC_PREFIX_LEN + m.len;
+        rs_metrics_msg_in(call->conn->w, call);
         /* Making room for what may land while the handler holds the message can grow the
          * buffer: it is charged like any other receive memory. */
         if (rs_stream_rx_account(call) < 0) {

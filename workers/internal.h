@@ -59,6 +59,17 @@ struct rs_server {
 };
 
 #define RS_METRICS_CODES 17 /* gRPC status codes 0..16: the label set is methods x codes */
+/* grpc_server_handling_seconds' buckets: go-grpc-prometheus' (Prometheus' DefBuckets) */
+#define RS_METRICS_BUCKETS 12 /* 11 bounds and +Inf */
+
+/* Per method (a row of the call table), go-grpc-prometheus' other series. */
+struct rs_method_metrics {
+    uint64_t started;                     /* calls routed to the method (its handler started) */
+    uint64_t msg_in;                      /* request messages handed to the handler */
+    uint64_t msg_out;                     /* response messages the handler queued */
+    uint64_t sum_ns;                      /* of the handled calls' durations */
+    uint64_t buckets[RS_METRICS_BUCKETS]; /* handled calls by duration, not cumulative */
+};
 
 /* What a worker counts for GET /metrics (workers/metrics.c). Written only by the worker's own
  * thread, with rs_metric_add() (a relaxed atomic store of load + 1: a plain add on x86-64,
@@ -72,7 +83,8 @@ struct rs_worker_metrics {
     uint64_t streams_closed;
     uint64_t bytes_in; /* TCP payload received and sent */
     uint64_t bytes_out;
-    uint64_t *calls;  /* owned, (nmethods + 1) x RS_METRICS_CODES: finished gRPC calls */
+    uint64_t *calls; /* owned, (nmethods + 1) x RS_METRICS_CODES: finished gRPC calls */
+    struct rs_method_metrics *methods; /* owned, nmethods + 1 rows, cache-line aligned */
     uint64_t tick_ms; /* rs_now_ms() of the worker's last once-a-second tick (liveness) */
 };
 
@@ -324,6 +336,7 @@ struct rs_call {
     uint64_t born_ns;   /* monotonic, at the first HEADERS */
     uint64_t bytes_in;  /* gRPC message bytes (prefix included) handed to the handler */
     uint64_t bytes_out; /* DATA payload bytes framed for sending */
+    size_t metrics_row; /* 1 + the method's row in the metrics tables once started, else 0 */
 };
 
 /* The true flags beside the state: events and conditions that do not order a stream's life. */
@@ -404,6 +417,19 @@ int rs_metrics_init(struct rs_worker *w);
 void rs_metrics_fini(struct rs_worker *w);
 /* Counts a finished gRPC call of |call| (method may be NULL: unknown) with |status|. */
 void rs_metrics_call(struct rs_worker *w, const struct rs_call *call, int status);
+/* The call was routed to its method, whose handler starts now: counted as started. */
+void rs_metrics_started(struct rs_worker *w, struct rs_call *call);
+/* One request message handed to the handler, one response message queued. */
+static inline void rs_metrics_msg_in(struct rs_worker *w, const struct rs_call *call)
+{
+    if (call->metrics_row != 0)
+        rs_metric_add(&w->metrics.methods[call->metrics_row - 1].msg_in, 1);
+}
+static inline void rs_metrics_msg_out(struct rs_worker *w, const struct rs_call *call)
+{
+    if (call->metrics_row != 0)
+        rs_metric_add(&w->metrics.methods[call->metrics_row - 1].msg_out, 1);
+}
 /* Renders every worker's figures in Prometheus text format 0.0.4. Returns owned text (release
  * with free()) of *len bytes, or NULL when out of memory. Safe from any worker thread. */
 char *rs_metrics_render(const struct rs_server *s, size_t *len);

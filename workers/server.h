@@ -42,7 +42,7 @@ struct rs_config {
     unsigned glitch_budget;     /* suspicious events per connection per 10 s before GOAWAY
                                  * ENHANCE_YOUR_CALM (default 1000) */
     size_t send_zc_threshold;   /* DATA bytes per flush from which sends are zero-copy; 0 = off */
-    unsigned drain_ms;          /* graceful shutdown: time in-flight calls get (default 5000) */
+    unsigned drain_ms;          /* graceful shutdown: time in-flight calls get (default 30000) */
     bool metrics;               /* answer GET /metrics (default true) */
     int listen_fd; /* a listening socket passed in (systemd socket activation): every worker
                     * accepts on a duplicate of it instead of binding; -1 = bind listen[].
@@ -81,6 +81,16 @@ bool rs_server_stopped(const struct rs_server *s);
  * keep theirs. On a bad file the old ones stay. Returns 0 (also without TLS) or -errno with a
  * one-line reason in |err|. Safe from any thread. */
 int rs_server_reload_tls(struct rs_server *s, char *err, size_t errlen);
+/* --metrics-listen (workers/metrics_http.c, in ringstreamd only): serves GET /metrics over
+ * HTTP/1.1 on |addr| from a thread of libmicrohttpd's. |srv| is borrowed and must have
+ * started; stop this before rs_server_stop() (stopped workers free their counters). Returns
+ * owned, release with rs_metrics_http_stop(); or NULL with a one-line reason in |err|. */
+struct rs_metrics_http;
+struct rs_metrics_http *rs_metrics_http_start(const struct rs_server *srv,
+                                              const struct sockaddr *addr, socklen_t addrlen,
+                                              char *err, size_t errlen);
+/* Stops serving and joins the thread. Accepts NULL. */
+void rs_metrics_http_stop(struct rs_metrics_http *m);
 /* Waits for the workers to exit, then frees everything. Accepts NULL. */
 void rs_server_destroy(struct rs_server *s);
 

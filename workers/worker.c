@@ -42,7 +42,7 @@ void rs_config_defaults(struct rs_config *cfg)
     cfg->idle_ms = 300000;
     cfg->handshake_ms = 10000;
     cfg->glitch_budget = 1000;
-    cfg->drain_ms = 5000;
+    cfg->drain_ms = 30000;
     cfg->metrics = true;
     cfg->listen_fd = -1;
 }

@@ -160,8 +160,10 @@ def scrape(srv):
 
 
 def handled(m, service, method, code):
-    return m.get(("grpc_server_handled_total", ("grpc_code", code), ("grpc_method", method),
-                  ("grpc_service", service)), 0)
+    """grpc_server_handled_total of one method and code, whatever its grpc_type."""
+    want = {"grpc_code": code, "grpc_method": method, "grpc_service": service}
+    return sum(v for k, v in m.items() if k[0] == "grpc_server_handled_total" and
+               {n: x for n, x in k[1:] if n != "grpc_type"} == want)
 
 
 @run.case("metrics: each counter moves by exactly what was done; calls are logged",
@@ -472,6 +474,190 @@ def _(srv):
               "no log line")
     finally:
         other.stop()
+
+
+@run.case("stop: drain-ms defaults to 30000; an idle server still stops at once", group="drain")
+def _(srv):
+    import time
+    from harness import Server
+    code, out, err = run_tool(srv, ["--data-dir", srv.data_dir, "--check-config"])
+    check(code == 0, "exit %r: %s" % (code, err))
+    check("drain-ms = 30000\n" in out, "default drain-ms in %r" % out)
+    other = Server(srv.binary, ["--workers", "2"])  # the default drain
+    try:
+        other.start()
+        still_serving(other)  # a channel was opened and closed: nothing in flight
+        t0 = time.monotonic()
+        other.proc.send_signal(signal.SIGTERM)
+        code = other.proc.wait(WAIT_S)
+        took = time.monotonic() - t0
+        check_eq(code, 0, "exit status")
+        # generous: the point is "not the 30 s drain"; it takes milliseconds
+        check(took < 2.0, "an idle server took %.2f s to stop" % took)
+        print("idle stop took %.3f s" % took)
+    finally:
+        other.stop()
+
+
+@run.case("logs: sd-daemon priority prefixes when JOURNAL_STREAM names stderr, plain otherwise",
+          group="logs")
+def _(srv):
+    import time
+    tmp = tempfile.mkdtemp(prefix="rs-svc-")
+    try:
+        texts = {}
+        for mode in ("journal", "other-stream", "plain"):
+            path = os.path.join(tmp, mode + ".log")
+            with open(path, "wb") as err:
+                st = os.fstat(err.fileno())
+                env = dict(os.environ)
+                env.pop("JOURNAL_STREAM", None)
+                if mode == "journal":
+                    env["JOURNAL_STREAM"] = "%d:%d" % (st.st_dev, st.st_ino)
+                elif mode == "other-stream":  # inherited from a parent whose stderr it was
+                    env["JOURNAL_STREAM"] = "%d:%d" % (st.st_dev, st.st_ino + 1)
+                port = free_port()
+                proc = subprocess.Popen(
+                    [srv.binary, "--listen", "127.0.0.1:%d" % port, "--data-dir",
+                     os.path.join(tmp, "data-" + mode), "--workers", "1", "--log-level",
+                     "debug"], stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env)
+                try:
+                    deadline = time.monotonic() + WAIT_S
+                    while b"listening on" not in open(path, "rb").read():
+                        check(proc.poll() is None and time.monotonic() < deadline,
+                              "%s: the server did not start" % mode)
+                        time.sleep(0.05)
+                finally:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(WAIT_S)
+            with open(path) as f:
+                texts[mode] = f.read().splitlines()
+        want = {"error": "<3>", "warn": "<4>", "info": "<6>", "debug": "<7>"}
+        seen = set()
+        for line in texts["journal"]:
+            check(line[:3] in want.values(), "journal line without a priority: %r" % line)
+            level = line[3:].split(": ", 2)[1]
+            check_eq(line[:3], want[level], "prefix of %r" % line)
+            seen.add(level)
+        check({"info", "debug"} <= seen, "levels seen: %r" % seen)
+        for mode in ("other-stream", "plain"):
+            check(texts[mode], "%s: no lines" % mode)
+            for line in texts[mode]:
+                check(line.startswith("ringstreamd: "), "%s line %r" % (mode, line))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def scrape_http1(address):
+    """GET /metrics over HTTP/1.1 with urllib (what Prometheus does); returns
+    {(name, labels...): value} summed over workers, parsed by prometheus_client's parser."""
+    import urllib.request
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen("http://%s/metrics" % address, timeout=WAIT_S) as r:
+        check_eq(r.status, 200, "HTTP status")
+        check("text/plain; version=0.0.4" in r.headers["Content-Type"], "content-type")
+        body = r.read().decode()
+    sums = {}
+    for fam in text_string_to_metric_families(body):
+        for s in fam.samples:
+            labels = tuple(sorted((k, v) for k, v in s.labels.items() if k != "worker"))
+            key = (s.name,) + labels
+            sums[key] = sums.get(key, 0) + s.value
+    return sums
+
+
+@run.case("metrics-listen: HTTP/1.1 scrape; started, handled, messages and the histogram move "
+          "by exactly what was done", group="metrics")
+def _(srv):
+    import urllib.error
+    import urllib.request
+    import grpc
+    from harness import Server, expect_status
+    pb = testing_pb2()
+    mport = free_port()
+    maddr = "127.0.0.1:%d" % mport
+    other = Server(srv.binary, ["--workers", "2", "--metrics-listen", maddr])
+    try:
+        other.start()
+        before = scrape_http1(maddr)
+        svc = "grpc.testing.TestService"
+        with channel(other) as ch:
+            empty = ch.unary_unary("/grpc.testing.TestService/EmptyCall",
+                                   request_serializer=pb.Empty.SerializeToString,
+                                   response_deserializer=pb.Empty.FromString)
+            for _ in range(3):
+                empty(pb.Empty(), timeout=WAIT_S)
+            stream = ch.unary_stream(
+                "/grpc.testing.TestService/StreamingOutputCall",
+                request_serializer=pb.StreamingOutputCallRequest.SerializeToString,
+                response_deserializer=pb.StreamingOutputCallResponse.FromString)
+            for _ in range(2):
+                got = list(stream(pb.StreamingOutputCallRequest(response_parameters=[
+                    pb.ResponseParameters(size=10) for _ in range(4)]), timeout=WAIT_S))
+                check_eq(len(got), 4, "responses")
+            b = Bulk(ch)
+            expect_status(grpc.StatusCode.NOT_FOUND, b.stat, "missing-%d" % os.getpid())
+        after = scrape_http1(maddr)
+
+        def delta(name, method, typ, *extra):
+            key = (name,) + tuple(sorted((("grpc_method", method), ("grpc_service", s_),
+                                          ("grpc_type", typ)) + extra))
+            return after.get(key, 0) - before.get(key, 0)
+        s_ = svc
+        for name, want_e, want_s in (("grpc_server_started_total", 3, 2),
+                                     ("grpc_server_msg_received_total", 3, 2),
+                                     ("grpc_server_msg_sent_total", 3, 8),
+                                     ("grpc_server_handling_seconds_count", 3, 2)):
+            check_eq(delta(name, "EmptyCall", "unary"), want_e, name + " EmptyCall")
+            check_eq(delta(name, "StreamingOutputCall", "server_stream"), want_s,
+                     name + " StreamingOutputCall")
+        check_eq(delta("grpc_server_handled_total", "EmptyCall", "unary", ("grpc_code", "OK")),
+                 3, "handled EmptyCall OK")
+        check_eq(delta("grpc_server_handled_total", "StreamingOutputCall", "server_stream",
+                       ("grpc_code", "OK")), 2, "handled StreamingOutputCall OK")
+        check_eq(delta("grpc_server_handling_seconds_bucket", "EmptyCall", "unary",
+                       ("le", "+Inf")), 3, "the +Inf bucket")
+        s_ = "ringstream.v1.Bulk"
+        check_eq(delta("grpc_server_handled_total", "Stat", "unary",
+                       ("grpc_code", "NOT_FOUND")), 1, "handled Stat NOT_FOUND")
+        check_eq(delta("grpc_server_msg_sent_total", "Stat", "unary"), 0, "Stat sent nothing")
+        # the histogram's count equals handled, method by method, over the whole exposition
+        for key, v in after.items():
+            if key[0] != "grpc_server_handling_seconds_count":
+                continue
+            labels = dict(key[1:])
+            handled_sum = sum(val for k, val in after.items()
+                              if k[0] == "grpc_server_handled_total" and
+                              all(dict(k[1:]).get(n) == labels[n] for n in labels))
+            check_eq(v, handled_sum, "histogram count vs handled for %r" % (labels,))
+        # ringstream's own series are there too, and the HTTP/2 endpoint still answers
+        check(("ringstream_connections_accepted_total",) in after, "connections series")
+        for path, code in (("/nope", 404),):
+            try:
+                urllib.request.urlopen("http://%s%s" % (maddr, path), timeout=WAIT_S)
+                check(False, "%s answered 200" % path)
+            except urllib.error.HTTPError as e:
+                check_eq(e.code, code, path)
+        try:
+            urllib.request.urlopen(urllib.request.Request("http://%s/metrics" % maddr,
+                                                          data=b"x", method="POST"),
+                                   timeout=WAIT_S)
+            check(False, "POST answered 200")
+        except urllib.error.HTTPError as e:
+            check_eq(e.code, 405, "POST /metrics")
+    finally:
+        problems = other.stop()
+    check(not problems, "server: %s" % problems)
+    # a taken port is one clear line and exit status 1
+    tmp = tempfile.mkdtemp(prefix="rs-svc-")
+    try:
+        code, out, err = run_tool(srv, ["--listen", "127.0.0.1:%d" % free_port(), "--data-dir",
+                                        os.path.join(tmp, "data"), "--workers", "1",
+                                        "--metrics-listen", srv.address])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    check_eq(code, 1, "exit status with a taken metrics port")
+    check("metrics-listen %s: Address already in use" % srv.address in err, "message %r" % err)
 
 
 run.main()

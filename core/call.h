@@ -76,6 +76,9 @@ const char *rs_call_path(const struct rs_call *call);
  * "subject=<one-line X.509 subject>; san=<name>,<name>"; NULL over h2c or TLS without client
  * certificates. View valid for the call's life. */
 const char *rs_call_peer_identity(const struct rs_call *call);
+/* Names the object the call is about (|len| bytes, copied) for its access-log line; does
+ * nothing (no copy) when the access log is off. The first name given is kept. */
+void rs_call_set_log_name(struct rs_call *call, const char *name, size_t len);
 /* Largest message the call accepts and sends (the server's --max-msg). */
 size_t rs_call_max_msg(const struct rs_call *call);
 

@@ -39,23 +39,37 @@ bool rs_log_enabled(enum rs_log_level level)
     return level <= max_level;
 }
 
-void rs_log(enum rs_log_level level, const char *fmt, ...)
+static void emit(const char *prefix, const char *name, const char *fmt, va_list ap)
 {
     char line[1024];
-    va_list ap;
     int n;
     ssize_t w;
 
-    if (level > max_level)
-        return;
-    n = snprintf(line, sizeof(line), "%sringstreamd: %s: ", journal ? level_prefix[level] : "",
-                 level_names[level]);
-    va_start(ap, fmt);
+    n = snprintf(line, sizeof(line), "%sringstreamd: %s: ", journal ? prefix : "", name);
     n += vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
-    va_end(ap);
     if ((size_t)n > sizeof(line) - 2)
         n = (int)sizeof(line) - 2;
     line[n++] = '\n';
     w = write(STDERR_FILENO, line, (size_t)n);
     (void)w;
+}
+
+void rs_log(enum rs_log_level level, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (level > max_level)
+        return;
+    va_start(ap, fmt);
+    emit(level_prefix[level], level_names[level], fmt, ap);
+    va_end(ap);
+}
+
+void rs_log_access(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    emit(level_prefix[RS_LOG_INFO], "access", fmt, ap);
+    va_end(ap);
 }

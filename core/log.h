@@ -22,6 +22,10 @@ bool rs_log_detect_journal(void);
 bool rs_log_enabled(enum rs_log_level level);
 void rs_log(enum rs_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* One access-log line ("ringstreamd: access: ..."), written whatever the level; <6> under
+ * journald. Callers check their --access-log flag first. */
+void rs_log_access(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 #define rs_log_error(...) rs_log(RS_LOG_ERROR, __VA_ARGS__)
 #define rs_log_warn(...)  rs_log(RS_LOG_WARN, __VA_ARGS__)
 #define rs_log_info(...)  rs_log(RS_LOG_INFO, __VA_ARGS__)

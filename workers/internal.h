@@ -147,6 +147,9 @@ struct rs_worker {
      * account in it */
     struct rs_budget budget;
     uint64_t budget_logged_ms; /* monotonic time of the last "budget full" log line */
+    uint64_t errlog_ms;        /* monotonic second of the server-error warn lines below */
+    unsigned errlog_n;         /* server-error warn lines written in that second */
+    unsigned errlog_dropped;   /* and left out (said in the next one written) */
     struct rs_worker_metrics metrics;
     uint8_t tls_plain[16384]; /* TLS receive: plaintext of one record, parsed at once */
 };
@@ -203,6 +206,7 @@ struct rs_conn {
     uint64_t born_ms;            /* monotonic, at accept */
     uint64_t active_ms;          /* monotonic, last time bytes arrived */
     int glitch_tokens;           /* suspicious events left before ENHANCE_YOUR_CALM */
+    char peer[64];               /* "ip:port" for the access log, filled at its first line */
     bool got_frame;              /* a valid HTTP/2 frame arrived: the handshake is done */
     struct rs_tls *tls;          /* owned; NULL for h2c. The transport under the session */
     size_t tls_charged;          /* rs_tls_mem() as last charged to |acct| */
@@ -337,6 +341,7 @@ struct rs_call {
     uint64_t bytes_in;  /* gRPC message bytes (prefix included) handed to the handler */
     uint64_t bytes_out; /* DATA payload bytes framed for sending */
     size_t metrics_row; /* 1 + the method's row in the metrics tables once started, else 0 */
+    char *log_name;     /* owned; the object named in the access log, or NULL */
 };
 
 /* The true flags beside the state: events and conditions that do not order a stream's life. */
@@ -422,7 +427,7 @@ void rs_metrics_started(struct rs_worker *w, struct rs_call *call);
 /* One request message handed to the handler, one response message queued. */
 static inline void rs_metrics_msg_in(struct rs_worker *w, const struct rs_call *call)
 {
-    if (call->metrics_row != 0)
+    if (call->metrics_row != 0) /* 0 also when method_metrics is off */
         rs_metric_add(&w->metrics.methods[call->metrics_row - 1].msg_in, 1);
 }
 static inline void rs_metrics_msg_out(struct rs_worker *w, const struct rs_call *call)

@@ -425,6 +425,9 @@ static const struct opt opts[] = {
     { "metrics", R, opt_bool, print_bool, ST(cfg.metrics), 0, 0, KEY, "on|off",
       "answer GET /metrics (Prometheus text format) on the listen address\n"
       "(default on)" },
+    { "access-log", R, opt_bool, print_bool, ST(cfg.access_log), 0, 0, KEY, "on|off",
+      "one line per call on stderr: peer, method, status, bytes in/out,\n"
+      "duration (default off)" },
     { "metrics-listen", R, opt_metrics_listen, print_str, ST(metrics_listen), 0, 0,
       KEY | OPT_F_ZERO, "HOST:PORT",
       "also serve GET /metrics over HTTP/1.1 (for Prometheus and curl) on this\n"
@@ -898,6 +901,8 @@ int main(int argc, char **argv)
         return 0;
     }
     cfg = st.cfg;
+    /* per-method series only when someone can read them */
+    cfg.method_metrics = cfg.metrics || st.metrics_listen[0] != '\0';
     data_dir = st.data_dir; /* lives as long as the process */
     rs_log_set_level(st.level);
     rs_log_detect_journal();

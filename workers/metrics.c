@@ -74,8 +74,11 @@ static size_t method_row(const struct rs_server *s, const struct rs_service *svc
 
 void rs_metrics_started(struct rs_worker *w, struct rs_call *call)
 {
-    size_t row = method_row(w->srv, call->service, call->method);
+    size_t row;
 
+    if (!w->srv->cfg.method_metrics)
+        return;
+    row = method_row(w->srv, call->service, call->method);
     call->metrics_row = row + 1;
     rs_metric_add(&w->metrics.methods[row].started, 1);
 }
@@ -83,12 +86,16 @@ void rs_metrics_started(struct rs_worker *w, struct rs_call *call)
 void rs_metrics_call(struct rs_worker *w, const struct rs_call *call, int status)
 {
     size_t row = method_row(w->srv, call->service, call->method), b = 0;
-    uint64_t ns = rs_mono_ns() - call->born_ns;
     struct rs_method_metrics *mm;
+    uint64_t ns;
 
     if (w->metrics.calls == NULL || status < 0 || status >= RS_METRICS_CODES)
         return;
+    /* handled_total is always counted: STATUS= reports its sum */
     rs_metric_add(&w->metrics.calls[row * RS_METRICS_CODES + (size_t)status], 1);
+    if (!w->srv->cfg.method_metrics)
+        return;
+    ns = rs_mono_ns() - call->born_ns;
     mm = &w->metrics.methods[row];
     while (b < RS_METRICS_BUCKETS - 1 && ns > bucket_ns[b])
         b++;

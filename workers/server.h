@@ -44,6 +44,9 @@ struct rs_config {
     size_t send_zc_threshold;   /* DATA bytes per flush from which sends are zero-copy; 0 = off */
     unsigned drain_ms;          /* graceful shutdown: time in-flight calls get (default 30000) */
     bool metrics;               /* answer GET /metrics (default true) */
+    bool method_metrics;        /* count started/messages/histogram per method (default true;
+                                 * main.c: off with --metrics off and no --metrics-listen) */
+    bool access_log;            /* one line per call on stderr (default false) */
     int listen_fd; /* a listening socket passed in (systemd socket activation): every worker
                     * accepts on a duplicate of it instead of binding; -1 = bind listen[].
                     * Borrowed: the caller keeps it open while the server lives */

@@ -43,6 +43,7 @@ void rs_config_defaults(struct rs_config *cfg)
     cfg->handshake_ms = 10000;
     cfg->glitch_budget = 1000;
     cfg->drain_ms = 30000;
+    cfg->method_metrics = true;
     cfg->metrics = true;
     cfg->listen_fd = -1;
 }

@@ -660,4 +660,41 @@ def _(srv):
     check("metrics-listen %s: Address already in use" % srv.address in err, "message %r" % err)
 
 
+@run.case("logs: --access-log writes one line per call; RESOURCE_EXHAUSTED is a warn with "
+          "its cause", group="logs")
+def _(srv):
+    import re
+    import grpc
+    from harness import Server, expect_status
+    other = Server(srv.binary, ["--workers", "1", "--access-log", "on", "--max-msg", "1k",
+                                "--log-level", "warn"])
+    try:
+        other.start()
+        with channel(other) as ch:
+            b = Bulk(ch)
+            b.put("al/obj-1", b"y" * 100, overwrite=True)
+            expect_status(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          ch.unary_unary("/grpc.testing.TestService/EmptyCall"), b"z" * 2000)
+        log = other.stderr_text()
+    finally:
+        problems = other.stop()
+    check(not problems, "server: %s" % problems)
+    puts = [l for l in log.splitlines() if l.startswith("ringstreamd: access: ") and
+            " /ringstream.v1.Bulk/Put " in l]
+    check_eq(len(puts), 1, "access lines for the Put in %r" % log)
+    m = re.match(r"ringstreamd: access: 127\.0\.0\.1:(\d+) /ringstream\.v1\.Bulk/Put "
+                 r"name=al/obj-1 OK in=(\d+) out=(\d+) (\d+\.\d{3})ms$", puts[0])
+    check(m is not None, "access line %r" % puts[0])
+    check(int(m.group(2)) > 100 and int(m.group(3)) > 0, "bytes in/out %r" % puts[0])
+    warn = [l for l in log.splitlines() if "call /grpc.testing.TestService/EmptyCall" in l]
+    check_eq(len(warn), 1, "log lines for the oversized call in %r" % log)
+    check(warn[0].startswith("ringstreamd: warn: ") and
+          "RESOURCE_EXHAUSTED \"received message larger than max" in warn[0],
+          "warn line with the cause: %r" % warn[0])
+    check(any(l.startswith("ringstreamd: access: ") and "EmptyCall name=- RESOURCE_EXHAUSTED"
+              in l for l in log.splitlines()), "access line of the oversized call")
+    # off by default: not one access line from the shared server
+    check("ringstreamd: access: " not in srv.stderr_text(), "access lines without --access-log")
+
+
 run.main()

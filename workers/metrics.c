@@ -72,6 +72,30 @@ static size_t method_row(const struct rs_server *s, const struct rs_service *svc
     return s->nmethods;
 }
 
+void rs_metrics_sample(struct rs_worker *w)
+{
+    uint64_t stalled = 0, queued = 0;
+    struct rs_list *l;
+    unsigned i;
+
+    for (i = 1; i < w->nconns; i++) {
+        struct rs_conn *c = w->conns[i];
+
+        if (c == NULL || (c->flags & RS_CONN_F_CLOSING))
+            continue;
+        for (l = c->calls.next; l != &c->calls; l = l->next) {
+            const struct rs_call *call = rs_container_of(l, struct rs_call, link);
+            size_t used = rs_chunkq_used(&call->txq);
+
+            queued += used;
+            if (used > 0 && rs_call_send_window(call) == 0)
+                stalled++;
+        }
+    }
+    __atomic_store_n(&w->metrics.streams_stalled, stalled, __ATOMIC_RELAXED);
+    __atomic_store_n(&w->metrics.queued_bytes, queued, __ATOMIC_RELAXED);
+}
+
 void rs_metrics_started(struct rs_worker *w, struct rs_call *call)
 {
     size_t row;
@@ -274,6 +298,35 @@ static void render_histogram(FILE *f, const struct rs_server *s)
     }
 }
 
+static uint64_t get_glitch(const struct rs_worker *w)
+{
+    return ld(&w->metrics.glitch_goaways);
+}
+static uint64_t get_stalled(const struct rs_worker *w)
+{
+    return ld(&w->metrics.streams_stalled);
+}
+static uint64_t get_queued(const struct rs_worker *w)
+{
+    return ld(&w->metrics.queued_bytes);
+}
+
+static void render_closed(FILE *f, const struct rs_server *s)
+{
+    static const char *const reasons[RS_CLOSE_COUNT] = { "other",  "peer",   "error", "handshake",
+                                                         "goaway", "glitch", "drain" };
+    unsigned i, r;
+
+    family(f, "ringstream_connections_closed_total", "counter",
+           "Connections closed, by reason: peer (closed or reset by the client), error (socket, "
+           "TLS, HTTP/2, memory share), handshake (no preface in time), goaway (idle or header "
+           "timeout, protocol error), glitch (ENHANCE_YOUR_CALM), drain (drain time over).");
+    for (i = 0; i < s->cfg.workers; i++)
+        for (r = 0; r < RS_CLOSE_COUNT; r++)
+            fprintf(f, "ringstream_connections_closed_total{worker=\"%u\",reason=\"%s\"} %llu\n", i,
+                    reasons[r], (unsigned long long)ld(&s->workers[i].metrics.closed_by[r]));
+}
+
 static void render_calls(FILE *f, const struct rs_server *s)
 {
     static const char *const reasons[RS_BUDGET_R_COUNT] = { "worker", "share", "stream", "accept" };
@@ -355,7 +408,16 @@ char *rs_metrics_render(const struct rs_server *s, size_t *len)
     per_worker(f, s, "ringstream_connections_refused_total", "counter",
                "Connections closed at accept: connection limit, memory budget or draining.",
                get_refused);
+    render_closed(f, s);
+    per_worker(f, s, "ringstream_glitch_goaways_total", "counter",
+               "Connections sent GOAWAY ENHANCE_YOUR_CALM: the glitch budget ran out.", get_glitch);
     per_worker(f, s, "ringstream_streams_open", "gauge", "HTTP/2 streams open.", get_streams);
+    per_worker(f, s, "ringstream_streams_stalled", "gauge",
+               "Streams with data queued and no flow-control window to send it (sampled each "
+               "second).",
+               get_stalled);
+    per_worker(f, s, "ringstream_queued_bytes", "gauge",
+               "Bytes in the streams' send queues (sampled each second).", get_queued);
     per_worker(f, s, "ringstream_received_bytes_total", "counter", "TCP payload bytes received.",
                get_bytes_in);
     per_worker(f, s, "ringstream_sent_bytes_total", "counter", "TCP payload bytes sent.",

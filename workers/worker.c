@@ -312,6 +312,7 @@ static void on_tick(struct rs_worker *w)
     for (i = 1; i < w->nconns; i++)
         if (w->conns[i] != NULL)
             rs_conn_tick(w->conns[i], now);
+    rs_metrics_sample(w);
     arm_tick(w);
 }
 
@@ -770,8 +771,10 @@ static void on_drain_timer(struct rs_worker *w)
 
     if (w->flags & RS_WORKER_F_DRAIN_GRACE) {
         for (i = 1; i < w->nconns; i++)
-            if (w->conns[i] != NULL)
+            if (w->conns[i] != NULL) {
+                rs_conn_note_close(w->conns[i], RS_CLOSE_DRAIN);
                 rs_conn_close(w->conns[i]);
+            }
         return;
     }
     w->flags |= RS_WORKER_F_DRAIN_GRACE;
@@ -792,8 +795,10 @@ static void on_drain_timer(struct rs_worker *w)
     w->drain_ts.tv_nsec = (long long)RS_DRAIN_GRACE_MS * 1000000;
     if (rs_ring_timeout(&w->ring, &w->drain_ts, rs_ud_make(RS_OP_TIMER, 0, 0)) < 0)
         for (i = 1; i < w->nconns; i++) /* no timer: close now rather than never */
-            if (w->conns[i] != NULL)
+            if (w->conns[i] != NULL) {
+                rs_conn_note_close(w->conns[i], RS_CLOSE_DRAIN);
                 rs_conn_close(w->conns[i]);
+            }
 }
 
 static struct rs_conn *conn_of(struct rs_worker *w, uint64_t ud)

@@ -569,6 +569,7 @@ def scrape_http1(address):
 @run.case("metrics-listen: HTTP/1.1 scrape; started, handled, messages and the histogram move "
           "by exactly what was done", group="metrics")
 def _(srv):
+    import time
     import urllib.error
     import urllib.request
     import grpc
@@ -586,6 +587,11 @@ def _(srv):
             if attempt == 2:
                 raise
     try:
+        # the gRPC port accepts first; metrics-listen is up once "listening on" is logged
+        # (and READY=1 sent)
+        deadline = time.monotonic() + WAIT_S
+        while "listening on" not in other.stderr_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
         before = scrape_http1(maddr)
         svc = "grpc.testing.TestService"
         with channel(other) as ch:
@@ -638,7 +644,12 @@ def _(srv):
                               all(dict(k[1:]).get(n) == labels[n] for n in labels))
             check_eq(v, handled_sum, "histogram count vs handled for %r" % (labels,))
         # ringstream's own series are there too, and the HTTP/2 endpoint still answers
-        check(("ringstream_connections_accepted_total",) in after, "connections series")
+        for key in (("ringstream_connections_accepted_total",),
+                    ("ringstream_connections_closed_total", ("reason", "peer")),
+                    ("ringstream_connections_closed_total", ("reason", "glitch")),
+                    ("ringstream_glitch_goaways_total",), ("ringstream_streams_stalled",),
+                    ("ringstream_queued_bytes",), ("ringstream_budget_used_bytes",)):
+            check(key in after, "%s missing" % (key,))
         for path, code in (("/nope", 404),):
             try:
                 urllib.request.urlopen("http://%s%s" % (maddr, path), timeout=WAIT_S)

@@ -877,6 +877,7 @@ int main(int argc, char **argv)
     struct rs_bulk *bulk = NULL;
     struct rs_health *health = NULL;
     struct rs_metrics_http *mhttp = NULL;
+    int mfd = -1;                                       /* the --metrics-listen socket */
     char err[PATH_MAX + 512], addr[RS_LISTEN_MAX * 64]; /* messages may name the data dir */
     bool check = false;
     sigset_t sigs;
@@ -947,6 +948,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "ringstreamd: %s\n", err); /* names the directory */
         return 1;
     }
+    if (st.metrics_listen[0] != '\0') {
+        mfd = rs_metrics_http_listen((const struct sockaddr *)&st.metrics_addr.addr,
+                                     st.metrics_addr.addrlen, err, sizeof(err));
+        if (mfd < 0) {
+            fprintf(stderr, "ringstreamd: metrics-listen %s: %s\n", st.metrics_listen, err);
+            rs_bulk_close(bulk);
+            return 1;
+        }
+    }
     srv = rs_server_new(&cfg, err, sizeof(err));
     if (srv == NULL) {
         describe_addr(&cfg, addr, sizeof(addr));
@@ -971,9 +981,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "ringstreamd: %s\n", err);
         return 1; /* workers may be parked at their start barrier; exiting ends them */
     }
-    if (st.metrics_listen[0] != '\0') {
-        mhttp = rs_metrics_http_start(srv, (const struct sockaddr *)&st.metrics_addr.addr,
-                                      st.metrics_addr.addrlen, err, sizeof(err));
+    if (mfd >= 0) {
+        mhttp = rs_metrics_http_start(srv, mfd, err, sizeof(err));
         if (mhttp == NULL) {
             fprintf(stderr, "ringstreamd: metrics-listen %s: %s\n", st.metrics_listen, err);
             return 1;

@@ -72,44 +72,48 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                   "text/plain; version=0.0.4; charset=utf-8");
 }
 
-struct rs_metrics_http *rs_metrics_http_start(const struct rs_server *srv,
-                                              const struct sockaddr *addr, socklen_t addrlen,
-                                              char *err, size_t errlen)
+int rs_metrics_http_listen(const struct sockaddr *addr, socklen_t addrlen, char *err, size_t errlen)
 {
-    struct rs_metrics_http *m = calloc(1, sizeof(*m));
     int fd, one = 1;
 
-    if (m == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    m->srv = srv;
-    /* Bound here rather than by libmicrohttpd, so that a taken port is one clear errno. */
     fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(err, errlen, "socket: %s", strerror(errno));
-        goto err_free;
+        return -1;
     }
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (bind(fd, addr, addrlen) < 0 || listen(fd, 64) < 0) {
         snprintf(err, errlen, "%s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+struct rs_metrics_http *rs_metrics_http_start(const struct rs_server *srv, int fd, char *err,
+                                              size_t errlen)
+{
+    struct rs_metrics_http *m = calloc(1, sizeof(*m));
+
+    if (m == NULL) {
+        snprintf(err, errlen, "out of memory");
         goto err_close;
     }
-    m->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
-                                      (addr->sa_family == AF_INET6 ? MHD_USE_IPv6 : 0),
-                              0, NULL, NULL, on_request, m, MHD_OPTION_LISTEN_SOCKET, fd,
+    m->srv = srv;
+    m->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | 0, 0, NULL,
+                              NULL, on_request, m, MHD_OPTION_LISTEN_SOCKET, fd,
                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)RS_METRICS_HTTP_CONNS,
                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)RS_METRICS_HTTP_TIMEOUT_S,
                               MHD_OPTION_END);
     if (m->mhd == NULL) {
         snprintf(err, errlen, "libmicrohttpd could not start");
-        goto err_close;
+        goto err_free;
     }
     return m;
-err_close:
-    close(fd);
 err_free:
     free(m);
+err_close:
+    close(fd);
     return NULL;
 }
 

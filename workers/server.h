@@ -84,14 +84,18 @@ bool rs_server_stopped(const struct rs_server *s);
  * keep theirs. On a bad file the old ones stay. Returns 0 (also without TLS) or -errno with a
  * one-line reason in |err|. Safe from any thread. */
 int rs_server_reload_tls(struct rs_server *s, char *err, size_t errlen);
-/* --metrics-listen (workers/metrics_http.c, in ringstreamd only): serves GET /metrics over
- * HTTP/1.1 on |addr| from a thread of libmicrohttpd's. |srv| is borrowed and must have
- * started; stop this before rs_server_stop() (stopped workers free their counters). Returns
- * owned, release with rs_metrics_http_stop(); or NULL with a one-line reason in |err|. */
+/* --metrics-listen (workers/metrics_http.c, in ringstreamd only). Binds and listens on |addr|
+ * (before the workers start, so a taken port fails early and connections wait in the
+ * backlog). Returns the socket, or -1 with a one-line reason in |err|. */
+int rs_metrics_http_listen(const struct sockaddr *addr, socklen_t addrlen, char *err,
+                           size_t errlen);
+/* Serves GET /metrics over HTTP/1.1 on |fd| (takes ownership, also on failure) from a thread
+ * of libmicrohttpd's. |srv| is borrowed and must have started; stop this before
+ * rs_server_stop() (stopped workers free their counters). Returns owned, release with
+ * rs_metrics_http_stop(); or NULL with a one-line reason in |err|. */
 struct rs_metrics_http;
-struct rs_metrics_http *rs_metrics_http_start(const struct rs_server *srv,
-                                              const struct sockaddr *addr, socklen_t addrlen,
-                                              char *err, size_t errlen);
+struct rs_metrics_http *rs_metrics_http_start(const struct rs_server *srv, int fd, char *err,
+                                              size_t errlen);
 /* Stops serving and joins the thread. Accepts NULL. */
 void rs_metrics_http_stop(struct rs_metrics_http *m);
 /* Waits for the workers to exit, then frees everything. Accepts NULL. */

@@ -587,8 +587,8 @@ def _(srv):
             if attempt == 2:
                 raise
     try:
-        # the gRPC port accepts first; metrics-listen is up once "listening on" is logged
-        # (and READY=1 sent)
+        # metrics-listen is bound before the workers start and served once "listening on"
+        # is logged (and READY=1 sent); wait for that as a scraper started by systemd would
         deadline = time.monotonic() + WAIT_S
         while "listening on" not in other.stderr_text() and time.monotonic() < deadline:
             time.sleep(0.02)

@@ -118,8 +118,8 @@ static bool errlog_admit(struct rs_worker *w)
 {
     uint64_t now_s = rs_now_ms() / 1000;
 
-    if (now_s != w->errlog_ms) {
-        w->errlog_ms = now_s;
+    if (now_s != w->errlog_s) {
+        w->errlog_s = now_s;
         w->errlog_n = 0;
     }
     if (w->errlog_n >= RS_ERRLOG_PER_S) {

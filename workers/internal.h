@@ -166,7 +166,7 @@ struct rs_worker {
      * account in it */
     struct rs_budget budget;
     uint64_t budget_logged_ms; /* monotonic time of the last "budget full" log line */
-    uint64_t errlog_ms;        /* monotonic second of the server-error warn lines below */
+    uint64_t errlog_s;         /* monotonic second of the server-error warn lines below */
     unsigned errlog_n;         /* server-error warn lines written in that second */
     unsigned errlog_dropped;   /* and left out (said in the next one written) */
     struct rs_worker_metrics metrics;

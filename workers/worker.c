@@ -423,7 +423,11 @@ static void timers_free_all(struct rs_worker *w);
 void rs_worker_fini(struct rs_worker *w)
 {
     timers_free_all(w);
-    rs_metrics_fini(w);
+    /* A started server's counters outlive the worker's thread: another worker (or the
+     * metrics-listen thread) may be rendering them while this one has stopped, so
+     * rs_server_destroy() frees them once every thread is joined. */
+    if (w->srv == NULL || !w->srv->started)
+        rs_metrics_fini(w);
     free(w->zconn);
     w->zconn = NULL;
     free(w->conns);
@@ -1010,10 +1014,12 @@ void rs_server_destroy(struct rs_server *s)
     for (i = 0; i < s->cfg.workers; i++) {
         struct rs_worker *w = &s->workers[i];
 
-        if (s->started)
+        if (s->started) {
             pthread_join(w->thread, NULL); /* the thread tore its ring down itself */
-        else
+            rs_metrics_fini(w);
+        } else {
             rs_worker_fini(w);
+        }
         for (j = 0; j < RS_LISTEN_MAX; j++)
             if (w->listen_fds[j] >= 0)
                 close(w->listen_fds[j]);

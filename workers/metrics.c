@@ -36,17 +36,19 @@ static const char *const type_names[] = { "unary", "client_stream", "server_stre
 
 int rs_metrics_init(struct rs_worker *w)
 {
-    size_t rows = w->srv->nmethods + 1, size = rows * sizeof(struct rs_method_metrics);
+    size_t rows = w->srv->nmethods + 1;
+    size_t csize = (rows * RS_METRICS_CODES * sizeof(uint64_t) + 63) & ~(size_t)63;
+    size_t msize = (rows * sizeof(struct rs_method_metrics) + 63) & ~(size_t)63;
 
-    w->metrics.calls = calloc(rows * RS_METRICS_CODES, sizeof(uint64_t));
-    /* Whole cache lines of its own: no other worker's data shares one. */
-    size = (size + 63) & ~(size_t)63;
-    w->metrics.methods = aligned_alloc(64, size);
+    /* Whole cache lines of their own: no other worker's data shares one. */
+    w->metrics.calls = aligned_alloc(64, csize);
+    w->metrics.methods = aligned_alloc(64, msize);
     if (w->metrics.calls == NULL || w->metrics.methods == NULL) {
         rs_metrics_fini(w);
         return -ENOMEM;
     }
-    memset(w->metrics.methods, 0, size);
+    memset(w->metrics.calls, 0, csize);
+    memset(w->metrics.methods, 0, msize);
     return 0;
 }
 

@@ -29,8 +29,17 @@
 
 struct rs_call;
 
+/* A method's streaming shape, as its .proto declares it (grpc_type in the metrics). */
+enum rs_method_type {
+    RS_METHOD_UNARY = 0, /* the default of a designated initializer */
+    RS_METHOD_CLIENT_STREAM,
+    RS_METHOD_SERVER_STREAM,
+    RS_METHOD_BIDI_STREAM,
+};
+
 struct rs_method {
-    const char *path;  /* "/package.Service/Method" */
+    const char *path; /* "/package.Service/Method" */
+    enum rs_method_type type;
     size_t state_size; /* bytes of zeroed per-call state, see rs_call_state() */
     /* Request headers arrived and the call was routed. May send, finish, or do nothing. */
     void (*on_start)(struct rs_call *call);
@@ -67,6 +76,9 @@ const char *rs_call_path(const struct rs_call *call);
  * "subject=<one-line X.509 subject>; san=<name>,<name>"; NULL over h2c or TLS without client
  * certificates. View valid for the call's life. */
 const char *rs_call_peer_identity(const struct rs_call *call);
+/* Names the object the call is about (|len| bytes, copied) for its access-log line; does
+ * nothing (no copy) when the access log is off. The first name given is kept. */
+void rs_call_set_log_name(struct rs_call *call, const char *name, size_t len);
 /* Largest message the call accepts and sends (the server's --max-msg). */
 size_t rs_call_max_msg(const struct rs_call *call);
 

@@ -1,20 +1,39 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages that building and testing ringstream need.
-# Fast when everything is already there: apt is only run for missing packages.
+# Installs the Debian 12 packages ringstream needs. Fast when everything is already there: apt
+# is only run for missing packages.
+#   scripts/deps.sh           building, serving and testing (scripts/test)
+#   scripts/deps.sh --serve   only building and serving ringstreamd (scripts/run): no test
+#                             packages, no clang/fuzzing toolchain, no node/npm
 set -euo pipefail
 
-PACKAGES=(
-    # build
+serve_only=false
+case "${1:-}" in
+--serve) serve_only=true ;;
+"") ;;
+*)
+    echo "usage: scripts/deps.sh [--serve]" >&2
+    exit 2
+    ;;
+esac
+
+# What building and running ringstreamd needs.
+SERVE_PACKAGES=(
     cmake gcc pkg-config
     liburing-dev libnghttp2-dev libnanopb-dev nanopb protobuf-compiler
-    libwolfssl-dev libcunit1-dev libssl-dev zlib1g-dev libsystemd-dev
+    libwolfssl-dev libssl-dev zlib1g-dev libsystemd-dev
     liblmdb-dev # the bulk store's sorted index of names (workers/bulk/index.c)
+    libinih-dev # ringstreamd --config FILE (INI) parsing (workers/main.c)
+    libmicrohttpd-dev # --metrics-listen: Prometheus' HTTP/1.1 scrape (workers/metrics_http.c)
+    # wolfSSL built from Debian's source
+    dpkg-dev build-essential autoconf automake libtool
+)
+
+# What the tests, the sanitizer and clang builds and the fuzzers need on top.
+TEST_PACKAGES=(
+    libcunit1-dev # tests/unit
     # build-clang/ and the libFuzzer targets (libclang_rt.fuzzer-x86_64.a is in
     # libclang-rt-14-dev on Debian 12)
     clang libclang-rt-14-dev
-    libinih-dev # ringstreamd --config FILE (INI) parsing (workers/main.c)
-    # wolfSSL built from Debian's source
-    dpkg-dev build-essential autoconf automake libtool
     # end-to-end tests
     python3-grpcio python3-protobuf nghttp2-client curl
     # raw HTTP/2 frames for tests/e2e/test_protocol.py (pulls python3-hyperframe, python3-hpack)
@@ -26,6 +45,11 @@ PACKAGES=(
     # scripts/gen-test-certs.sh and tests/e2e/test_tls.py (s_client)
     openssl
 )
+
+PACKAGES=("${SERVE_PACKAGES[@]}")
+if ! $serve_only; then
+    PACKAGES+=("${TEST_PACKAGES[@]}")
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -46,6 +70,10 @@ if [ ${#missing[@]} -ne 0 ]; then
     "${SUDO[@]}" apt-get update
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+if $serve_only; then
+    exit 0
 fi
 
 # --- grpc-js interop client (tests/e2e/grpcjs) ---------------------------------------------

@@ -2,12 +2,14 @@
  * deframer and the handler, the send queue behind the nghttp2 data provider, and the
  * implementation of core/call.h. Handlers run only from rs_stream_run(), outside nghttp2.
  * Internal functions are rs_stream_*; rs_call_* are the handler API of core/call.h. */
+#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include "core/log.h"
 #include "proto/compress.h"
 #include "workers/internal.h"
@@ -101,7 +103,70 @@ static void free_meta(struct rs_meta *m, size_t n)
     free(m);
 }
 
-/* A gRPC call ended: counted for /metrics, logged at info when it failed, at debug always. */
+#define RS_ERRLOG_PER_S 20u /* server-error warn lines per worker per second */
+
+/* Statuses that mean the server failed the call (not the client's doing): logged at warn. */
+static bool server_error(int status)
+{
+    return status == RS_GRPC_INTERNAL || status == RS_GRPC_DATA_LOSS ||
+           status == RS_GRPC_RESOURCE_EXHAUSTED;
+}
+
+/* At most RS_ERRLOG_PER_S server-error lines per worker per second; true if this one may go
+ * out. The ones left out are counted into the next line that does. */
+static bool errlog_admit(struct rs_worker *w)
+{
+    uint64_t now_s = rs_now_ms() / 1000;
+
+    if (now_s != w->errlog_s) {
+        w->errlog_s = now_s;
+        w->errlog_n = 0;
+    }
+    if (w->errlog_n >= RS_ERRLOG_PER_S) {
+        w->errlog_dropped++;
+        return false;
+    }
+    w->errlog_n++;
+    return true;
+}
+
+/* The peer's "ip:port", looked up once per connection (only the access log needs it). */
+static const char *conn_peer(struct rs_conn *c)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char host[INET6_ADDRSTRLEN];
+
+    if (c->peer[0] != '\0')
+        return c->peer;
+    if (getpeername(c->fd, (struct sockaddr *)&ss, &len) < 0) {
+        snprintf(c->peer, sizeof(c->peer), "-");
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const void *)&ss;
+
+        inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
+        snprintf(c->peer, sizeof(c->peer), "[%s]:%u", host, ntohs(s6->sin6_port));
+    } else if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const void *)&ss;
+
+        inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
+        snprintf(c->peer, sizeof(c->peer), "%s:%u", host, ntohs(s4->sin_port));
+    } else {
+        snprintf(c->peer, sizeof(c->peer), "-");
+    }
+    return c->peer;
+}
+
+void rs_call_set_log_name(struct rs_call *call, const char *name, size_t len)
+{
+    if (!call->conn->w->srv->cfg.access_log || call->log_name != NULL)
+        return;
+    call->log_name = strndup(name, len); /* NULL when out of memory: the line says "-" */
+}
+
+/* A gRPC call ended: counted for /metrics; one access-log line with --access-log; logged at
+ * warn when the server failed it (INTERNAL, DATA_LOSS, RESOURCE_EXHAUSTED; rate-limited), at
+ * info when it failed otherwise, at debug always. */
 static void call_ended(struct rs_call *call)
 {
     struct rs_worker *w = call->conn->w;
@@ -110,6 +175,26 @@ static void call_ended(struct rs_call *call)
     enum rs_log_level level = status == RS_GRPC_OK ? RS_LOG_DEBUG : RS_LOG_INFO;
 
     rs_metrics_call(w, call, status);
+    if (w->srv->cfg.access_log)
+        rs_log_access("%s %s name=%s %s in=%llu out=%llu %.3fms%s%s%s", conn_peer(call->conn),
+                      call->path != NULL ? call->path : "-",
+                      call->log_name != NULL ? call->log_name : "-", rs_grpc_status_name(status),
+                      (unsigned long long)call->bytes_in, (unsigned long long)call->bytes_out,
+                      (double)(rs_mono_ns() - call->born_ns) / 1e6,
+                      set && call->status_msg != NULL ? " \"" : "",
+                      set && call->status_msg != NULL ? call->status_msg : "",
+                      set && call->status_msg != NULL ? "\"" : "");
+    if (set && server_error(status) && rs_log_enabled(RS_LOG_WARN)) {
+        if (!errlog_admit(w))
+            return;
+        if (w->errlog_dropped > 0) {
+            rs_log_warn("worker %u: %u more server-error lines were left out (at most %u a "
+                        "second)",
+                        w->id, w->errlog_dropped, RS_ERRLOG_PER_S);
+            w->errlog_dropped = 0;
+        }
+        level = RS_LOG_WARN;
+    }
     if (!rs_log_enabled(level))
         return;
     rs_log(level, "worker %u conn %u: call %s: %s%s%s%s (in %llu bytes, out %llu bytes, %.3f ms)",
@@ -147,6 +232,7 @@ void rs_stream_free(struct rs_call *call)
     free(call->status_msg);
     free(call->state_mem);
     free(call->http_owned);
+    free(call->log_name);
     free(call);
     if (c->flags & RS_CONN_F_CLOSING)
         rs_worker_mark_pending(c->w, c);
@@ -415,7 +501,9 @@ void rs_stream_route(struct rs_call *call)
         rs_call_timer(call, (uint64_t)call->timeout_ns, on_deadline, NULL) < 0) {
         call->method = NULL;
         rs_call_finish(call, RS_GRPC_RESOURCE_EXHAUSTED, "no timer for grpc-timeout");
+        return;
     }
+    rs_metrics_started(call->conn->w, call);
 }
 
 /* ---- the send path -------------------------------------------------------------------- */
@@ -685,6 +773,7 @@ static int queue_prefix_and(struct rs_call *call, const struct iovec *iov, int i
 /* A message is queued: send the response headers first if needed, wake the data provider. */
 static int queued(struct rs_call *call)
 {
+    rs_metrics_msg_out(call->conn->w, call);
     if (!(call->flags & RS_CALL_F_RESP_SUBMITTED)) {
         if (submit_response_headers(call) != 0)
             return -ENOMEM;
@@ -1045,6 +1134,7 @@ static void pump_messages(struct rs_call *call)
             return;
         }
         call->bytes_in += RS_GRPC_PREFIX_LEN + m.len;
+        rs_metrics_msg_in(call->conn->w, call);
         /* Making room for what may land while the handler holds the message can grow the
          * buffer: it is charged like any other receive memory. */
         if (rs_stream_rx_account(call) < 0) {

@@ -36,6 +36,8 @@ void rs_conn_glitch(struct rs_conn *c, const char *what)
     if (c->glitch_tokens-- > 0 || (c->flags & RS_CONN_F_CALM))
         return;
     c->flags |= RS_CONN_F_CALM;
+    rs_metric_add(&c->w->metrics.glitch_goaways, 1);
+    rs_conn_note_close(c, RS_CLOSE_GLITCH);
     rs_log_warn("conn %u: too many suspicious frames (last: %s): GOAWAY ENHANCE_YOUR_CALM", c->slot,
                 what);
     nghttp2_session_terminate_session(c->h2, NGHTTP2_ENHANCE_YOUR_CALM);
@@ -49,6 +51,7 @@ static void terminate(struct rs_conn *c, uint32_t code, const char *why)
     if (c->flags & (RS_CONN_F_TERM | RS_CONN_F_CLOSING))
         return;
     c->flags |= RS_CONN_F_TERM;
+    rs_conn_note_close(c, RS_CLOSE_GOAWAY);
     rs_log_info("conn %u: GOAWAY %s: %s", c->slot, nghttp2_http2_strerror(code), why);
     if (nghttp2_session_terminate_session(c->h2, code) != 0)
         rs_conn_close(c);
@@ -107,6 +110,7 @@ void rs_conn_tick(struct rs_conn *c, uint64_t now_ms)
     if (!c->got_frame && now_ms - c->born_ms >= cfg->handshake_ms) {
         rs_log_debug("conn %u: no HTTP/2 preface within %u ms, closing", c->slot,
                      cfg->handshake_ms);
+        rs_conn_note_close(c, RS_CLOSE_HANDSHAKE);
         rs_conn_close(c);
         return;
     }
@@ -649,6 +653,7 @@ void rs_conn_close(struct rs_conn *c)
     if (c->flags & RS_CONN_F_CLOSING)
         return;
     c->flags |= RS_CONN_F_CLOSING;
+    rs_metric_add(&c->w->metrics.closed_by[c->close_reason], 1);
     /* Ends the armed recv and any send in flight; their completions drop |inflight|. */
     shutdown(c->fd, SHUT_RDWR);
     for (l = c->calls.next; l != &c->calls; l = l->next) {
@@ -743,8 +748,10 @@ static void transport_input(struct rs_conn *c, const uint8_t *data, size_t len)
         if (tls_account(c) < 0)
             ret = -ENOBUFS;
     }
-    if (ret < 0)
+    if (ret < 0) {
+        rs_conn_note_close(c, RS_CLOSE_ERROR);
         rs_conn_close(c);
+    }
 }
 
 void rs_conn_on_recv(struct rs_conn *c, const struct rs_ring_cqe *cqe)
@@ -767,6 +774,8 @@ void rs_conn_on_recv(struct rs_conn *c, const struct rs_ring_cqe *cqe)
         } else if (cqe->res == 0 || (cqe->res < 0 && cqe->res != -ENOBUFS)) {
             if (cqe->res < 0 && cqe->res != -ECONNRESET)
                 rs_log_info("conn %u: recv: %s", c->slot, strerror(-cqe->res));
+            rs_conn_note_close(c, cqe->res == 0 || cqe->res == -ECONNRESET ? RS_CLOSE_PEER
+                                                                           : RS_CLOSE_ERROR);
             rs_conn_close(c);
         } else if (rs_ring_recv_multishot(&w->ring, c->fd,
                                           rs_ud_make(RS_OP_RECV, c->gen, c->slot)) == 0) {
@@ -774,6 +783,7 @@ void rs_conn_on_recv(struct rs_conn *c, const struct rs_ring_cqe *cqe)
             c->flags |= RS_CONN_F_RECVING;
             c->inflight++;
         } else {
+            rs_conn_note_close(c, RS_CLOSE_ERROR);
             rs_conn_close(c);
         }
     }
@@ -819,6 +829,7 @@ static void submit_send(struct rs_conn *c)
                 : rs_ring_sendmsg(&c->w->ring, c->fd, &c->msg, ud);
     if (ret < 0) {
         c->send_failed = true;
+        rs_conn_note_close(c, RS_CLOSE_ERROR);
         rs_conn_close(c);
         send_done(c);
         return;
@@ -864,6 +875,8 @@ void rs_conn_on_send(struct rs_conn *c, const struct rs_ring_cqe *cqe)
         if (cqe->res < 0 && cqe->res != -EPIPE && cqe->res != -ECONNRESET)
             rs_log_info("conn %u: send: %s", c->slot, strerror(-cqe->res));
         c->send_failed = true;
+        rs_conn_note_close(c, cqe->res == -EPIPE || cqe->res == -ECONNRESET ? RS_CLOSE_PEER
+                                                                            : RS_CLOSE_ERROR);
         rs_conn_close(c);
         send_done(c);
         return;
@@ -914,6 +927,7 @@ static void transport_output(struct rs_conn *c)
         if (ret != 0) {
             rs_log_debug("conn %u: HTTP/2 send error: %s", c->slot, nghttp2_strerror(ret));
             release_txrefs(c);
+            rs_conn_note_close(c, RS_CLOSE_ERROR);
             rs_conn_close(c);
             return;
         }
@@ -925,12 +939,14 @@ static void transport_output(struct rs_conn *c)
             if (ret < 0) {
                 rs_log_debug("conn %u: TLS write: %s", c->slot,
                              ret == -EPROTO ? rs_tls_error(c->tls) : strerror(-ret));
+                rs_conn_note_close(c, RS_CLOSE_ERROR);
                 rs_conn_close(c);
                 return;
             }
         }
     }
     if (tls_account(c) < 0) {
+        rs_conn_note_close(c, RS_CLOSE_ERROR);
         rs_conn_close(c);
         return;
     }
@@ -967,6 +983,7 @@ static void flush(struct rs_conn *c)
     if (rv != 0) {
         rs_log_info("conn %u: HTTP/2 send error: %s", c->slot, nghttp2_strerror(rv));
         release_txrefs(c);
+        rs_conn_note_close(c, RS_CLOSE_ERROR);
         rs_conn_close(c);
         return;
     }
@@ -1018,6 +1035,7 @@ void rs_conn_run(struct rs_conn *c)
     reap(c);
     if (!(c->flags & (RS_CONN_F_CLOSING | RS_CONN_F_SENDING | RS_CONN_F_LINGER)) &&
         !nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2)) {
+        rs_conn_note_close(c, RS_CLOSE_PEER); /* unless we ended it (GOAWAY noted first) */
         if (c->tls != NULL) {
             /* close_notify first; flush() closes once it is out */
             rs_tls_shutdown(c->tls);

@@ -60,6 +60,30 @@ struct rs_server {
 };
 
 #define RS_METRICS_CODES 17 /* gRPC status codes 0..16: the label set is methods x codes */
+/* grpc_server_handling_seconds' buckets: go-grpc-prometheus' (Prometheus' DefBuckets) */
+#define RS_METRICS_BUCKETS 12 /* 11 bounds and +Inf */
+
+/* Why a connection was closed (ringstream_connections_closed_total's reason label). The first
+ * reason noted wins; one never noted is "other". */
+enum rs_close_reason {
+    RS_CLOSE_OTHER = 0,
+    RS_CLOSE_PEER,      /* the peer closed or reset the TCP connection, or ended the session */
+    RS_CLOSE_ERROR,     /* a socket, TLS or HTTP/2 error, or the connection's memory share */
+    RS_CLOSE_HANDSHAKE, /* no HTTP/2 preface within --handshake-timeout-ms */
+    RS_CLOSE_GOAWAY,    /* we ended the session: idle or header timeout, protocol error */
+    RS_CLOSE_GLITCH,    /* the glitch budget ran out: GOAWAY ENHANCE_YOUR_CALM */
+    RS_CLOSE_DRAIN,     /* the drain time ran out */
+    RS_CLOSE_COUNT
+};
+
+/* Per method (a row of the call table), go-grpc-prometheus' other series. */
+struct rs_method_metrics {
+    uint64_t started;                     /* calls routed to the method (its handler started) */
+    uint64_t msg_in;                      /* request messages handed to the handler */
+    uint64_t msg_out;                     /* response messages the handler queued */
+    uint64_t sum_ns;                      /* of the handled calls' durations */
+    uint64_t buckets[RS_METRICS_BUCKETS]; /* handled calls by duration, not cumulative */
+};
 
 /* What a worker counts for GET /metrics (workers/metrics.c). Written only by the worker's own
  * thread, with rs_metric_add() (a relaxed atomic store of load + 1: a plain add on x86-64,
@@ -73,8 +97,15 @@ struct rs_worker_metrics {
     uint64_t streams_closed;
     uint64_t bytes_in; /* TCP payload received and sent */
     uint64_t bytes_out;
-    uint64_t *calls;  /* owned, (nmethods + 1) x RS_METRICS_CODES: finished gRPC calls */
+    uint64_t *calls; /* owned, (nmethods + 1) x RS_METRICS_CODES: finished gRPC calls */
+    struct rs_method_metrics *methods; /* owned, nmethods + 1 rows, cache-line aligned */
     uint64_t tick_ms; /* rs_now_ms() of the worker's last once-a-second tick (liveness) */
+    uint64_t closed_by[RS_CLOSE_COUNT]; /* connections closed, by enum rs_close_reason */
+    uint64_t glitch_goaways;            /* GOAWAY ENHANCE_YOUR_CALM sent */
+    /* sampled by the worker's once-a-second tick (gauges; walking the streams is not for the
+     * hot path) */
+    uint64_t streams_stalled; /* with data queued but no flow-control window to send it */
+    uint64_t queued_bytes;    /* in the streams' send queues */
 };
 
 static inline void rs_metric_add(uint64_t *counter, uint64_t n)
@@ -136,6 +167,9 @@ struct rs_worker {
      * account in it */
     struct rs_budget budget;
     uint64_t budget_logged_ms; /* monotonic time of the last "budget full" log line */
+    uint64_t errlog_s;         /* monotonic second of the server-error warn lines below */
+    unsigned errlog_n;         /* server-error warn lines written in that second */
+    unsigned errlog_dropped;   /* and left out (said in the next one written) */
     struct rs_worker_metrics metrics;
     uint8_t tls_plain[16384]; /* TLS receive: plaintext of one record, parsed at once */
 };
@@ -192,6 +226,8 @@ struct rs_conn {
     uint64_t born_ms;            /* monotonic, at accept */
     uint64_t active_ms;          /* monotonic, last time bytes arrived */
     int glitch_tokens;           /* suspicious events left before ENHANCE_YOUR_CALM */
+    char peer[64];               /* "ip:port" for the access log, filled at its first line */
+    uint8_t close_reason;        /* enum rs_close_reason, noted before rs_conn_close() */
     bool got_frame;              /* a valid HTTP/2 frame arrived: the handshake is done */
     struct rs_tls *tls;          /* owned; NULL for h2c. The transport under the session */
     size_t tls_charged;          /* rs_tls_mem() as last charged to |acct| */
@@ -325,6 +361,8 @@ struct rs_call {
     uint64_t born_ns;   /* monotonic, at the first HEADERS */
     uint64_t bytes_in;  /* gRPC message bytes (prefix included) handed to the handler */
     uint64_t bytes_out; /* DATA payload bytes framed for sending */
+    size_t metrics_row; /* 1 + the method's row in the metrics tables once started, else 0 */
+    char *log_name;     /* owned; the object named in the access log, or NULL */
 };
 
 /* The true flags beside the state: events and conditions that do not order a stream's life. */
@@ -395,6 +433,12 @@ void rs_conn_on_send(struct rs_conn *c, const struct rs_ring_cqe *cqe);
 /* Runs deferred work: ready calls, then flushes. Called after each completion batch. */
 void rs_conn_run(struct rs_conn *c);
 void rs_conn_close(struct rs_conn *c);
+/* Notes why |c| is about to close, unless a reason was noted already. */
+static inline void rs_conn_note_close(struct rs_conn *c, enum rs_close_reason r)
+{
+    if (c->close_reason == RS_CLOSE_OTHER)
+        c->close_reason = (uint8_t)r;
+}
 void rs_conn_drain(struct rs_conn *c);
 /* Frees the conn if it is closing and nothing is in flight; returns true if freed. */
 bool rs_conn_maybe_free(struct rs_conn *c);
@@ -405,6 +449,22 @@ int rs_metrics_init(struct rs_worker *w);
 void rs_metrics_fini(struct rs_worker *w);
 /* Counts a finished gRPC call of |call| (method may be NULL: unknown) with |status|. */
 void rs_metrics_call(struct rs_worker *w, const struct rs_call *call, int status);
+/* Samples the worker's gauges that need a walk of its streams (stalled, queued bytes); from
+ * the once-a-second tick, on the worker's own thread. */
+void rs_metrics_sample(struct rs_worker *w);
+/* The call was routed to its method, whose handler starts now: counted as started. */
+void rs_metrics_started(struct rs_worker *w, struct rs_call *call);
+/* One request message handed to the handler, one response message queued. */
+static inline void rs_metrics_msg_in(struct rs_worker *w, const struct rs_call *call)
+{
+    if (call->metrics_row != 0) /* 0 also when method_metrics is off */
+        rs_metric_add(&w->metrics.methods[call->metrics_row - 1].msg_in, 1);
+}
+static inline void rs_metrics_msg_out(struct rs_worker *w, const struct rs_call *call)
+{
+    if (call->metrics_row != 0)
+        rs_metric_add(&w->metrics.methods[call->metrics_row - 1].msg_out, 1);
+}
 /* Renders every worker's figures in Prometheus text format 0.0.4. Returns owned text (release
  * with free()) of *len bytes, or NULL when out of memory. Safe from any worker thread. */
 char *rs_metrics_render(const struct rs_server *s, size_t *len);

@@ -197,7 +197,9 @@ struct settings {
     char data_dir[PATH_MAX]; /* "" = not given */
     char tls_cert[PATH_MAX]; /* "" = no TLS */
     char tls_key[PATH_MAX];
-    char tls_client_ca[PATH_MAX]; /* "" = no mutual TLS */
+    char tls_client_ca[PATH_MAX];  /* "" = no mutual TLS */
+    char metrics_listen[300];      /* "" = off; else HOST:PORT, checked by opt_metrics_listen */
+    struct rs_listen metrics_addr; /* metrics_listen resolved */
     enum rs_log_level level;
     int src;        /* where the option being parsed comes from: 1 the file, 2 the command line */
     int listen_src; /* where cfg.listen came from: 0 the default, else as |src| */
@@ -310,6 +312,21 @@ static void print_str(const struct opt *o, const struct settings *st, FILE *f)
     fputs((const char *)st + o->off, f);
 }
 
+/* --metrics-listen HOST:PORT (as listen, without h2c://); "" turns it off. */
+static int opt_metrics_listen(const struct opt *o, const char *val, struct settings *st)
+{
+    struct rs_config scratch = { .nlisten = 0 };
+
+    if (val[0] == '\0') {
+        st->metrics_listen[0] = '\0';
+        return 0;
+    }
+    if (strncmp(val, "h2c://", 6) == 0 || parse_listen(val, &scratch) < 0)
+        return -EINVAL;
+    st->metrics_addr = scratch.listen[0];
+    return opt_str(o, val, st);
+}
+
 static int opt_level(const struct opt *o, const char *val, struct settings *st)
 {
     return parse_level(val, &st->level);
@@ -407,10 +424,17 @@ static const struct opt opts[] = {
       "most one connection may hold of it (default 0: budget / 8)" },
     { "drain-ms", R, NUM, CFG(drain_ms), 0, 3600000, KEY, "MS",
       "on SIGTERM, time in-flight calls get to finish; then they end with\n"
-      "UNAVAILABLE (default 5000)" },
+      "UNAVAILABLE (default 30000, as grpc-go GracefulStop users expect)" },
     { "metrics", R, opt_bool, print_bool, ST(cfg.metrics), 0, 0, KEY, "on|off",
       "answer GET /metrics (Prometheus text format) on the listen address\n"
       "(default on)" },
+    { "access-log", R, opt_bool, print_bool, ST(cfg.access_log), 0, 0, KEY, "on|off",
+      "one line per call on stderr: peer, method, status, bytes in/out,\n"
+      "duration (default off)" },
+    { "metrics-listen", R, opt_metrics_listen, print_str, ST(metrics_listen), 0, 0,
+      KEY | OPT_F_ZERO, "HOST:PORT",
+      "also serve GET /metrics over HTTP/1.1 (for Prometheus and curl) on this\n"
+      "address, from its own thread (default: off)" },
     { "log-level", R, opt_level, print_level, 0, 0, 0, 0, KEY, "LEVEL",
       "error, warn, info or debug (default info); info logs failed calls and\n"
       "connection errors, debug every call" },
@@ -858,6 +882,8 @@ int main(int argc, char **argv)
     struct rs_server *srv;
     struct rs_bulk *bulk = NULL;
     struct rs_health *health = NULL;
+    struct rs_metrics_http *mhttp = NULL;
+    int mfd = -1;                                       /* the --metrics-listen socket */
     char err[PATH_MAX + 512], addr[RS_LISTEN_MAX * 64]; /* messages may name the data dir */
     bool check = false;
     sigset_t sigs;
@@ -882,8 +908,11 @@ int main(int argc, char **argv)
         return 0;
     }
     cfg = st.cfg;
+    /* per-method series only when someone can read them */
+    cfg.method_metrics = cfg.metrics || st.metrics_listen[0] != '\0';
     data_dir = st.data_dir; /* lives as long as the process */
     rs_log_set_level(st.level);
+    rs_log_detect_journal();
     if (passed_socket(&cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "ringstreamd: %s\n", err);
         return 1;
@@ -925,6 +954,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "ringstreamd: %s\n", err); /* names the directory */
         return 1;
     }
+    if (st.metrics_listen[0] != '\0') {
+        mfd = rs_metrics_http_listen((const struct sockaddr *)&st.metrics_addr.addr,
+                                     st.metrics_addr.addrlen, err, sizeof(err));
+        if (mfd < 0) {
+            fprintf(stderr, "ringstreamd: metrics-listen %s: %s\n", st.metrics_listen, err);
+            rs_bulk_close(bulk);
+            return 1;
+        }
+    }
     srv = rs_server_new(&cfg, err, sizeof(err));
     if (srv == NULL) {
         describe_addr(&cfg, addr, sizeof(addr));
@@ -949,6 +987,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "ringstreamd: %s\n", err);
         return 1; /* workers may be parked at their start barrier; exiting ends them */
     }
+    if (mfd >= 0) {
+        mhttp = rs_metrics_http_start(srv, mfd, err, sizeof(err));
+        if (mhttp == NULL) {
+            fprintf(stderr, "ringstreamd: metrics-listen %s: %s\n", st.metrics_listen, err);
+            return 1;
+        }
+        rs_log_info("metrics on http://%s/metrics", st.metrics_listen);
+    }
     describe_addr(&cfg, addr, sizeof(addr));
     rs_log_info("crypto: %s", rs_tls_describe());
     rs_log_info("listening on %s%s, %u workers, data dir %s", addr,
@@ -960,6 +1006,7 @@ int main(int argc, char **argv)
 #ifdef RS_HAVE_SYSTEMD
     sd_notify(0, "STOPPING=1");
 #endif
+    rs_metrics_http_stop(mhttp); /* before the workers stop and free their counters */
     rs_log_info("%s: draining for up to %u ms", strsignal(sig), cfg.drain_ms);
     rs_server_stop(srv);
     /* A second SIGTERM or SIGINT during the drain exits at once (the operator means it; the

@@ -7,6 +7,7 @@
  * the other workers' structures, also read with relaxed atomic loads (aligned machine words:
  * never torn, at most a moment old). */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,16 +23,41 @@ uint64_t rs_mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Upper bounds of grpc_server_handling_seconds' finite buckets, in ns and as printed. */
+static const uint64_t bucket_ns[RS_METRICS_BUCKETS - 1] = {
+    5000000,   10000000,   25000000,    50000000,    100000000,    250000000,
+    500000000, 1000000000, 2500000000u, 5000000000u, 10000000000u,
+};
+static const char *const bucket_le[RS_METRICS_BUCKETS] = {
+    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
+};
+static const char *const type_names[] = { "unary", "client_stream", "server_stream",
+                                          "bidi_stream" };
+
 int rs_metrics_init(struct rs_worker *w)
 {
-    w->metrics.calls = calloc((w->srv->nmethods + 1) * RS_METRICS_CODES, sizeof(uint64_t));
-    return w->metrics.calls != NULL ? 0 : -ENOMEM;
+    size_t rows = w->srv->nmethods + 1;
+    size_t csize = (rows * RS_METRICS_CODES * sizeof(uint64_t) + 63) & ~(size_t)63;
+    size_t msize = (rows * sizeof(struct rs_method_metrics) + 63) & ~(size_t)63;
+
+    /* Whole cache lines of their own: no other worker's data shares one. */
+    w->metrics.calls = aligned_alloc(64, csize);
+    w->metrics.methods = aligned_alloc(64, msize);
+    if (w->metrics.calls == NULL || w->metrics.methods == NULL) {
+        rs_metrics_fini(w);
+        return -ENOMEM;
+    }
+    memset(w->metrics.calls, 0, csize);
+    memset(w->metrics.methods, 0, msize);
+    return 0;
 }
 
 void rs_metrics_fini(struct rs_worker *w)
 {
     free(w->metrics.calls);
     w->metrics.calls = NULL;
+    free(w->metrics.methods);
+    w->metrics.methods = NULL;
 }
 
 /* The row of |svc|'s method |m| in the call table; nmethods (the "unknown" row) otherwise. */
@@ -48,13 +74,59 @@ static size_t method_row(const struct rs_server *s, const struct rs_service *svc
     return s->nmethods;
 }
 
+void rs_metrics_sample(struct rs_worker *w)
+{
+    uint64_t stalled = 0, queued = 0;
+    struct rs_list *l;
+    unsigned i;
+
+    for (i = 1; i < w->nconns; i++) {
+        struct rs_conn *c = w->conns[i];
+
+        if (c == NULL || (c->flags & RS_CONN_F_CLOSING))
+            continue;
+        for (l = c->calls.next; l != &c->calls; l = l->next) {
+            const struct rs_call *call = rs_container_of(l, struct rs_call, link);
+            size_t used = rs_chunkq_used(&call->txq);
+
+            queued += used;
+            if (used > 0 && rs_call_send_window(call) == 0)
+                stalled++;
+        }
+    }
+    __atomic_store_n(&w->metrics.streams_stalled, stalled, __ATOMIC_RELAXED);
+    __atomic_store_n(&w->metrics.queued_bytes, queued, __ATOMIC_RELAXED);
+}
+
+void rs_metrics_started(struct rs_worker *w, struct rs_call *call)
+{
+    size_t row;
+
+    if (!w->srv->cfg.method_metrics)
+        return;
+    row = method_row(w->srv, call->service, call->method);
+    call->metrics_row = row + 1;
+    rs_metric_add(&w->metrics.methods[row].started, 1);
+}
+
 void rs_metrics_call(struct rs_worker *w, const struct rs_call *call, int status)
 {
-    size_t row = method_row(w->srv, call->service, call->method);
+    size_t row = method_row(w->srv, call->service, call->method), b = 0;
+    struct rs_method_metrics *mm;
+    uint64_t ns;
 
     if (w->metrics.calls == NULL || status < 0 || status >= RS_METRICS_CODES)
         return;
+    /* handled_total is always counted: STATUS= reports its sum */
     rs_metric_add(&w->metrics.calls[row * RS_METRICS_CODES + (size_t)status], 1);
+    if (!w->srv->cfg.method_metrics)
+        return;
+    ns = rs_mono_ns() - call->born_ns;
+    mm = &w->metrics.methods[row];
+    while (b < RS_METRICS_BUCKETS - 1 && ns > bucket_ns[b])
+        b++;
+    rs_metric_add(&mm->buckets[b], 1);
+    rs_metric_add(&mm->sum_ns, ns);
 }
 
 static uint64_t ld(const uint64_t *p)
@@ -134,10 +206,134 @@ static uint64_t get_timers(const struct rs_worker *w)
     return ldz(&w->timers.n);
 }
 
+/* The service, method and type labels of call-table row |row| ("unknown" past the methods). */
+static void row_labels(const struct rs_server *s, size_t row, const char **svc, const char **meth,
+                       const char **type)
+{
+    size_t k;
+
+    *svc = *meth = *type = "unknown";
+    for (k = 0; row < s->nmethods && k < s->nservices; k++) {
+        const struct rs_service *sv = s->services[k];
+
+        if (row >= s->method_base[k] && row < s->method_base[k] + sv->nmethods) {
+            const struct rs_method *m = &sv->methods[row - s->method_base[k]];
+            const char *slash = strrchr(m->path, '/');
+
+            *svc = sv->name;
+            *meth = slash != NULL ? slash + 1 : m->path;
+            if ((unsigned)m->type < sizeof(type_names) / sizeof(type_names[0]))
+                *type = type_names[m->type];
+            return;
+        }
+    }
+}
+
+/* One series per worker and method of a per-method counter; methods never called are left
+ * out (absent series are 0 to Prometheus; keeps the answer short). */
+static void render_method_counter(FILE *f, const struct rs_server *s, const char *name,
+                                  const char *help, size_t field)
+{
+    const char *svc, *meth, *type;
+    size_t row;
+    unsigned i;
+
+    family(f, name, "counter", help);
+    for (i = 0; i < s->cfg.workers; i++) {
+        const struct rs_method_metrics *mm = s->workers[i].metrics.methods;
+
+        for (row = 0; mm != NULL && row <= s->nmethods; row++) {
+            uint64_t v = ld((const uint64_t *)((const char *)&mm[row] + field));
+
+            if (v == 0)
+                continue;
+            row_labels(s, row, &svc, &meth, &type);
+            fprintf(f,
+                    "%s{worker=\"%u\",grpc_type=\"%s\",grpc_service=\"%s\","
+                    "grpc_method=\"%s\"} %llu\n",
+                    name, i, type, svc, meth, (unsigned long long)v);
+        }
+    }
+}
+
+static void render_histogram(FILE *f, const struct rs_server *s)
+{
+    static const char name[] = "grpc_server_handling_seconds";
+    const char *svc, *meth, *type;
+    size_t row, b;
+    unsigned i;
+
+    family(f, name, "histogram",
+           "Time from a call's request headers to its status, by method (go-grpc-prometheus' "
+           "name and buckets).");
+    for (i = 0; i < s->cfg.workers; i++) {
+        const struct rs_method_metrics *mm = s->workers[i].metrics.methods;
+
+        for (row = 0; mm != NULL && row <= s->nmethods; row++) {
+            uint64_t v[RS_METRICS_BUCKETS], cum = 0, sum;
+
+            for (b = 0; b < RS_METRICS_BUCKETS; b++)
+                v[b] = ld(&mm[row].buckets[b]);
+            sum = ld(&mm[row].sum_ns);
+            for (b = 0; b < RS_METRICS_BUCKETS; b++)
+                cum += v[b];
+            if (cum == 0)
+                continue;
+            row_labels(s, row, &svc, &meth, &type);
+            cum = 0;
+            for (b = 0; b < RS_METRICS_BUCKETS; b++) {
+                cum += v[b];
+                fprintf(f,
+                        "%s_bucket{worker=\"%u\",grpc_type=\"%s\",grpc_service=\"%s\","
+                        "grpc_method=\"%s\",le=\"%s\"} %llu\n",
+                        name, i, type, svc, meth, bucket_le[b], (unsigned long long)cum);
+            }
+            fprintf(f,
+                    "%s_sum{worker=\"%u\",grpc_type=\"%s\",grpc_service=\"%s\","
+                    "grpc_method=\"%s\"} %.9f\n",
+                    name, i, type, svc, meth, (double)sum / 1e9);
+            fprintf(f,
+                    "%s_count{worker=\"%u\",grpc_type=\"%s\",grpc_service=\"%s\","
+                    "grpc_method=\"%s\"} %llu\n",
+                    name, i, type, svc, meth, (unsigned long long)cum);
+        }
+    }
+}
+
+static uint64_t get_glitch(const struct rs_worker *w)
+{
+    return ld(&w->metrics.glitch_goaways);
+}
+static uint64_t get_stalled(const struct rs_worker *w)
+{
+    return ld(&w->metrics.streams_stalled);
+}
+static uint64_t get_queued(const struct rs_worker *w)
+{
+    return ld(&w->metrics.queued_bytes);
+}
+
+static void render_closed(FILE *f, const struct rs_server *s)
+{
+    static const char *const reasons[RS_CLOSE_COUNT] = { "other",  "peer",   "error", "handshake",
+                                                         "goaway", "glitch", "drain" };
+    unsigned i, r;
+
+    family(f, "ringstream_connections_closed_total", "counter",
+           "Connections closed, by reason: peer (closed or reset by the client), error (socket, "
+           "TLS, HTTP/2, memory share), handshake (no preface in time), goaway (idle or header "
+           "timeout, protocol error), glitch (ENHANCE_YOUR_CALM), drain (drain time over).");
+    for (i = 0; i < s->cfg.workers; i++)
+        for (r = 0; r < RS_CLOSE_COUNT; r++)
+            fprintf(f, "ringstream_connections_closed_total{worker=\"%u\",reason=\"%s\"} %llu\n", i,
+                    reasons[r], (unsigned long long)ld(&s->workers[i].metrics.closed_by[r]));
+}
+
 static void render_calls(FILE *f, const struct rs_server *s)
 {
     static const char *const reasons[RS_BUDGET_R_COUNT] = { "worker", "share", "stream", "accept" };
-    size_t row, k, code;
+    const char *svc, *meth, *type;
+    size_t row, code;
     unsigned i, r;
 
     family(f, "ringstream_budget_refusals_total", "counter",
@@ -146,6 +342,9 @@ static void render_calls(FILE *f, const struct rs_server *s)
         for (r = 0; r < RS_BUDGET_R_COUNT; r++)
             fprintf(f, "ringstream_budget_refusals_total{worker=\"%u\",reason=\"%s\"} %llu\n", i,
                     reasons[r], (unsigned long long)ld(&s->workers[i].budget.refused[r]));
+    render_method_counter(f, s, "grpc_server_started_total",
+                          "gRPC calls started on the server (go-grpc-prometheus' name).",
+                          offsetof(struct rs_method_metrics, started));
     family(f, "grpc_server_handled_total", "counter",
            "gRPC calls finished, by method and status code (go-grpc-prometheus' name).");
     for (i = 0; i < s->cfg.workers; i++) {
@@ -154,32 +353,26 @@ static void render_calls(FILE *f, const struct rs_server *s)
         if (calls == NULL)
             continue;
         for (row = 0; row <= s->nmethods; row++) {
-            const char *svc = "unknown", *meth = "unknown";
-
-            for (k = 0; row < s->nmethods && k < s->nservices; k++) {
-                const struct rs_service *sv = s->services[k];
-
-                if (row >= s->method_base[k] && row < s->method_base[k] + sv->nmethods) {
-                    const char *p = sv->methods[row - s->method_base[k]].path;
-                    const char *slash = strrchr(p, '/');
-
-                    svc = sv->name;
-                    meth = slash != NULL ? slash + 1 : p;
-                    break;
-                }
-            }
+            row_labels(s, row, &svc, &meth, &type);
             for (code = 0; code < RS_METRICS_CODES; code++) {
                 uint64_t v = ld(&calls[row * RS_METRICS_CODES + code]);
 
                 if (v == 0)
                     continue; /* absent series are 0 to Prometheus; keeps the answer short */
                 fprintf(f,
-                        "grpc_server_handled_total{worker=\"%u\",grpc_service=\"%s\","
-                        "grpc_method=\"%s\",grpc_code=\"%s\"} %llu\n",
-                        i, svc, meth, rs_grpc_status_name((int)code), (unsigned long long)v);
+                        "grpc_server_handled_total{worker=\"%u\",grpc_type=\"%s\","
+                        "grpc_service=\"%s\",grpc_method=\"%s\",grpc_code=\"%s\"} %llu\n",
+                        i, type, svc, meth, rs_grpc_status_name((int)code), (unsigned long long)v);
             }
         }
     }
+    render_method_counter(f, s, "grpc_server_msg_received_total",
+                          "Request messages received, by method (go-grpc-prometheus' name).",
+                          offsetof(struct rs_method_metrics, msg_in));
+    render_method_counter(f, s, "grpc_server_msg_sent_total",
+                          "Response messages sent, by method (go-grpc-prometheus' name).",
+                          offsetof(struct rs_method_metrics, msg_out));
+    render_histogram(f, s);
 }
 
 void rs_server_stats(const struct rs_server *s, uint64_t stall_ms, struct rs_server_stats *out)
@@ -217,7 +410,16 @@ char *rs_metrics_render(const struct rs_server *s, size_t *len)
     per_worker(f, s, "ringstream_connections_refused_total", "counter",
                "Connections closed at accept: connection limit, memory budget or draining.",
                get_refused);
+    render_closed(f, s);
+    per_worker(f, s, "ringstream_glitch_goaways_total", "counter",
+               "Connections sent GOAWAY ENHANCE_YOUR_CALM: the glitch budget ran out.", get_glitch);
     per_worker(f, s, "ringstream_streams_open", "gauge", "HTTP/2 streams open.", get_streams);
+    per_worker(f, s, "ringstream_streams_stalled", "gauge",
+               "Streams with data queued and no flow-control window to send it (sampled each "
+               "second).",
+               get_stalled);
+    per_worker(f, s, "ringstream_queued_bytes", "gauge",
+               "Bytes in the streams' send queues (sampled each second).", get_queued);
     per_worker(f, s, "ringstream_received_bytes_total", "counter", "TCP payload bytes received.",
                get_bytes_in);
     per_worker(f, s, "ringstream_sent_bytes_total", "counter", "TCP payload bytes sent.",

@@ -44,8 +44,11 @@ struct rs_config {
     unsigned glitch_budget;     /* suspicious events per connection per 10 s before GOAWAY
                                  * ENHANCE_YOUR_CALM (default 1000) */
     size_t send_zc_threshold;   /* DATA bytes per flush from which sends are zero-copy; 0 = off */
-    unsigned drain_ms;          /* graceful shutdown: time in-flight calls get (default 5000) */
+    unsigned drain_ms;          /* graceful shutdown: time in-flight calls get (default 30000) */
     bool metrics;               /* answer GET /metrics (default true) */
+    bool method_metrics;        /* count started/messages/histogram per method (default true;
+                                 * main.c: off with --metrics off and no --metrics-listen) */
+    bool access_log;            /* one line per call on stderr (default false) */
     int listen_fd; /* a listening socket passed in (systemd socket activation): every worker
                     * accepts on a duplicate of it instead of binding; -1 = bind listen[].
                     * Borrowed: the caller keeps it open while the server lives */
@@ -83,6 +86,20 @@ bool rs_server_stopped(const struct rs_server *s);
  * keep theirs. On a bad file the old ones stay. Returns 0 (also without TLS) or -errno with a
  * one-line reason in |err|. Safe from any thread. */
 int rs_server_reload_tls(struct rs_server *s, char *err, size_t errlen);
+/* --metrics-listen (workers/metrics_http.c, in ringstreamd only). Binds and listens on |addr|
+ * (before the workers start, so a taken port fails early and connections wait in the
+ * backlog). Returns the socket, or -1 with a one-line reason in |err|. */
+int rs_metrics_http_listen(const struct sockaddr *addr, socklen_t addrlen, char *err,
+                           size_t errlen);
+/* Serves GET /metrics over HTTP/1.1 on |fd| (takes ownership, also on failure) from a thread
+ * of libmicrohttpd's. |srv| is borrowed and must have started; stop this before
+ * rs_server_stop() (stopped workers free their counters). Returns owned, release with
+ * rs_metrics_http_stop(); or NULL with a one-line reason in |err|. */
+struct rs_metrics_http;
+struct rs_metrics_http *rs_metrics_http_start(const struct rs_server *srv, int fd, char *err,
+                                              size_t errlen);
+/* Stops serving and joins the thread. Accepts NULL. */
+void rs_metrics_http_stop(struct rs_metrics_http *m);
 /* Waits for the workers to exit, then frees everything. Accepts NULL. */
 void rs_server_destroy(struct rs_server *s);
 

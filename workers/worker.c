@@ -43,7 +43,8 @@ void rs_config_defaults(struct rs_config *cfg)
     cfg->handshake_ms = 10000;
     cfg->tls_ticket_hours = 24;
     cfg->glitch_budget = 1000;
-    cfg->drain_ms = 5000;
+    cfg->drain_ms = 30000;
+    cfg->method_metrics = true;
     cfg->metrics = true;
     cfg->listen_fd = -1;
 }
@@ -317,6 +318,7 @@ static void on_tick(struct rs_worker *w)
     for (i = 1; i < w->nconns; i++)
         if (w->conns[i] != NULL)
             rs_conn_tick(w->conns[i], now);
+    rs_metrics_sample(w);
     arm_tick(w);
 }
 
@@ -427,7 +429,11 @@ static void timers_free_all(struct rs_worker *w);
 void rs_worker_fini(struct rs_worker *w)
 {
     timers_free_all(w);
-    rs_metrics_fini(w);
+    /* A started server's counters outlive the worker's thread: another worker (or the
+     * metrics-listen thread) may be rendering them while this one has stopped, so
+     * rs_server_destroy() frees them once every thread is joined. */
+    if (w->srv == NULL || !w->srv->started)
+        rs_metrics_fini(w);
     free(w->zconn);
     w->zconn = NULL;
     free(w->conns);
@@ -775,8 +781,10 @@ static void on_drain_timer(struct rs_worker *w)
 
     if (w->flags & RS_WORKER_F_DRAIN_GRACE) {
         for (i = 1; i < w->nconns; i++)
-            if (w->conns[i] != NULL)
+            if (w->conns[i] != NULL) {
+                rs_conn_note_close(w->conns[i], RS_CLOSE_DRAIN);
                 rs_conn_close(w->conns[i]);
+            }
         return;
     }
     w->flags |= RS_WORKER_F_DRAIN_GRACE;
@@ -797,8 +805,10 @@ static void on_drain_timer(struct rs_worker *w)
     w->drain_ts.tv_nsec = (long long)RS_DRAIN_GRACE_MS * 1000000;
     if (rs_ring_timeout(&w->ring, &w->drain_ts, rs_ud_make(RS_OP_TIMER, 0, 0)) < 0)
         for (i = 1; i < w->nconns; i++) /* no timer: close now rather than never */
-            if (w->conns[i] != NULL)
+            if (w->conns[i] != NULL) {
+                rs_conn_note_close(w->conns[i], RS_CLOSE_DRAIN);
                 rs_conn_close(w->conns[i]);
+            }
 }
 
 static struct rs_conn *conn_of(struct rs_worker *w, uint64_t ud)
@@ -1010,10 +1020,12 @@ void rs_server_destroy(struct rs_server *s)
     for (i = 0; i < s->cfg.workers; i++) {
         struct rs_worker *w = &s->workers[i];
 
-        if (s->started)
+        if (s->started) {
             pthread_join(w->thread, NULL); /* the thread tore its ring down itself */
-        else
+            rs_metrics_fini(w);
+        } else {
             rs_worker_fini(w);
+        }
         for (j = 0; j < RS_LISTEN_MAX; j++)
             if (w->listen_fds[j] >= 0)
                 close(w->listen_fds[j]);

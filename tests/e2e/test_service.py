@@ -160,8 +160,10 @@ def scrape(srv):
 
 
 def handled(m, service, method, code):
-    return m.get(("grpc_server_handled_total", ("grpc_code", code), ("grpc_method", method),
-                  ("grpc_service", service)), 0)
+    """grpc_server_handled_total of one method and code, whatever its grpc_type."""
+    want = {"grpc_code": code, "grpc_method": method, "grpc_service": service}
+    return sum(v for k, v in m.items() if k[0] == "grpc_server_handled_total" and
+               {n: x for n, x in k[1:] if n != "grpc_type"} == want)
 
 
 @run.case("metrics: each counter moves by exactly what was done; calls are logged",
@@ -472,6 +474,295 @@ def _(srv):
               "no log line")
     finally:
         other.stop()
+
+
+@run.case("stop: drain-ms defaults to 30000; an idle server still stops at once", group="drain")
+def _(srv):
+    import time
+    from harness import Server
+    code, out, err = run_tool(srv, ["--data-dir", srv.data_dir, "--check-config"])
+    check(code == 0, "exit %r: %s" % (code, err))
+    check("drain-ms = 30000\n" in out, "default drain-ms in %r" % out)
+    other = Server(srv.binary, ["--workers", "2"])  # the default drain
+    try:
+        other.start()
+        still_serving(other)  # a channel was opened and closed: nothing in flight
+        t0 = time.monotonic()
+        other.proc.send_signal(signal.SIGTERM)
+        code = other.proc.wait(WAIT_S)
+        took = time.monotonic() - t0
+        check_eq(code, 0, "exit status")
+        # generous: the point is "not the 30 s drain"; it takes milliseconds
+        check(took < 2.0, "an idle server took %.2f s to stop" % took)
+        print("idle stop took %.3f s" % took)
+    finally:
+        other.stop()
+
+
+@run.case("logs: sd-daemon priority prefixes when JOURNAL_STREAM names stderr, plain otherwise",
+          group="logs")
+def _(srv):
+    import time
+    tmp = tempfile.mkdtemp(prefix="rs-svc-")
+    try:
+        texts = {}
+        for mode in ("journal", "other-stream", "plain"):
+            path = os.path.join(tmp, mode + ".log")
+            with open(path, "wb") as err:
+                st = os.fstat(err.fileno())
+                env = dict(os.environ)
+                env.pop("JOURNAL_STREAM", None)
+                if mode == "journal":
+                    env["JOURNAL_STREAM"] = "%d:%d" % (st.st_dev, st.st_ino)
+                elif mode == "other-stream":  # inherited from a parent whose stderr it was
+                    env["JOURNAL_STREAM"] = "%d:%d" % (st.st_dev, st.st_ino + 1)
+                port = free_port()
+                proc = subprocess.Popen(
+                    [srv.binary, "--listen", "127.0.0.1:%d" % port, "--data-dir",
+                     os.path.join(tmp, "data-" + mode), "--workers", "1", "--log-level",
+                     "debug"], stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env)
+                try:
+                    deadline = time.monotonic() + WAIT_S
+                    while b"listening on" not in open(path, "rb").read():
+                        check(proc.poll() is None and time.monotonic() < deadline,
+                              "%s: the server did not start" % mode)
+                        time.sleep(0.05)
+                finally:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(WAIT_S)
+            with open(path) as f:
+                texts[mode] = f.read().splitlines()
+        want = {"error": "<3>", "warn": "<4>", "info": "<6>", "debug": "<7>"}
+        seen = set()
+        for line in texts["journal"]:
+            check(line[:3] in want.values(), "journal line without a priority: %r" % line)
+            level = line[3:].split(": ", 2)[1]
+            check_eq(line[:3], want[level], "prefix of %r" % line)
+            seen.add(level)
+        check({"info", "debug"} <= seen, "levels seen: %r" % seen)
+        for mode in ("other-stream", "plain"):
+            check(texts[mode], "%s: no lines" % mode)
+            for line in texts[mode]:
+                check(line.startswith("ringstreamd: "), "%s line %r" % (mode, line))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def scrape_http1(address):
+    """GET /metrics over HTTP/1.1 with urllib (what Prometheus does); returns
+    {(name, labels...): value} summed over workers, parsed by prometheus_client's parser."""
+    import urllib.request
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen("http://%s/metrics" % address, timeout=WAIT_S) as r:
+        check_eq(r.status, 200, "HTTP status")
+        check("text/plain; version=0.0.4" in r.headers["Content-Type"], "content-type")
+        body = r.read().decode()
+    sums = {}
+    for fam in text_string_to_metric_families(body):
+        for s in fam.samples:
+            labels = tuple(sorted((k, v) for k, v in s.labels.items() if k != "worker"))
+            key = (s.name,) + labels
+            sums[key] = sums.get(key, 0) + s.value
+    return sums
+
+
+@run.case("metrics-listen: HTTP/1.1 scrape; started, handled, messages and the histogram move "
+          "by exactly what was done", group="metrics")
+def _(srv):
+    import time
+    import urllib.error
+    import urllib.request
+    import grpc
+    from harness import Server, expect_status
+    from harness import CaseFailure
+    pb = testing_pb2()
+    for attempt in range(3):  # free_port() may hand the server's own port out twice
+        maddr = "127.0.0.1:%d" % free_port()
+        other = Server(srv.binary, ["--workers", "2", "--metrics-listen", maddr])
+        try:
+            other.start()
+            break
+        except CaseFailure:
+            other.stop()
+            if attempt == 2:
+                raise
+    try:
+        # metrics-listen is bound before the workers start and served once "listening on"
+        # is logged (and READY=1 sent); wait for that as a scraper started by systemd would
+        deadline = time.monotonic() + WAIT_S
+        while "listening on" not in other.stderr_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        before = scrape_http1(maddr)
+        svc = "grpc.testing.TestService"
+        with channel(other) as ch:
+            empty = ch.unary_unary("/grpc.testing.TestService/EmptyCall",
+                                   request_serializer=pb.Empty.SerializeToString,
+                                   response_deserializer=pb.Empty.FromString)
+            for _ in range(3):
+                empty(pb.Empty(), timeout=WAIT_S)
+            stream = ch.unary_stream(
+                "/grpc.testing.TestService/StreamingOutputCall",
+                request_serializer=pb.StreamingOutputCallRequest.SerializeToString,
+                response_deserializer=pb.StreamingOutputCallResponse.FromString)
+            for _ in range(2):
+                got = list(stream(pb.StreamingOutputCallRequest(response_parameters=[
+                    pb.ResponseParameters(size=10) for _ in range(4)]), timeout=WAIT_S))
+                check_eq(len(got), 4, "responses")
+            b = Bulk(ch)
+            expect_status(grpc.StatusCode.NOT_FOUND, b.stat, "missing-%d" % os.getpid())
+        after = scrape_http1(maddr)
+
+        def delta(name, method, typ, *extra):
+            key = (name,) + tuple(sorted((("grpc_method", method), ("grpc_service", s_),
+                                          ("grpc_type", typ)) + extra))
+            return after.get(key, 0) - before.get(key, 0)
+        s_ = svc
+        for name, want_e, want_s in (("grpc_server_started_total", 3, 2),
+                                     ("grpc_server_msg_received_total", 3, 2),
+                                     ("grpc_server_msg_sent_total", 3, 8),
+                                     ("grpc_server_handling_seconds_count", 3, 2)):
+            check_eq(delta(name, "EmptyCall", "unary"), want_e, name + " EmptyCall")
+            check_eq(delta(name, "StreamingOutputCall", "server_stream"), want_s,
+                     name + " StreamingOutputCall")
+        check_eq(delta("grpc_server_handled_total", "EmptyCall", "unary", ("grpc_code", "OK")),
+                 3, "handled EmptyCall OK")
+        check_eq(delta("grpc_server_handled_total", "StreamingOutputCall", "server_stream",
+                       ("grpc_code", "OK")), 2, "handled StreamingOutputCall OK")
+        check_eq(delta("grpc_server_handling_seconds_bucket", "EmptyCall", "unary",
+                       ("le", "+Inf")), 3, "the +Inf bucket")
+        s_ = "ringstream.v1.Bulk"
+        check_eq(delta("grpc_server_handled_total", "Stat", "unary",
+                       ("grpc_code", "NOT_FOUND")), 1, "handled Stat NOT_FOUND")
+        check_eq(delta("grpc_server_msg_sent_total", "Stat", "unary"), 0, "Stat sent nothing")
+        # the histogram's count equals handled, method by method, over the whole exposition
+        for key, v in after.items():
+            if key[0] != "grpc_server_handling_seconds_count":
+                continue
+            labels = dict(key[1:])
+            handled_sum = sum(val for k, val in after.items()
+                              if k[0] == "grpc_server_handled_total" and
+                              all(dict(k[1:]).get(n) == labels[n] for n in labels))
+            check_eq(v, handled_sum, "histogram count vs handled for %r" % (labels,))
+        # ringstream's own series are there too, and the HTTP/2 endpoint still answers
+        for key in (("ringstream_connections_accepted_total",),
+                    ("ringstream_connections_closed_total", ("reason", "peer")),
+                    ("ringstream_connections_closed_total", ("reason", "glitch")),
+                    ("ringstream_glitch_goaways_total",), ("ringstream_streams_stalled",),
+                    ("ringstream_queued_bytes",), ("ringstream_budget_used_bytes",)):
+            check(key in after, "%s missing" % (key,))
+        for path, code in (("/nope", 404),):
+            try:
+                urllib.request.urlopen("http://%s%s" % (maddr, path), timeout=WAIT_S)
+                check(False, "%s answered 200" % path)
+            except urllib.error.HTTPError as e:
+                check_eq(e.code, code, path)
+        try:
+            urllib.request.urlopen(urllib.request.Request("http://%s/metrics" % maddr,
+                                                          data=b"x", method="POST"),
+                                   timeout=WAIT_S)
+            check(False, "POST answered 200")
+        except urllib.error.HTTPError as e:
+            check_eq(e.code, 405, "POST /metrics")
+    finally:
+        problems = other.stop()
+    check(not problems, "server: %s" % problems)
+    # a taken port is one clear line and exit status 1
+    tmp = tempfile.mkdtemp(prefix="rs-svc-")
+    try:
+        code, out, err = run_tool(srv, ["--listen", "127.0.0.1:%d" % free_port(), "--data-dir",
+                                        os.path.join(tmp, "data"), "--workers", "1",
+                                        "--metrics-listen", srv.address])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    check_eq(code, 1, "exit status with a taken metrics port")
+    check("metrics-listen %s: Address already in use" % srv.address in err, "message %r" % err)
+
+
+@run.case("logs: --access-log writes one line per call; RESOURCE_EXHAUSTED is a warn with "
+          "its cause", group="logs")
+def _(srv):
+    import re
+    import grpc
+    from harness import Server, expect_status
+    other = Server(srv.binary, ["--workers", "1", "--access-log", "on", "--max-msg", "1k",
+                                "--log-level", "warn"])
+    try:
+        other.start()
+        with channel(other) as ch:
+            b = Bulk(ch)
+            b.put("al/obj-1", b"y" * 100, overwrite=True)
+            expect_status(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          ch.unary_unary("/grpc.testing.TestService/EmptyCall"), b"z" * 2000)
+        log = other.stderr_text()
+    finally:
+        problems = other.stop()
+    check(not problems, "server: %s" % problems)
+    puts = [l for l in log.splitlines() if l.startswith("ringstreamd: access: ") and
+            " /ringstream.v1.Bulk/Put " in l]
+    check_eq(len(puts), 1, "access lines for the Put in %r" % log)
+    m = re.match(r"ringstreamd: access: 127\.0\.0\.1:(\d+) /ringstream\.v1\.Bulk/Put "
+                 r"name=al/obj-1 OK in=(\d+) out=(\d+) (\d+\.\d{3})ms$", puts[0])
+    check(m is not None, "access line %r" % puts[0])
+    check(int(m.group(2)) > 100 and int(m.group(3)) > 0, "bytes in/out %r" % puts[0])
+    warn = [l for l in log.splitlines() if "call /grpc.testing.TestService/EmptyCall" in l]
+    check_eq(len(warn), 1, "log lines for the oversized call in %r" % log)
+    check(warn[0].startswith("ringstreamd: warn: ") and
+          "RESOURCE_EXHAUSTED \"received message larger than max" in warn[0],
+          "warn line with the cause: %r" % warn[0])
+    check(any(l.startswith("ringstreamd: access: ") and "EmptyCall name=- RESOURCE_EXHAUSTED"
+              in l for l in log.splitlines()), "access line of the oversized call")
+    # off by default: not one access line from the shared server
+    check("ringstreamd: access: " not in srv.stderr_text(), "access lines without --access-log")
+
+
+@run.case("socket activation under systemd-socket-activate: calls go through its socket",
+          group="systemd")
+def _(srv):
+    import time
+    tool = shutil.which("systemd-socket-activate")
+    if tool is None:
+        print("skipped: systemd-socket-activate is not installed (package systemd)")
+        return
+    tmp = tempfile.mkdtemp(prefix="rs-svc-")
+    proc = None
+    try:
+        for attempt in range(3):  # the port is picked free, then bound by the tool
+            port = free_port()
+            errpath = os.path.join(tmp, "stderr-%d.log" % attempt)
+            with open(errpath, "wb") as err:
+                proc = subprocess.Popen(
+                    [tool, "-l", "127.0.0.1:%d" % port, srv.binary, "--listen",
+                     "127.0.0.1:%d" % free_port(), "--data-dir", os.path.join(tmp, "data"),
+                     "--workers", "2"], stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+            # The tool says "Listening on ..." once bound and execs ringstreamd at the first
+            # connection (the calls below), which then finds it in its backlog.
+            deadline = time.monotonic() + WAIT_S
+            while proc.poll() is None and time.monotonic() < deadline:
+                with open(errpath, "rb") as f:
+                    if b"Listening on " in f.read():
+                        break
+                time.sleep(0.05)
+            if proc.poll() is None:
+                break
+            if attempt == 2:
+                check(False, "did not start: %s" % open(errpath).read())
+
+        class Addr:
+            address = "127.0.0.1:%d" % port
+        for i in range(4):  # several connections: both workers accept on the one socket
+            with channel(Addr) as ch:
+                b = Bulk(ch)
+                b.put("ssa-%d" % i, b"via systemd-socket-activate", overwrite=True)
+                check_eq(b.get("ssa-%d" % i), b"via systemd-socket-activate", "answer")
+        proc.send_signal(signal.SIGTERM)  # the tool exec'd ringstreamd: same pid
+        check_eq(proc.wait(WAIT_S), 0, "exit status")
+        log = open(errpath).read()
+        check("socket passed by systemd" in log, "log: %r" % log[-500:])
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 run.main()

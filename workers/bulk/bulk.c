@@ -156,6 +156,7 @@ bool rs_bulk_name_ok(struct rs_call *call, bool *finished, const struct rs_pb_vi
                      "%s is not a valid object name (%zu bytes): %s", field, v->len, name_rules);
         return false;
     }
+    rs_call_set_log_name(call, (const char *)v->p, v->len);
     return true;
 }
 

@@ -111,6 +111,7 @@ static void echo_on_writable(struct rs_call *call)
 
 const struct rs_method rs_bulk_echo_method = {
     .path = "/ringstream.v1.Bulk/Echo",
+    .type = RS_METHOD_BIDI_STREAM,
     .state_size = sizeof(struct echo),
     .on_start = rs_bulk_on_start_nothing,
     .on_message = echo_on_message,

@@ -337,6 +337,7 @@ static void get_on_done(struct rs_call *call, enum rs_grpc_status status)
 
 const struct rs_method rs_bulk_get_method = {
     .path = "/ringstream.v1.Bulk/Get",
+    .type = RS_METHOD_SERVER_STREAM,
     .state_size = sizeof(struct get),
     .on_start = rs_bulk_on_start_nothing,
     .on_message = get_on_message,

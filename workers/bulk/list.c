@@ -244,6 +244,7 @@ static void list_on_done(struct rs_call *call, enum rs_grpc_status status)
 
 const struct rs_method rs_bulk_list_method = {
     .path = "/ringstream.v1.Bulk/List",
+    .type = RS_METHOD_SERVER_STREAM,
     .state_size = sizeof(struct list),
     .on_start = rs_bulk_on_start_nothing,
     .on_message = list_on_message,

@@ -711,6 +711,7 @@ static void put_on_done(struct rs_call *call, enum rs_grpc_status status)
 
 const struct rs_method rs_bulk_put_method = {
     .path = "/ringstream.v1.Bulk/Put",
+    .type = RS_METHOD_CLIENT_STREAM,
     .state_size = sizeof(struct put),
     .on_start = rs_bulk_on_start_nothing,
     .on_message = put_on_message,

@@ -219,6 +219,7 @@ static const struct rs_method health_methods[] = {
     },
     {
             .path = "/grpc.health.v1.Health/Watch",
+            .type = RS_METHOD_SERVER_STREAM,
             .state_size = sizeof(struct hcall),
             .on_start = on_start_nothing,
             .on_message = watch_on_message,

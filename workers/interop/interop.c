@@ -780,6 +780,7 @@ static const struct rs_method interop_methods[] = {
     },
     {
             .path = "/grpc.testing.TestService/StreamingOutputCall",
+            .type = RS_METHOD_SERVER_STREAM,
             .state_size = sizeof(struct out),
             .on_start = server_on_start,
             .on_message = out_on_message,
@@ -789,6 +790,7 @@ static const struct rs_method interop_methods[] = {
     },
     {
             .path = "/grpc.testing.TestService/StreamingInputCall",
+            .type = RS_METHOD_CLIENT_STREAM,
             .state_size = sizeof(struct unary),
             .on_start = on_start_common,
             .on_message = input_on_message,
@@ -797,6 +799,7 @@ static const struct rs_method interop_methods[] = {
     },
     {
             .path = "/grpc.testing.TestService/FullDuplexCall",
+            .type = RS_METHOD_BIDI_STREAM,
             .state_size = sizeof(struct out),
             .on_start = full_on_start,
             .on_message = out_on_message,
@@ -806,6 +809,7 @@ static const struct rs_method interop_methods[] = {
     },
     {
             .path = "/grpc.testing.TestService/HalfDuplexCall",
+            .type = RS_METHOD_BIDI_STREAM,
             .state_size = sizeof(struct out),
             .on_start = half_on_start,
             .on_message = half_on_message,

@@ -426,3 +426,29 @@ def run_with_timeout(fn, timeout, what):
     if "error" in box:
         raise box["error"]
     return box.get("value")
+
+
+def run_cases(cases, only, call, exact=False):
+    """Runs each function of |cases| whose name contains |only| (equals it with |exact|) as
+    call(fn), prints ok/FAIL lines and the "N passed, N failed" summary, and exits 1 if any
+    failed. For scripts whose cases start their own servers (TestRun shares one)."""
+    passed = failed = 0
+    for fn in cases:
+        if only and (only != fn.__name__ if exact else only not in fn.__name__):
+            continue
+        t0 = time.monotonic()
+        try:
+            call(fn)
+        except CaseFailure as e:
+            print("FAIL  %s: %s" % (fn.__name__, e))
+            failed += 1
+        except Exception:  # noqa: BLE001
+            print("FAIL  %s: exception\n%s" % (fn.__name__, traceback.format_exc()))
+            failed += 1
+        else:
+            print("ok    %s (%.1fs)" % (fn.__name__, time.monotonic() - t0))
+            passed += 1
+        sys.stdout.flush()
+    print("%d passed, %d failed" % (passed, failed))
+    sys.stdout.flush()
+    os._exit(1 if failed else 0)

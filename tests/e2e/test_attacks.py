@@ -48,7 +48,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import grpc  # noqa: E402
 
 import harness  # noqa: E402
-from harness import CHANNEL_OPTIONS, PROTO_DIR, CaseFailure, Server, check  # noqa: E402
+from harness import (  # noqa: E402
+    CHANNEL_OPTIONS, PROTO_DIR, CaseFailure, Server, check, run_cases,
+)
 from interop_client import load_pb2  # noqa: E402
 
 KiB = 1024
@@ -411,26 +413,7 @@ def main():
     ap.add_argument("--server", required=True)
     ap.add_argument("--only", default=None)
     args = ap.parse_args()
-    passed = failed = 0
-    for fn in CASES:
-        if args.only and args.only not in fn.__name__:
-            continue
-        t0 = time.monotonic()
-        try:
-            fn(args.server)
-        except CaseFailure as e:
-            print("FAIL  %s: %s" % (fn.__name__, e))
-            failed += 1
-        except Exception:  # noqa: BLE001
-            print("FAIL  %s: exception\n%s" % (fn.__name__, traceback.format_exc()))
-            failed += 1
-        else:
-            print("ok    %s (%.1fs)" % (fn.__name__, time.monotonic() - t0))
-            passed += 1
-        sys.stdout.flush()
-    print("%d passed, %d failed" % (passed, failed))
-    sys.stdout.flush()
-    os._exit(1 if failed else 0)
+    run_cases(CASES, args.only, lambda fn: fn(args.server))
 
 
 if __name__ == "__main__":

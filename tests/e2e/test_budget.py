@@ -54,7 +54,9 @@ import h2.exceptions  # noqa: E402
 import h2.settings  # noqa: E402
 
 import harness  # noqa: E402
-from harness import CHANNEL_OPTIONS, PROTO_DIR, CaseFailure, Server, check  # noqa: E402
+from harness import (  # noqa: E402
+    CHANNEL_OPTIONS, PROTO_DIR, CaseFailure, Server, check, run_cases,
+)
 from interop_client import load_pb2  # noqa: E402
 
 KiB = 1024
@@ -499,29 +501,9 @@ def main():
                          "(for the before figures; the bounds are expected to fail)")
     args = ap.parse_args()
     LEGACY = args.legacy
-    passed = failed = 0
-    for fn in CASES:
-        if args.only and args.only != fn.__name__:
-            continue
-        t0 = time.monotonic()
-        try:
-            if fn is parked_partial:
-                fn(args.server, args.conns)
-            else:
-                fn(args.server)
-        except CaseFailure as e:
-            print("FAIL  %s: %s" % (fn.__name__, e))
-            failed += 1
-        except Exception:  # noqa: BLE001
-            print("FAIL  %s: exception\n%s" % (fn.__name__, traceback.format_exc()))
-            failed += 1
-        else:
-            print("ok    %s (%.1fs)" % (fn.__name__, time.monotonic() - t0))
-            passed += 1
-        sys.stdout.flush()
-    print("%d passed, %d failed" % (passed, failed))
-    sys.stdout.flush()
-    os._exit(1 if failed else 0)
+    run_cases(CASES, args.only,
+              lambda fn: fn(args.server, args.conns) if fn is parked_partial else fn(args.server),
+              exact=True)
 
 
 if __name__ == "__main__":

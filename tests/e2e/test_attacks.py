@@ -51,6 +51,7 @@ import harness  # noqa: E402
 from harness import (  # noqa: E402
     CHANNEL_OPTIONS, PROTO_DIR, CaseFailure, Server, check, run_cases,
 )
+from bystander import Bystander, vm_kib  # noqa: E402
 from interop_client import load_pb2  # noqa: E402
 
 KiB = 1024
@@ -67,14 +68,6 @@ def pb():
     return load_pb2(PROTO_DIR, "grpc_testing")
 
 
-def vm_kib(pid, key):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise CaseFailure("no %s in /proc/%d/status" % (key, pid))
-
-
 def cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -85,46 +78,6 @@ def cpu_seconds(pid):
 def empty_call(channel):
     return channel.unary_unary(TS + "EmptyCall", request_serializer=pb().Empty.SerializeToString,
                                response_deserializer=pb().Empty.FromString)
-
-
-class Bystander:
-    """EmptyCall every 100 ms on its own connection, each with a 1 s deadline."""
-
-    def __init__(self, srv):
-        self.channel = grpc.insecure_channel(srv.address, options=OWN_CONN)
-        self.call = empty_call(self.channel)
-        self.ok = 0
-        self.failures = []
-        self.worst = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            t0 = time.monotonic()
-            try:
-                self.call(pb().Empty(), timeout=BYSTANDER_BOUND_S)
-                self.ok += 1
-            except grpc.RpcError as e:
-                self.failures.append("%s %r" % (e.code().name, e.details()))
-            self.worst = max(self.worst, time.monotonic() - t0)
-            self._stop.wait(BYSTANDER_PERIOD_S)
-
-    def start(self):
-        # the connection is up and answering before the attack starts
-        self.call(pb().Empty(), timeout=10)
-        self._thread.start()
-
-    def stop_and_check(self, min_calls):
-        self._stop.set()
-        self._thread.join(5)
-        self.channel.close()
-        check(not self.failures, "bystander calls failed (%d ok): %s"
-              % (self.ok, "; ".join(self.failures[:5])))
-        check(self.ok >= min_calls, "bystander made only %d calls (want >= %d)"
-              % (self.ok, min_calls))
-        print("      bystander: %d calls ok, worst %.0f ms (bound %.0f ms)"
-              % (self.ok, self.worst * 1000, BYSTANDER_BOUND_S * 1000))
 
 
 def run_case(binary, args, body, preexec=None):
@@ -197,7 +150,7 @@ def case(fn):
 @case
 def idle_deadline_streams(binary):
     def body(srv):
-        by = Bystander(srv)
+        by = Bystander(srv, BYSTANDER_BOUND_S, BYSTANDER_PERIOD_S)
         by.start()
         socks = []
         try:
@@ -229,7 +182,7 @@ def emfile(binary):
         pid = srv.pid()
         subprocess.run([rsload, "--addr", srv.address, "--quiet", "put", "fd/obj", "1M"],
                        check=True, timeout=60, stdout=subprocess.DEVNULL)
-        by = Bystander(srv)
+        by = Bystander(srv, BYSTANDER_BOUND_S, BYSTANDER_PERIOD_S)
         by.start()
         base = len(os.listdir("/proc/%d/fd" % pid))
         gets = subprocess.Popen([rsload, "--addr", srv.address, "--timeout", "60", "stall-get",
@@ -290,7 +243,7 @@ def emfile(binary):
 @case
 def half_duplex_hold(binary):
     def body(srv):
-        by = Bystander(srv)
+        by = Bystander(srv, BYSTANDER_BOUND_S, BYSTANDER_PERIOD_S)
         by.start()
         req = pb().StreamingOutputCallRequest(payload=pb().Payload(body=bytes(256 * KiB)))
         req.response_parameters.add(size=1)
@@ -340,7 +293,7 @@ def stalled_gets(binary, mode):
     def body(srv):
         subprocess.run([rsload, "--addr", srv.address, "--quiet", "put", "stall/obj", "1M"],
                        check=True, timeout=60, stdout=subprocess.DEVNULL)
-        by = Bystander(srv)
+        by = Bystander(srv, BYSTANDER_BOUND_S, BYSTANDER_PERIOD_S)
         by.start()
         out = subprocess.run([rsload, "--addr", srv.address, "--timeout", "120", "stall-get",
                               "stall/obj", "--streams", "1000", "--conns", "10",
@@ -378,7 +331,7 @@ def bytes_sent_by(port):
 @case
 def compressed_output(binary):
     def body(srv):
-        by = Bystander(srv)
+        by = Bystander(srv, BYSTANDER_BOUND_S, BYSTANDER_PERIOD_S)
         by.start()
         req = pb().StreamingOutputCallRequest()
         for _ in range(200):

@@ -57,6 +57,7 @@ import harness  # noqa: E402
 from harness import (  # noqa: E402
     CHANNEL_OPTIONS, PROTO_DIR, CaseFailure, Server, check, run_cases,
 )
+from bystander import Bystander, vm_kib  # noqa: E402
 from interop_client import load_pb2  # noqa: E402
 
 KiB = 1024
@@ -79,55 +80,6 @@ LEGACY = False  # --legacy: the server predates --worker-budget
 
 def pb():
     return load_pb2(PROTO_DIR, "grpc_testing")
-
-
-def vm_kib(pid, key):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise CaseFailure("no %s in /proc/%d/status" % (key, pid))
-
-
-class Bystander:
-    """EmptyCall every 100 ms on its own connection, each within BYSTANDER_BOUND_S."""
-
-    def __init__(self, srv):
-        self.channel = grpc.insecure_channel(srv.address, options=OWN_CONN)
-        self.call = self.channel.unary_unary(TS + "EmptyCall",
-                                             request_serializer=pb().Empty.SerializeToString,
-                                             response_deserializer=pb().Empty.FromString)
-        self.ok = 0
-        self.failures = []
-        self.worst = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            t0 = time.monotonic()
-            try:
-                self.call(pb().Empty(), timeout=BYSTANDER_BOUND_S)
-                self.ok += 1
-            except grpc.RpcError as e:
-                self.failures.append("%s %r" % (e.code().name, e.details()))
-            self.worst = max(self.worst, time.monotonic() - t0)
-            self._stop.wait(BYSTANDER_PERIOD_S)
-
-    def start(self):
-        self.call(pb().Empty(), timeout=10)  # up and answering before the attack
-        self._thread.start()
-
-    def stop_and_check(self, min_calls):
-        self._stop.set()
-        self._thread.join(5)
-        self.channel.close()
-        print("      bystander: %d calls ok, %d failed, worst %.0f ms (bound %.0f ms)"
-              % (self.ok, len(self.failures), self.worst * 1000, BYSTANDER_BOUND_S * 1000))
-        check(not self.failures, "bystander calls failed (%d ok): %s"
-              % (self.ok, "; ".join(self.failures[:5])))
-        check(self.ok >= min_calls, "bystander made only %d calls (want >= %d)"
-              % (self.ok, min_calls))
 
 
 def budget_args(budget=BUDGET, share=SHARE):
@@ -327,7 +279,7 @@ def case(fn):
 def parked_partial(binary, nconns=8):
     def body(srv):
         pid = srv.pid()
-        by = Bystander(srv)
+        by = Bystander(srv, BYSTANDER_BOUND_S, BYSTANDER_PERIOD_S)
         by.start()
         rss0 = vm_kib(pid, "VmRSS")
         # a 4 MiB message announced, all but its last 1 KiB sent
@@ -367,7 +319,7 @@ def parked_partial(binary, nconns=8):
 def zero_window(binary):
     def body(srv):
         pid = srv.pid()
-        by = Bystander(srv)
+        by = Bystander(srv, BYSTANDER_BOUND_S, BYSTANDER_PERIOD_S)
         by.start()
         rss0 = vm_kib(pid, "VmRSS")
         req = pb().SimpleRequest(response_size=4000000).SerializeToString()
@@ -402,7 +354,7 @@ def zero_window(binary):
 def stalled_puts(binary):
     def body(srv):
         pid = srv.pid()
-        by = Bystander(srv)
+        by = Bystander(srv, BYSTANDER_BOUND_S, BYSTANDER_PERIOD_S)
         by.start()
         rss0 = vm_kib(pid, "VmRSS")
         bulk = harness.pb2()
@@ -446,7 +398,7 @@ def idle_conns(binary):
 
     def body(srv):
         pid = srv.pid()
-        by = Bystander(srv)
+        by = Bystander(srv, BYSTANDER_BOUND_S, BYSTANDER_PERIOD_S)
         by.start()
         time.sleep(0.3)
         rss0 = vm_kib(pid, "VmRSS")

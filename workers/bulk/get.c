@@ -63,6 +63,20 @@ struct get {
 
 static void get_on_read(struct rs_call *call, void *arg, int res);
 
+/* Gives a slot's buffer back: a pool block to the pool, a malloc'd one with its charge. */
+static void slot_free(struct rs_call *call, struct get *g, struct get_slot *s)
+{
+    if (s->buf == NULL)
+        return;
+    if (s->pooled) {
+        rs_call_buf_put(call, s->buf);
+    } else {
+        free(s->buf);
+        rs_call_uncharge(call, g->chunk);
+    }
+    s->buf = NULL;
+}
+
 /* Runs once the call is done and the last completion has arrived, which gave back the slot the
  * close takes (the kept slot's timer, cancelled when the call ended, if nothing else): the last
  * close of an object deleted meanwhile frees its blocks, never on the worker thread. */
@@ -73,13 +87,8 @@ static void get_release(struct rs_call *call, struct get *g)
     if (g->has_fd && rs_store_close_fd(call, g->fd) < 0)
         rs_log_bug("bulk: Get: no ring slot to close its file (fd %d)", g->fd);
     g->has_fd = false;
-    for (unsigned i = 0; i < GET_READS; i++) {
-        if (g->slot[i].pooled)
-            rs_call_buf_put(call, g->slot[i].buf);
-        else
-            free(g->slot[i].buf);
-        g->slot[i].buf = NULL;
-    }
+    for (unsigned i = 0; i < GET_READS; i++)
+        slot_free(call, g, &g->slot[i]);
 }
 
 /* Reads what is left of the chunk in |s|. */
@@ -138,9 +147,10 @@ static void get_pump(struct rs_call *call, struct get *g)
         }
         /* The queue has the bytes (a pool buffer went by reference): a stalled client then
          * costs its queue and no buffer. */
-        if (!s->pooled)
-            free(s->buf);
-        s->buf = NULL;
+        if (s->pooled)
+            s->buf = NULL; /* the queue owns the block now */
+        else
+            slot_free(call, g, s);
         g->head = (g->head + 1) % GET_READS;
         g->nused--;
     }
@@ -164,8 +174,13 @@ static void get_pump(struct rs_call *call, struct get *g)
                 rs_call_buf_put(call, s->buf); /* chunks above a pool block go by copy */
                 s->buf = NULL;
             }
-            if (s->buf == NULL)
+            /* A chunk larger than a pool block (or no block left) is read into memory of its
+             * own, charged to the connection like the pool blocks. */
+            if (s->buf == NULL && rs_call_charge(call, g->chunk) == 0) {
                 s->buf = malloc(g->chunk);
+                if (s->buf == NULL)
+                    rs_call_uncharge(call, g->chunk);
+            }
             if (s->buf == NULL && g->nused > 0)
                 return; /* go on with the buffers we have */
             if (s->buf == NULL) {

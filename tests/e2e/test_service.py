@@ -809,6 +809,59 @@ def _(srv):
               "No space left on device" in warn[0], "warn line with the cause: %r" % warn)
 
 
+@run.case("metrics-listen keeps answering during the drain and stops at exit", group="drain")
+def _(srv):
+    import threading
+    import time
+    import grpc
+    from harness import Server, CaseFailure
+    pb = testing_pb2()
+    for attempt in range(3):  # free_port() may hand the server's own port out twice
+        maddr = "127.0.0.1:%d" % free_port()
+        other = Server(srv.binary, ["--workers", "1", "--metrics-listen", maddr,
+                                    "--drain-ms", "60000"])
+        try:
+            other.start()
+            break
+        except CaseFailure:
+            other.stop()
+            if attempt == 2:
+                raise
+    try:
+        with channel(other) as ch:
+            call = ch.unary_stream(
+                "/grpc.testing.TestService/StreamingOutputCall",
+                request_serializer=pb.StreamingOutputCallRequest.SerializeToString,
+                response_deserializer=pb.StreamingOutputCallResponse.FromString)
+            # one response now, the next in 60 s: the call holds the drain open until we
+            # cancel it
+            it = call(pb.StreamingOutputCallRequest(response_parameters=[
+                pb.ResponseParameters(size=10, interval_us=0),
+                pb.ResponseParameters(size=10, interval_us=60000000)]), timeout=120)
+            next(it)
+            other.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + WAIT_S
+            while "draining for up to" not in other.stderr_text() and \
+                    time.monotonic() < deadline:
+                time.sleep(0.02)
+            check("draining for up to" in other.stderr_text(), "the drain did not start")
+            m = scrape_http1(maddr)  # while the call holds the drain open
+            check_eq(m.get(("ringstream_streams_open",)), 1, "the call in flight, scraped "
+                     "during the drain")
+            check(other.proc.poll() is None, "the server exited with a call in flight")
+            it.cancel()
+            code = other.proc.wait(WAIT_S)
+        check_eq(code, 0, "exit status")
+        import urllib.request
+        try:
+            urllib.request.urlopen("http://%s/metrics" % maddr, timeout=WAIT_S)
+            check(False, "metrics-listen still answers after exit")
+        except OSError:
+            pass
+    finally:
+        other.stop()  # we stopped it: stop() only cleans up (and kills it on a failure)
+
+
 @run.case("socket activation under systemd-socket-activate: calls go through its socket",
           group="systemd")
 def _(srv):

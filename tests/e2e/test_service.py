@@ -815,11 +815,17 @@ def _(srv):
     import time
     import grpc
     from harness import Server, CaseFailure
+    import socket
     pb = testing_pb2()
+    tmp = tempfile.mkdtemp(prefix="rs-svc-")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(os.path.join(tmp, "notify"))
+    sock.settimeout(WAIT_S)
     for attempt in range(3):  # free_port() may hand the server's own port out twice
         maddr = "127.0.0.1:%d" % free_port()
         other = Server(srv.binary, ["--workers", "1", "--metrics-listen", maddr,
-                                    "--drain-ms", "60000"])
+                                    "--drain-ms", "60000"],
+                       env={"NOTIFY_SOCKET": os.path.join(tmp, "notify")})
         try:
             other.start()
             break
@@ -849,6 +855,11 @@ def _(srv):
             check_eq(m.get(("ringstream_streams_open",)), 1, "the call in flight, scraped "
                      "during the drain")
             check(other.proc.poll() is None, "the server exited with a call in flight")
+            while True:  # STATUS= says what the drain waits for (socket timeout: WAIT_S)
+                msg = sock.recv(4096).decode()
+                if msg.startswith("STATUS=draining"):
+                    break
+            check_eq(msg, "STATUS=draining: 1 connections, 1 streams left", "drain status")
             it.cancel()
             code = other.proc.wait(WAIT_S)
         check_eq(code, 0, "exit status")
@@ -860,6 +871,8 @@ def _(srv):
             pass
     finally:
         other.stop()  # we stopped it: stop() only cleans up (and kills it on a failure)
+        sock.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @run.case("socket activation under systemd-socket-activate: calls go through its socket",

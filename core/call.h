@@ -105,6 +105,9 @@ const char *rs_call_peer_identity(const struct rs_call *call);
 /* Names the object the call is about (|len| bytes, copied) for its access-log line; does
  * nothing (no copy) when the access log is off. The first name given is kept. */
 void rs_call_set_log_name(struct rs_call *call, const char *name, size_t len);
+/* True when the access log is on: work done only for rs_call_set_log_name() can be skipped
+ * otherwise. */
+bool rs_call_access_logged(const struct rs_call *call);
 /* Adds |n| to counter |i| (below its service's |nstats|) of the call's worker. No lock and
  * no cache line shared with another worker: each worker writes only its own counters. */
 void rs_call_stat_add(struct rs_call *call, size_t i, uint64_t n);

@@ -279,8 +279,8 @@ void rs_bulk_log_prefix(struct rs_call *call, const char *prefix, size_t len)
 {
     char name[RS_BULK_NAME_MAX + 1];
 
-    if (len == 0 || len > RS_BULK_NAME_MAX)
-        return;
+    if (!rs_call_access_logged(call) || len == 0 || len > RS_BULK_NAME_MAX)
+        return; /* off, it costs List this branch */
     memcpy(name, prefix, len);
     name[len] = 'x'; /* "a/" begins "a/x": the prefix of a valid name may end in a "/" */
     if (rs_bulk_name_valid(name, len) || rs_bulk_name_valid(name, len + 1))

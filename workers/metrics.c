@@ -235,6 +235,10 @@ static uint64_t get_pool_blocks(const struct rs_worker *w)
 
     return live > cached ? live - cached : 0;
 }
+static uint64_t get_pool_bytes(const struct rs_worker *w)
+{
+    return get_pool_blocks(w) * w->pool.block_size; /* block_size is fixed at init */
+}
 static uint64_t get_timers(const struct rs_worker *w)
 {
     return ldz(&w->timers.n);
@@ -503,6 +507,9 @@ char *rs_metrics_render(const struct rs_server *s, size_t *len)
                get_budget_peak);
     per_worker(f, s, "ringstream_pool_blocks_in_use", "gauge",
                "Payload blocks of the worker's pool in use (not cached).", get_pool_blocks);
+    per_worker(f, s, "ringstream_pool_bytes_in_use", "gauge",
+               "Bytes of the worker's pool blocks in use (blocks in use x block size).",
+               get_pool_bytes);
     per_worker(f, s, "ringstream_timers", "gauge", "Call timers pending.", get_timers);
     render_calls(f, s);
     render_services(f, s);

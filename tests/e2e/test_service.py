@@ -212,7 +212,8 @@ def _(srv):
     check(delta(("ringstream_sent_bytes_total",)) > 0, "bytes out")
     check(after[("ringstream_budget_limit_bytes",)] > 0, "budget limit")
     for key in (("ringstream_connections_open",), ("ringstream_streams_open",),
-                ("ringstream_pool_blocks_in_use",), ("ringstream_timers",),
+                ("ringstream_pool_blocks_in_use",), ("ringstream_pool_bytes_in_use",),
+                ("ringstream_timers",),
                 ("ringstream_budget_refusals_total", ("reason", "stream"))):
         check(key in after, "%s missing" % (key,))
     log = srv.stderr_text()
@@ -290,6 +291,34 @@ def _(srv):
         check(took < 3.0, "stopping took %.1f s with --drain-ms 300" % took)
         check("drain time over: ending 1 calls with UNAVAILABLE" in other.stderr_text(),
               "no log line for the ended call")
+    finally:
+        other.stop()
+
+
+@run.case("drain: a Get in flight at SIGTERM finishes OK with every byte; exit status 0",
+          group="drain")
+def _(srv):
+    import time
+    from harness import Server
+    other = Server(srv.binary, ["--workers", "1"])  # the default drain, 30 s
+    try:
+        other.start()
+        data = os.urandom(32 << 20)  # more than the client's flow-control windows hold
+        with channel(other) as ch:
+            b = Bulk(ch)
+            b.put("drain-get", data)
+            it = b.Get(b.pb.GetRequest(name="drain-get"), timeout=60)
+            got = [next(it).data]  # the Get is under way: the rest waits for our reads
+            other.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + WAIT_S
+            while "draining for up to" not in other.stderr_text() and \
+                    time.monotonic() < deadline:
+                time.sleep(0.02)
+            check("draining for up to" in other.stderr_text(), "the drain did not start")
+            got.extend(c.data for c in it)
+            check(b"".join(got) == data, "the Get's bytes (%d of %d)" %
+                  (sum(len(g) for g in got), len(data)))
+        check_eq(other.proc.wait(WAIT_S), 0, "exit status")
     finally:
         other.stop()
 

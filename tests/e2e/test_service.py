@@ -342,6 +342,9 @@ def _(srv):
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         msgs = [sock.recv(4096).decode()]
         check("READY=1" in msgs[0], "first notification %r" % msgs[0])
+        # READY=1 comes once every worker listens: the port accepts now, with no retry
+        probe = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
+        probe.close()
         deadline = time.monotonic() + 4.0  # a 1 s watchdog pings every 0.5 s
         while time.monotonic() < deadline:
             msgs.append(sock.recv(4096).decode())

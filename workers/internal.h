@@ -447,6 +447,11 @@ void rs_conn_drain(struct rs_conn *c);
 /* Frees the conn if it is closing and nothing is in flight; returns true if freed. */
 bool rs_conn_maybe_free(struct rs_conn *c);
 
+/* worker.c: lays out the metrics tables of the services registered (method_base, stat_base);
+ * rs_server_start() calls it, before any worker's rs_worker_init(). Once only. Returns 0 or
+ * -ENOMEM. */
+int rs_server_layout(struct rs_server *s);
+
 /* metrics.c */
 /* Allocates the worker's call table (metrics.calls). Returns 0 or -ENOMEM. */
 int rs_metrics_init(struct rs_worker *w);

@@ -690,15 +690,16 @@ struct rcall {
     struct iovec *iov; /* IOV_SLOTS + 2 per file */
     uint8_t *hdr;      /* field headers and small bodies of the response being built */
     size_t hdr_used, hdr_cap;
-    uint32_t *queue; /* per file: the walk over imports */
-    uint8_t *sent;   /* per file: already sent on this stream */
-    uint8_t *seen;   /* per file: already in this response */
+    uint32_t *queue;  /* per file: the walk over imports */
+    uint32_t *picked; /* per file: the files of the response being built */
+    uint8_t *sent;    /* per file: already sent on this stream */
+    uint8_t *seen;    /* per file: already in this response */
 };
 
 #define IOV_SLOTS 5 /* valid_host header + view, original_request header + view, oneof header */
 
 struct layout {
-    size_t iov, queue, sent, seen, hdr, hdr_cap, total;
+    size_t iov, queue, picked, sent, seen, hdr, hdr_cap, total;
 };
 
 static size_t align8(size_t n)
@@ -712,7 +713,8 @@ static void layout(const struct rs_reflection *r, struct layout *l)
 
     l->iov = align8(sizeof(struct rcall));
     l->queue = l->iov + (IOV_SLOTS + 2 * n + 4) * sizeof(struct iovec);
-    l->sent = l->queue + n * sizeof(uint32_t);
+    l->picked = l->queue + n * sizeof(uint32_t);
+    l->sent = l->picked + n * sizeof(uint32_t);
     l->seen = l->sent + n;
     l->hdr = l->seen + n;
     /* 4 headers of up to 6 bytes, one per file, an error message or the extension numbers */
@@ -730,6 +732,7 @@ static struct rcall *rcall_of(struct rs_call *call)
         layout(r, &l);
         rc->iov = (struct iovec *)((char *)rc + l.iov);
         rc->queue = (uint32_t *)((char *)rc + l.queue);
+        rc->picked = (uint32_t *)((char *)rc + l.picked);
         rc->sent = (uint8_t *)rc + l.sent;
         rc->seen = (uint8_t *)rc + l.seen;
         rc->hdr = (uint8_t *)rc + l.hdr;
@@ -770,34 +773,46 @@ static void put_view(struct rcall *rc, int i, const void *p, size_t len)
     rc->iov[i] = (struct iovec){ .iov_base = (void *)p, .iov_len = len };
 }
 
-/* Body of a FileDescriptorResponse: |root| and its imports, breadth first; imports already
- * sent on this stream are left out, |root| never. Returns the iovecs used from |at|. */
-static int body_files(const struct rs_reflection *r, struct rcall *rc, int at, uint32_t root)
+size_t rs_reflection_walk(const struct rs_reflection *r, uint32_t root, uint8_t *sent,
+                          uint8_t *seen, uint32_t *queue, uint32_t *out)
 {
     uint32_t head = 0, tail = 0, i, f;
-    int n = 0;
+    size_t n = 0;
 
-    memset(rc->seen, 0, r->nfiles);
-    rc->queue[tail++] = root;
-    rc->seen[root] = 1;
+    memset(seen, 0, r->nfiles);
+    queue[tail++] = root;
+    seen[root] = 1;
     while (head < tail) { /* each file enters the queue at most once: bounded by nfiles */
-        f = rc->queue[head++];
-        if (f == root || !rc->sent[f]) {
-            rc->sent[f] = 1;
-            put_len_header(rc, at + n, 1, r->files[f].len);
-            put_view(rc, at + n + 1, r->files[f].p, r->files[f].len);
-            n += 2;
+        f = queue[head++];
+        if (f == root || !sent[f]) {
+            sent[f] = 1;
+            out[n++] = f;
         }
         for (i = 0; i < r->files[f].ndeps; i++) {
             uint32_t d = r->files[f].deps[i];
 
-            if (!rc->seen[d]) {
-                rc->seen[d] = 1;
-                rc->queue[tail++] = d;
+            if (!seen[d]) {
+                seen[d] = 1;
+                queue[tail++] = d;
             }
         }
     }
     return n;
+}
+
+/* Body of a FileDescriptorResponse: what rs_reflection_walk() picks from |root|. Returns the
+ * iovecs used from |at|. */
+static int body_files(const struct rs_reflection *r, struct rcall *rc, int at, uint32_t root)
+{
+    size_t i, n = rs_reflection_walk(r, root, rc->sent, rc->seen, rc->queue, rc->picked);
+
+    for (i = 0; i < n; i++) {
+        const struct refl_file *fl = &r->files[rc->picked[i]];
+
+        put_len_header(rc, at + 2 * (int)i, 1, fl->len);
+        put_view(rc, at + 2 * (int)i + 1, fl->p, fl->len);
+    }
+    return 2 * (int)n;
 }
 
 /* Body of an ErrorResponse. */

@@ -51,6 +51,12 @@ int rs_reflection_file_by_name(const struct rs_reflection *r, const char *name, 
 int rs_reflection_file_of_symbol(const struct rs_reflection *r, const char *name, size_t len);
 int rs_reflection_file_of_extension(const struct rs_reflection *r, const char *type, size_t len,
                                     int32_t number);
+/* The files a response for file |root| carries, in order: |root|, then its imports breadth
+ * first, transitively, leaving out those marked in |sent| (|root| is never left out); marks
+ * them in |sent|. |sent|, |seen| (scratch) and |queue| (scratch) have room for
+ * rs_reflection_nfiles() entries, as has |out|. Returns the number of files written to |out|. */
+size_t rs_reflection_walk(const struct rs_reflection *r, uint32_t root, uint8_t *sent,
+                          uint8_t *seen, uint32_t *queue, uint32_t *out);
 /* Files in the set, and the name of file |i| (a view of the set, not NUL-terminated). */
 size_t rs_reflection_nfiles(const struct rs_reflection *r);
 const char *rs_reflection_file_name(const struct rs_reflection *r, size_t i, size_t *len);

@@ -287,6 +287,13 @@ static void test_invalid_sets(void)
     put_str(&f, 2, "pkg");
     put_msg(&set, 1, &f);
     expect_invalid(set.b, set.n, "without a name");
+    /* a NUL in a package (found by the byte flips below): symbols would be cut short */
+    set.n = f.n = 0;
+    put_str(&f, 1, "a.proto");
+    put_bytes(&f, 2, "a\0b", 3);
+    put_named(&f, 4, "M");
+    put_msg(&set, 1, &f);
+    expect_invalid(set.b, set.n, "NUL in the package");
     /* an import that is not in the set */
     set.n = f.n = 0;
     put_str(&f, 1, "a.proto");

@@ -283,7 +283,7 @@ static int add_message(struct loader *ld, struct rs_pb_view v, const char *scope
         return ret;
     /* The array may move as symbols are added: copy the scope's name out first. */
     full_len = ld->r->syms[ret].len;
-    full = strdup(ld->r->syms[ret].name);
+    full = strndup(ld->r->syms[ret].name, full_len);
     if (full == NULL)
         return -ENOMEM;
     ret = add_members(ld, v, 2, full, full_len, file, false); /* fields */
@@ -310,6 +310,7 @@ static int add_service(struct loader *ld, struct rs_pb_view v, const char *scope
                        uint32_t file)
 {
     struct rs_pb_view name;
+    size_t full_len;
     char *full;
     int ret;
 
@@ -319,10 +320,11 @@ static int add_service(struct loader *ld, struct rs_pb_view v, const char *scope
     ret = add_sym(ld, scope, scope_len, name, file, SYM_SERVICE);
     if (ret < 0)
         return ret;
-    full = strdup(ld->r->syms[ret].name);
+    full_len = ld->r->syms[ret].len;
+    full = strndup(ld->r->syms[ret].name, full_len);
     if (full == NULL)
         return -ENOMEM;
-    ret = add_members(ld, v, 2, full, strlen(full), file, false);
+    ret = add_members(ld, v, 2, full, full_len, file, false);
     free(full);
     return ret;
 }
@@ -349,6 +351,10 @@ static int load_file_head(struct loader *ld, uint32_t i)
         return fail(ld, "malformed FileDescriptorProto%.*s", "", 0);
     if (fl->name.len == 0 || memchr(fl->name.p, '\0', fl->name.len) != NULL)
         return fail(ld, "a FileDescriptorProto without a name%.*s", "", 0);
+    /* Symbols are NUL-terminated strings: a NUL in a package would cut them short. */
+    if (fl->package.set && memchr(fl->package.p, '\0', fl->package.len) != NULL)
+        return fail(ld, "a NUL in the package of file %.*s", (const char *)fl->name.p,
+                    fl->name.len);
     return 0;
 }
 

@@ -371,6 +371,29 @@ def _(srv):
         ch.close()
 
 
+@run.case("a response above --max-msg ends its call with RESOURCE_EXHAUSTED, nothing else")
+def _(srv):
+    own = Server(srv.binary, ["--max-msg", "1024"])
+    own.start()
+    ch = None
+    try:
+        ch = channel(own)
+        for v in VERSIONS:
+            try:  # grpc_testing.proto is about 2.7 KiB
+                req = PB[v].ServerReflectionRequest
+                session(ch, v, [req(list_services=""), req(file_by_filename="grpc_testing.proto")])
+                raise CaseFailure("%s: a 2.7 KiB response went out with --max-msg 1024" % v)
+            except grpc.RpcError as e:
+                check_eq(e.code(), grpc.StatusCode.RESOURCE_EXHAUSTED, v)
+            check_eq(fdps(ask(ch, v, file_by_filename="health.proto"))[0].name, "health.proto",
+                     "%s: a small file afterwards" % v)
+    finally:
+        if ch is not None:
+            ch.close()
+        problems = own.stop()
+        check(not problems, "the --max-msg 1024 server: %s" % problems)
+
+
 @run.case("--reflection off: both services are UNIMPLEMENTED, the others still serve")
 def _(srv):
     own = Server(srv.binary, ["--reflection", "off"])

@@ -481,11 +481,12 @@ static int load(struct loader *ld, const uint8_t *set, size_t len)
         if (ret < 0)
             return ret;
     }
-    qsort(r->syms, r->nsyms, sizeof(*r->syms), cmp_sym);
+    if (r->nsyms > 1) /* qsort's base must not be NULL, even for 0 elements */
+        qsort(r->syms, r->nsyms, sizeof(*r->syms), cmp_sym);
     for (i = 1; i < r->nsyms; i++)
         if (cmp_sym(&r->syms[i - 1], &r->syms[i]) == 0)
             return fail(ld, "symbol %.*s is declared twice", r->syms[i].name, r->syms[i].len);
-    if (r->nexts > 0)
+    if (r->nexts > 1)
         qsort(r->exts, r->nexts, sizeof(*r->exts), cmp_ext);
     for (i = 0, run = 0; i < r->nexts; i++) {
         if (i > 0 && cmp_ext(&r->exts[i - 1], &r->exts[i]) == 0)

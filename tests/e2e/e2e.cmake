@@ -37,6 +37,8 @@ else()
   rs_e2e_test(protocol test_protocol.py 300 e2e)
   # gRPC server reflection (v1, v1alpha): descriptors, dynamic calls, errors, pipelining
   rs_e2e_test(reflection test_reflection.py 120 "e2e;reflection")
+  # the same through grpc-go's generated v1alpha client (built offline with Debian's Go, ~15 s)
+  rs_e2e_test(reflection_go test_reflection_go.py 400 "e2e;reflection")
   rs_e2e_test(bulk_core test_bulk.py 300 e2e --group core)
   rs_e2e_test(bulk_concurrency test_bulk.py 300 e2e --group concurrency)
   rs_e2e_test(large_transfer test_large.py 600 e2e --group transfer)

@@ -9,7 +9,8 @@ pool. Also: file_by_filename for every file, symbols of every kind, extensions (
 none), errors (NOT_FOUND as an error_response on a stream that goes on; malformed requests end
 the call with INVALID_ARGUMENT), requests pipelined on one stream answered in order (past the
 send queue's capacity), and --reflection off. Debian 12 packages neither grpcurl nor grpcio's
-reflection client (python3-grpc-reflection), so this script is the client.
+reflection client (python3-grpc-reflection), so this script is the client;
+test_reflection_go.py adds grpc-go's generated one.
 
 The reflection messages' python classes are generated at test time by protoc from the
 repository's proto/grpc/reflection/*/reflection.proto (copied under other names into a temp

@@ -241,6 +241,8 @@ def _(srv):
                     ("ringstream.v1.PutRequest.part", "bulk.proto"),  # a oneof
                     ("grpc.health.v1.HealthCheckResponse.ServingStatus", "health.proto"),
                     ("grpc.health.v1.HealthCheckResponse.SERVING", "health.proto"),
+                    ("grpc.health.v1.HealthCheckResponse.ServingStatus.SERVING",
+                     "health.proto"),  # grpc-go <= 1.4x's name for it
                     ("grpc.health.v1.HealthCheckResponse.status", "health.proto"),
                     ("grpc.health.v1.Health.Watch", "health.proto"),
                     ("grpc.testing.TestService.FullDuplexCall", "grpc_testing.proto"),

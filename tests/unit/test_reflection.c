@@ -145,12 +145,13 @@ static void test_builtin_set_loads(void)
 static void test_builtin_symbols_of_every_kind(void)
 {
     static const char *const health[] = {
-        "grpc.health.v1.Health",                            /* service */
-        "grpc.health.v1.Health.Check",                      /* method */
-        "grpc.health.v1.HealthCheckRequest",                /* message */
-        "grpc.health.v1.HealthCheckRequest.service",        /* field */
-        "grpc.health.v1.HealthCheckResponse.ServingStatus", /* nested enum */
-        "grpc.health.v1.HealthCheckResponse.SERVING",       /* its value, beside it */
+        "grpc.health.v1.Health",                                    /* service */
+        "grpc.health.v1.Health.Check",                              /* method */
+        "grpc.health.v1.HealthCheckRequest",                        /* message */
+        "grpc.health.v1.HealthCheckRequest.service",                /* field */
+        "grpc.health.v1.HealthCheckResponse.ServingStatus",         /* nested enum */
+        "grpc.health.v1.HealthCheckResponse.SERVING",               /* its value, beside it */
+        "grpc.health.v1.HealthCheckResponse.ServingStatus.SERVING", /* and grpc-go 1.33's name */
     };
     static const char *const missing[] = {
         "grpc.health.v1", /* a package */
@@ -159,7 +160,8 @@ static void test_builtin_symbols_of_every_kind(void)
         ".grpc.health.v1.Health",
         "grpc.health.v1.Healt",
         "grpc.health.v1.Health.Check.x",
-        "grpc.health.v1.HealthCheckResponse.ServingStatus.SERVING", /* not inside the enum */
+        "grpc.health.v1.HealthCheckResponse.ServingStatus.SERVING.x",
+        "grpc.health.v1.SERVING", /* the enum is inside HealthCheckResponse */
         "",
     };
     struct rs_reflection *r = NULL;
@@ -237,6 +239,8 @@ static void test_handmade_symbols_and_extensions(void)
     CU_ASSERT_EQUAL(sym_file(r, "b.B.f"), b);
     CU_ASSERT_EQUAL(sym_file(r, "b.x"), b); /* a file-level extension, in the package */
     CU_ASSERT_EQUAL(sym_file(r, "c.E0"), file_idx(r, "c.proto"));
+    CU_ASSERT_EQUAL(sym_file(r, "c.E.E0"), file_idx(r, "c.proto"));
+    CU_ASSERT_EQUAL(sym_file(r, "c.C.E0"), -ENOENT);
     CU_ASSERT_EQUAL(rs_reflection_file_of_extension(r, "c.C", 3, 100), b);
     CU_ASSERT_EQUAL(rs_reflection_file_of_extension(r, "c.C", 3, 7), b);
     CU_ASSERT_EQUAL(rs_reflection_file_of_extension(r, "c.C", 3, 8), -ENOENT);

@@ -244,12 +244,17 @@ static int add_members(struct loader *ld, struct rs_pb_view v, uint32_t tag, con
     return ret;
 }
 
-/* An EnumDescriptorProto: the enum in |scope|, its values beside it (protobuf scopes enum
- * values like the enum itself, not inside it). */
+/* An EnumDescriptorProto: the enum in |scope|, and its values under two names: beside the
+ * enum, their protobuf full name ("pkg.VALUE", what grpc-go answers since it resolves names
+ * with protoregistry), and inside it ("pkg.Enum.VALUE", what grpc-go up to 1.4x indexed, and
+ * Debian's 1.33 still does). Nothing else can be declared inside an enum, so the second name
+ * never collides. */
 static int add_enum(struct loader *ld, struct rs_pb_view v, const char *scope, size_t scope_len,
                     uint32_t file)
 {
     struct rs_pb_view name;
+    size_t full_len;
+    char *full;
     int ret;
 
     if (string_field(v, 1, &name) < 0)
@@ -258,7 +263,15 @@ static int add_enum(struct loader *ld, struct rs_pb_view v, const char *scope, s
     ret = add_sym(ld, scope, scope_len, name, file, SYM_ENUM);
     if (ret < 0)
         return ret;
-    return add_members(ld, v, 2, scope, scope_len, file, false);
+    full_len = ld->r->syms[ret].len;
+    full = strndup(ld->r->syms[ret].name, full_len);
+    if (full == NULL)
+        return -ENOMEM;
+    ret = add_members(ld, v, 2, scope, scope_len, file, false);
+    if (ret == 0)
+        ret = add_members(ld, v, 2, full, full_len, file, false);
+    free(full);
+    return ret;
 }
 
 /* A DescriptorProto in |scope|, its members and nested types, recursively. */

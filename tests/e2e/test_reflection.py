@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -296,8 +297,10 @@ def _(srv):
                          "%s: numbers of an unknown type" % v)
             ext = pb.ExtensionRequest(containing_type="ringstream.v1.StatRequest",
                                       extension_number=100)
-            expect_error(ask(ch, v, file_containing_extension=ext), NOT_FOUND,
-                         "%s: file_containing_extension" % v)
+            resp = ask(ch, v, file_containing_extension=ext)
+            expect_error(resp, NOT_FOUND, "%s: file_containing_extension" % v)
+            check('extension 100 of "ringstream.v1.StatRequest"'
+                  in resp.error_response.error_message, resp.error_response.error_message)
     finally:
         ch.close()
 
@@ -349,6 +352,49 @@ def _(srv):
             ch.close()
         problems = own.stop()
         check(not problems, "the --stream-buffer 16384 server: %s" % problems)
+
+
+@run.case("a client that never reads stalls only its own stream; the others are served")
+def _(srv):
+    stalled_ch, ch = channel(srv), channel(srv)
+    pb = PB["v1"]
+    # 20 MB of requests and 74 MB of responses: far past the stream's 1 MiB receive window
+    # and send queue, and past what the client's transport buffers.
+    total = 20000
+    sent = [0]
+
+    def requests():
+        for _ in range(total):
+            sent[0] += 1
+            yield pb.ServerReflectionRequest(host="h" * 1000, file_by_filename="grpc_testing.proto")
+
+    rpc = stalled_ch.stream_stream(path("v1"), request_serializer=lambda m: m.SerializeToString(),
+                                   response_deserializer=pb.ServerReflectionResponse.FromString)
+    stalled = rpc(requests(), timeout=CALL_TIMEOUT_S)  # its responses are never read
+    try:
+        first = next(stalled)  # the stream is up and answering
+        check_eq(first.WhichOneof("message_response"), "file_descriptor_response", "first")
+        for v in VERSIONS:  # meanwhile, on another connection
+            check_eq(sorted(list_services(ch, v)), sorted(SERVICES), "%s: services" % v)
+            check_eq(fdps(ask(ch, v, file_by_filename="grpc_testing.proto"))[0].name,
+                     "grpc_testing.proto", "%s: a file" % v)
+        # Wait until the client stops sending (its requests are no longer taken), or all of
+        # them went: without backpressure they all go within seconds.
+        last, still = -1, 0
+        for _ in range(300):  # at most 30 s
+            if sent[0] >= total:
+                break
+            still = still + 1 if sent[0] == last else 0
+            if still >= 10:  # 1 s without a request taken
+                break
+            last = sent[0]
+            time.sleep(0.1)
+        check(sent[0] < total, "the server read all %d requests of a client that does not read "
+              "its responses" % total)
+    finally:
+        stalled.cancel()
+        stalled_ch.close()
+        ch.close()
 
 
 @run.case("malformed requests end the call with INVALID_ARGUMENT; the server goes on")

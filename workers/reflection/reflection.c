@@ -15,6 +15,7 @@
  * the set at startup: nothing is allocated per request. */
 #include "workers/reflection/reflection.h"
 #include <errno.h>
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -936,8 +937,11 @@ static bool build(struct rs_call *call, struct rcall *rc, const struct req *q, c
         if (f >= 0) {
             n = body_files(r, rc, at, (uint32_t)f);
         } else {
+            char what[32];
+
+            snprintf(what, sizeof(what), "extension %" PRId32 " of", q->ext_number);
             field = 7;
-            n = body_error(rc, at, RS_GRPC_NOT_FOUND, "extension of", &q->ext_type);
+            n = body_error(rc, at, RS_GRPC_NOT_FOUND, what, &q->ext_type);
         }
         break;
     case REQ_ALL_EXTENSION_NUMBERS:

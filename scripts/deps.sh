@@ -45,6 +45,9 @@ TEST_PACKAGES=(
     python3-prometheus-client
     # scripts/gen-test-certs.sh and tests/e2e/test_tls.py (s_client)
     openssl
+    # tests/e2e/test_reflection_go.py: grpc-go's own server reflection client, built offline
+    # in GOPATH mode from /usr/share/gocode (Debian 12 has no grpcurl package)
+    golang-go golang-google-grpc-dev
 )
 
 PACKAGES=("${SERVE_PACKAGES[@]}")

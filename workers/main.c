@@ -32,6 +32,7 @@
 #include "workers/bulk/bulk.h"
 #include "workers/health/health.h"
 #include "workers/interop/interop.h"
+#include "workers/reflection/reflection.h"
 #include "workers/server.h"
 
 static int parse_size(const char *s, size_t min, size_t max, size_t *out)
@@ -201,8 +202,9 @@ struct settings {
     char metrics_listen[300];      /* "" = off; else HOST:PORT, checked by opt_metrics_listen */
     struct rs_listen metrics_addr; /* metrics_listen resolved */
     enum rs_log_level level;
-    int src;        /* where the option being parsed comes from: 1 the file, 2 the command line */
-    int listen_src; /* where cfg.listen came from: 0 the default, else as |src| */
+    bool reflection; /* serve grpc.reflection.v1 and v1alpha ServerReflection */
+    int src;         /* where the option being parsed comes from: 1 the file, 2 the command line */
+    int listen_src;  /* where cfg.listen came from: 0 the default, else as |src| */
 };
 
 struct opt;
@@ -435,6 +437,10 @@ static const struct opt opts[] = {
       KEY | OPT_F_ZERO, "HOST:PORT",
       "also serve GET /metrics over HTTP/1.1 (for Prometheus and curl) on this\n"
       "address, from its own thread (default: off)" },
+    { "reflection", R, opt_bool, print_bool, ST(reflection), 0, 0, KEY, "on|off",
+      "serve gRPC server reflection (grpc.reflection.v1 and v1alpha), so\n"
+      "grpcurl and similar tools list and call the services without .proto\n"
+      "files (default on)" },
     { "log-level", R, opt_level, print_level, 0, 0, 0, 0, KEY, "LEVEL",
       "error, warn, info or debug (default info); info logs failed calls and\n"
       "connection errors, debug every call" },
@@ -876,12 +882,13 @@ static int wait_for_stop(struct rs_server *srv, const struct rs_config *cfg, con
 
 int main(int argc, char **argv)
 {
-    struct settings st = { .level = RS_LOG_INFO };
+    struct settings st = { .level = RS_LOG_INFO, .reflection = true };
     struct rs_config cfg;
     const char *data_dir;
     struct rs_server *srv;
     struct rs_bulk *bulk = NULL;
     struct rs_health *health = NULL;
+    struct rs_reflection *refl = NULL;
     struct rs_metrics_http *mhttp = NULL;
     int mfd = -1;                                       /* the --metrics-listen socket */
     char err[PATH_MAX + 512], addr[RS_LISTEN_MAX * 64]; /* messages may name the data dir */
@@ -979,10 +986,32 @@ int main(int argc, char **argv)
         fprintf(stderr, "ringstreamd: out of memory\n");
         return 1;
     }
+    /* Server reflection lists every service registered here, itself included; its
+     * descriptors are the proto/ files, built in. */
+    if (st.reflection) {
+        ret = rs_reflection_new(&refl, rs_reflection_descriptor_set,
+                                rs_reflection_descriptor_set_len, err, sizeof(err));
+        if (ret < 0) {
+            fprintf(stderr, "ringstreamd: server reflection: %s\n", err);
+            return 1;
+        }
+        if (rs_reflection_add(refl, rs_bulk_service(bulk)->name) < 0 ||
+            rs_reflection_add(refl, rs_interop_service()->name) < 0 ||
+            rs_reflection_add(refl, rs_health_service(health)->name) < 0 ||
+            rs_reflection_add(refl, rs_reflection_service_v1(refl)->name) < 0 ||
+            rs_reflection_add(refl, rs_reflection_service_v1alpha(refl)->name) < 0 ||
+            rs_health_add(health, rs_reflection_service_v1(refl)->name) < 0 ||
+            rs_health_add(health, rs_reflection_service_v1alpha(refl)->name) < 0) {
+            fprintf(stderr, "ringstreamd: out of memory\n");
+            return 1;
+        }
+    }
     snprintf(err, sizeof(err), "cannot register a service");
     if (rs_server_add_service(srv, rs_bulk_service(bulk)) < 0 ||
         rs_server_add_service(srv, rs_interop_service()) < 0 ||
         rs_server_add_service(srv, rs_health_service(health)) < 0 ||
+        (refl != NULL && (rs_server_add_service(srv, rs_reflection_service_v1(refl)) < 0 ||
+                          rs_server_add_service(srv, rs_reflection_service_v1alpha(refl)) < 0)) ||
         rs_server_start(srv, err, sizeof(err)) < 0) {
         fprintf(stderr, "ringstreamd: %s\n", err);
         return 1; /* workers may be parked at their start barrier; exiting ends them */
@@ -1033,6 +1062,7 @@ int main(int argc, char **argv)
     rs_metrics_http_stop(mhttp); /* the workers are done; their counters live until destroy */
     rs_server_destroy(srv);
     rs_health_destroy(health);
+    rs_reflection_destroy(refl);
     rs_bulk_close(bulk);
     rs_log_info("stopped");
     return 0;

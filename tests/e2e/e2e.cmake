@@ -23,6 +23,7 @@ if(RS_SANITIZE)
   rs_e2e_test(protocol test_protocol.py 600 "e2e;asan")
   rs_e2e_test(list_index_order test_list_index.py 300 "e2e;asan" --group order)
   rs_e2e_test(tls_quick test_tls.py 300 "e2e;asan;tls" --group quick)
+  rs_e2e_test(reflection test_reflection.py 300 "e2e;asan;reflection") # ~2 s
 else()
   rs_e2e_test(limits test_limits.py 120 e2e)
   rs_e2e_test(conn_limits test_conn_limits.py 120 e2e)
@@ -34,6 +35,10 @@ else()
   set_tests_properties(e2e/install PROPERTIES LABELS "e2e;service" TIMEOUT 300
                        ENVIRONMENT "PYTHONDONTWRITEBYTECODE=1")
   rs_e2e_test(protocol test_protocol.py 300 e2e)
+  # gRPC server reflection (v1, v1alpha): descriptors, dynamic calls, errors, pipelining
+  rs_e2e_test(reflection test_reflection.py 120 "e2e;reflection")
+  # the same through grpc-go's generated v1alpha client (built offline with Debian's Go, ~15 s)
+  rs_e2e_test(reflection_go test_reflection_go.py 400 "e2e;reflection")
   rs_e2e_test(bulk_core test_bulk.py 300 e2e --group core)
   rs_e2e_test(bulk_concurrency test_bulk.py 300 e2e --group concurrency)
   rs_e2e_test(large_transfer test_large.py 600 e2e --group transfer)

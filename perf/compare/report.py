@@ -186,6 +186,17 @@ def render(rows, args, csv_rel):
             out.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 sc, srv, c.tput_text(), pct, med(c.p99, "%.2f"), rss, cpu, runs_text))
     out.append("")
+    out.append("h2load arguments (the same for every server; `-d` files are 5-byte-prefixed gRPC messages "
+               "written by `perf/compare/rpc.py`, sent with `content-type: application/grpc` and `te: trailers`):")
+    out.append("")
+    seen = {}
+    for r in rows:
+        if r.get("h2load_args") and r["scenario"] not in seen:
+            seen[r["scenario"]] = r["h2load_args"].replace(" -H content-type: application/grpc -H te: trailers", "")
+    for sc in ORDER:
+        if sc in seen:
+            out.append("- %s: `h2load %s`" % (sc, seen[sc]))
+    out.append("")
     out.append("\"busy\": runs that started although the machine was not quiet (the bounded wait gave up).")
     return "\n".join(out) + "\n"
 

@@ -42,7 +42,7 @@ if [ "$(cat "$cache/compare-go.stamp" 2>/dev/null)" != "$go_stamp" ]; then
     protoc -I "$repo/proto" --go_out=plugins=grpc:"$gp/src/rstesting" grpc_testing.proto
     cp "$here/go/main.go" "$gp/src/comparego/"
     (cd "$gp/src/comparego" &&
-        GO111MODULE=off GOPATH="$gp:/usr/share/gocode" GOCACHE="$cache/gocache" GOFLAGS= \
+        GO111MODULE=off GOPATH="$gp:/usr/share/gocode" GOCACHE="$cache/gocache" GOFLAGS='' \
             go build -o "$cache/compare-go" .)
     rm -rf "$gp"
     echo "$go_stamp" >"$cache/compare-go.stamp"

@@ -128,8 +128,8 @@ def render(rows, args, csv_rel):
                "servers started fresh for every scenario and interleaved run by run (%d run(s)); "
                "each passed row was checked with one real gRPC call (python3-grpcio: grpc-status 0 and "
                "the answer), GET / by its HTTP status. GB/s = 10^9 payload bytes per second; Get reads a "
-               "warm page cache. ringstreamd, grpc-go, nghttpd and h2o use 2 threads; gRPC C++ its "
-               "synchronous thread pool. One connection is served by one core in ringstreamd." % runs)
+               "warm page cache. ringstreamd (workers), grpc-go (GOMAXPROCS), nghttpd and h2o run one thread per CPU; "
+               "gRPC C++ its synchronous thread pool. One connection is served by one core in ringstreamd." % runs)
     out.append("")
     out.append("Ratios (ringstreamd's median throughput over the peer's; > 1 means ringstreamd is faster):")
     out.append("")

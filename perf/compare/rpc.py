@@ -12,8 +12,10 @@ Exit status 0 when the call succeeded, 1 with a line on stderr saying what was w
 The object data is one pattern everywhere: byte i of an object is i % 256, so the 64 KiB
 and 1 MiB Put bodies store the same object, and a Get can be checked anywhere.
 """
+import atexit
 import hashlib
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import tempfile
 
 here = os.path.dirname(os.path.abspath(__file__))
 tmp = tempfile.mkdtemp(prefix="rs-compare-")
+atexit.register(shutil.rmtree, tmp, True)
 subprocess.run(["protoc", "--python_out=" + tmp, "-I", os.path.join(here, "..", "..", "proto"),
                 "bulk.proto", "grpc_testing.proto"], check=True)
 sys.path.insert(0, tmp)

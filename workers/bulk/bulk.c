@@ -139,6 +139,39 @@ bool rs_bulk_decode(struct rs_call *call, bool *finished, const uint8_t *msg, si
     return true;
 }
 
+/* A ChecksummedData { bytes data = 1; fixed32 crc32c = 2; }: data as a view of |msg|, crc 0
+ * when absent (proto3's default). Returns NULL, or why it is malformed. */
+const char *rs_bulk_parse_checked(const uint8_t *msg, size_t len, struct rs_pb_view *data,
+                                  uint32_t *crc)
+{
+    pb_istream_t s = pb_istream_from_buffer(msg, len);
+    pb_wire_type_t wt;
+    uint32_t tag;
+
+    *data = (struct rs_pb_view){ .p = msg, .len = 0, .set = false };
+    *crc = 0;
+    while (s.bytes_left > 0) {
+        const char *why = rs_pb_next_field(&s, &wt, &tag);
+
+        if (why != NULL)
+            return why;
+        if (tag == 1) {
+            if (wt != PB_WT_STRING)
+                return "wrong wire type for ChecksummedData.data";
+            if (!rs_pb_take_bytes(&s, msg, len, data))
+                return PB_GET_ERROR(&s);
+        } else if (tag == 2) {
+            if (wt != PB_WT_32BIT)
+                return "wrong wire type for ChecksummedData.crc32c";
+            if (!pb_decode_fixed32(&s, crc))
+                return PB_GET_ERROR(&s);
+        } else if (!pb_skip_field(&s, wt)) {
+            return PB_GET_ERROR(&s);
+        }
+    }
+    return NULL;
+}
+
 static const char name_rules[] =
         "1..255 bytes of [A-Za-z0-9._/-], no empty, \".\" or \"..\" segment, no leading \"/\"";
 

@@ -65,6 +65,11 @@ void rs_bulk_fail_op(struct rs_call *call, bool *finished, int err, const char *
  * is finished with INVALID_ARGUMENT. */
 bool rs_bulk_decode(struct rs_call *call, bool *finished, const uint8_t *msg, size_t len,
                     const pb_msgdesc_t *fields, void *dst, const char *what);
+/* Reads a ChecksummedData { data = 1; crc32c = 2 } of |len| bytes at |msg|: |data| becomes a
+ * view of |msg|, |crc| 0 when absent. Returns NULL, or why it is malformed (static text). */
+const char *rs_bulk_parse_checked(const uint8_t *msg, size_t len, struct rs_pb_view *data,
+                                  uint32_t *crc);
+
 /* Checks a request's name; on failure finishes the call with INVALID_ARGUMENT. */
 bool rs_bulk_name_ok(struct rs_call *call, bool *finished, const struct rs_pb_view *v,
                      const char *field);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <pb_decode.h>
 #include <pb_encode.h>
+#include "core/crc32c.h"
 #include "core/log.h"
 #include "core/sha256.h"
 #include "workers/bulk/index.h"
@@ -63,8 +64,10 @@ struct put {
     struct rs_sha256 sha; /* of every byte received so far */
     uint64_t want_size;   /* from the header; 0: unchecked */
     uint8_t want_sha[RS_SHA256_LEN];
-    uint64_t received; /* bytes received and hashed */
-    uint64_t staged;   /* bytes copied into a stage: the file offset of the next staged byte */
+    uint8_t if_match[RS_SHA256_LEN]; /* PutHeader.if_match_sha256, when has_if_match */
+    unsigned claim_tries;            /* claim retries so far (put_claim) */
+    uint64_t received;               /* bytes received and hashed */
+    uint64_t staged; /* bytes copied into a stage: the file offset of the next staged byte */
     struct put_stage stage[2];
     unsigned cur;                /* the stage being filled */
     const uint8_t *wp;           /* rest of a message waiting for a free stage: a view, held */
@@ -80,6 +83,8 @@ struct put {
     bool has_header;
     bool check_sha;
     bool overwrite;
+    bool has_if_match; /* compare-and-swap: publish only over the version if_match names */
+    bool claimed;      /* holds the store's claim on |key| (rs_store_claim) */
     bool half_closed;
     bool finished;
     bool released;
@@ -92,11 +97,13 @@ enum put_part {
 };
 
 /* One PutRequest: which part of the oneof came last (protobuf's rule), the header fields, the
- * data as a view. */
+ * data as a view (plain data, or checked_data's with its CRC32C in |crc| when |has_crc|). */
 struct put_req {
     enum put_part part;
     ringstream_v1_PutHeader hdr;
-    struct rs_pb_view name, sha, data;
+    struct rs_pb_view name, sha, if_match, data;
+    uint32_t crc;
+    bool has_crc;
 };
 
 static const char *put_parse(const uint8_t *msg, size_t len, struct put_req *r)
@@ -110,7 +117,7 @@ static const char *put_parse(const uint8_t *msg, size_t len, struct put_req *r)
 
         if (why != NULL)
             return why;
-        if ((tag == 1 || tag == 2) && wt != PB_WT_STRING)
+        if ((tag == 1 || tag == 2 || tag == 3) && wt != PB_WT_STRING)
             return "wrong wire type for header or data";
         if (tag == 1) {
             struct rs_pb_view sub = { 0 };
@@ -124,9 +131,11 @@ static const char *put_parse(const uint8_t *msg, size_t len, struct put_req *r)
             if (flags == 0) {
                 r->name = (struct rs_pb_view){ 0 };
                 r->sha = (struct rs_pb_view){ 0 };
+                r->if_match = (struct rs_pb_view){ 0 };
             }
             rs_pb_view_bind(&r->hdr.name, &r->name);
             rs_pb_view_bind(&r->hdr.sha256, &r->sha);
+            rs_pb_view_bind(&r->hdr.if_match_sha256, &r->if_match);
             if (!pb_decode_ex(&hs, ringstream_v1_PutHeader_fields, &r->hdr, flags))
                 return PB_GET_ERROR(&hs);
             r->part = PUT_HEADER;
@@ -134,11 +143,24 @@ static const char *put_parse(const uint8_t *msg, size_t len, struct put_req *r)
             if (!rs_pb_take_bytes(&s, msg, len, &r->data))
                 return PB_GET_ERROR(&s);
             r->part = PUT_DATA;
+            r->has_crc = false;
+        } else if (tag == 3) {
+            struct rs_pb_view sub = { 0 };
+            const char *why_cd;
+
+            if (!rs_pb_take_bytes(&s, msg, len, &sub))
+                return PB_GET_ERROR(&s);
+            why_cd = rs_bulk_parse_checked(sub.p, sub.len, &r->data, &r->crc);
+            if (why_cd != NULL)
+                return why_cd;
+            r->part = PUT_DATA;
+            r->has_crc = true;
         } else if (!pb_skip_field(&s, wt)) {
             return PB_GET_ERROR(&s);
         }
     }
-    if (!rs_pb_view_inside(&r->name, msg, len) || !rs_pb_view_inside(&r->sha, msg, len))
+    if (!rs_pb_view_inside(&r->name, msg, len) || !rs_pb_view_inside(&r->sha, msg, len) ||
+        !rs_pb_view_inside(&r->if_match, msg, len))
         return "a string field with a scalar wire type"; /* nanopb passes it as a stack copy */
     return NULL;
 }
@@ -151,6 +173,9 @@ static void put_release(struct rs_call *call, struct put *p)
     if (p->released || p->inflight > 0)
         return;
     p->released = true;
+    if (p->claimed)
+        rs_store_unclaim(rs_bulk_call_store(call), p->key);
+    p->claimed = false;
     /* an unpublished O_TMPFILE file disappears here, its blocks freed in an io-wq thread */
     if (p->has_fd && rs_store_close_fd(call, p->fd) < 0)
         rs_log_bug("bulk: Put: no ring slot to close its file (fd %d)", p->fd);
@@ -215,6 +240,52 @@ static void put_on_exists(struct rs_call *call, struct rs_store_op *op, int res)
         } else {
             rs_bulk_fail_op(call, &p->finished, res, "checking", p->meta.name, p->meta.name_len);
         }
+    }
+    p->creating = false;
+    rs_call_consume(call); /* a message held while both stages waited, if any */
+}
+
+/* Compares the version found (|res| from rs_store_op_stat() into op->meta) with if_match.
+ * Returns true on a match; otherwise finishes the call with FAILED_PRECONDITION (or the store
+ * error). */
+static bool put_match(struct rs_call *call, struct put *p, int res)
+{
+    char got[2 * RS_SHA256_LEN + 1], want[2 * RS_SHA256_LEN + 1];
+
+    if (res == -ENOENT) {
+        rs_bulk_fail(call, &p->finished, RS_GRPC_FAILED_PRECONDITION,
+                     "object \"%s\" does not exist, PutHeader.if_match_sha256 needs it to",
+                     p->meta.name);
+        return false;
+    }
+    if (res < 0) {
+        rs_bulk_fail_op(call, &p->finished, res, "checking", p->meta.name, p->meta.name_len);
+        return false;
+    }
+    if (memcmp(p->op.meta.sha256, p->if_match, RS_SHA256_LEN) == 0)
+        return true;
+    hexify(got, p->op.meta.sha256, RS_SHA256_LEN);
+    hexify(want, p->if_match, RS_SHA256_LEN);
+    rs_bulk_fail(call, &p->finished, RS_GRPC_FAILED_PRECONDITION,
+                 "object \"%s\" has SHA-256 %s, PutHeader.if_match_sha256 is %s", p->meta.name, got,
+                 want);
+    return false;
+}
+
+/* The header's if_match check (the publish checks again under the claim). */
+static void put_on_match_header(struct rs_call *call, struct rs_store_op *op, int res)
+{
+    struct put *p = op->arg;
+
+    p->inflight--;
+    if (rs_call_is_done(call)) {
+        put_release(call, p);
+        return;
+    }
+    if (!p->finished && put_match(call, p, res)) {
+        put_create(call, p);
+        if (!p->finished)
+            return;
     }
     p->creating = false;
     rs_call_consume(call); /* a message held while both stages waited, if any */
@@ -294,6 +365,15 @@ static void put_start(struct rs_call *call, struct put *p, const struct put_req 
                      "PutHeader.sha256 must be empty or 32 raw bytes, got %zu bytes", r->sha.len);
         return;
     }
+    if (r->if_match.set && r->if_match.len != 0 && r->if_match.len != RS_SHA256_LEN) {
+        rs_bulk_fail(call, &p->finished, RS_GRPC_INVALID_ARGUMENT,
+                     "PutHeader.if_match_sha256 must be empty or 32 raw bytes, got %zu bytes",
+                     r->if_match.len);
+        return;
+    }
+    p->has_if_match = r->if_match.set && r->if_match.len == RS_SHA256_LEN;
+    if (p->has_if_match)
+        memcpy(p->if_match, r->if_match.p, RS_SHA256_LEN);
     memcpy(p->meta.name, r->name.p, r->name.len);
     p->meta.name[r->name.len] = '\0';
     p->meta.name_len = r->name.len;
@@ -301,7 +381,7 @@ static void put_start(struct rs_call *call, struct put *p, const struct put_req 
     if (p->check_sha)
         memcpy(p->want_sha, r->sha.p, RS_SHA256_LEN);
     p->want_size = r->hdr.size;
-    p->overwrite = r->hdr.overwrite;
+    p->overwrite = r->hdr.overwrite || p->has_if_match; /* if_match implies overwrite */
     ret = rs_store_key(p->meta.name, p->meta.name_len, p->key);
     if (ret < 0) {
         rs_bulk_fail(call, &p->finished, RS_GRPC_INTERNAL, "hashing the name: %s", strerror(-ret));
@@ -333,7 +413,15 @@ static void put_start(struct rs_call *call, struct put *p, const struct put_req 
     p->stage[1].p = p;
     p->has_header = true;
     p->creating = true;
-    if (p->overwrite) {
+    if (p->has_if_match) {
+        /* Fails early (FAILED_PRECONDITION before the upload); the publish checks again. */
+        rs_store_op_init(&p->op, rs_bulk_call_store(call), put_on_match_header, p);
+        ret = rs_store_op_stat(call, &p->op, p->meta.name, p->meta.name_len);
+        if (ret < 0)
+            rs_bulk_fail_op(call, &p->finished, ret, "checking", p->meta.name, p->meta.name_len);
+        else
+            p->inflight++;
+    } else if (p->overwrite) {
         put_create(call, p);
     } else {
         /* Fails early (ALREADY_EXISTS before the upload); the publish's linkat decides races. */
@@ -354,6 +442,7 @@ static void put_on_meta(struct rs_call *call, struct rs_store_op *op, int res);
 static void put_on_fsync(struct rs_call *call, void *arg, int res);
 static void put_on_publish(struct rs_call *call, struct rs_store_op *op, int res);
 static void put_on_dirsync(struct rs_call *call, void *arg, int res);
+static void put_publish(struct rs_call *call, struct put *p);
 
 /* Issues the pwrite of what is left of stage |s|; half of it under a "short" fault (aligned
  * down while the file has O_DIRECT), so the completion sees a short count. */
@@ -414,12 +503,20 @@ static bool put_stage_data(struct rs_call *call, struct put *p)
     while (p->wlen > 0 && !p->finished) {
         struct put_stage *s = &p->stage[p->cur];
         size_t n;
+        int ret;
 
         if (s->busy)
             return false;
         if (s->len == 0)
             s->off = p->staged;
         n = PUT_STAGE - s->len < p->wlen ? PUT_STAGE - s->len : p->wlen;
+        /* Hashed as staged, so the hash covers exactly the bytes that reach the file (an
+         * Upload that breaks keeps what was staged; put_stage_data's caller drops the rest). */
+        ret = rs_sha256_update(&p->sha, p->wp, n);
+        if (ret < 0) {
+            rs_bulk_fail(call, &p->finished, RS_GRPC_INTERNAL, "hashing: %s", strerror(-ret));
+            return true;
+        }
         memcpy(s->buf + s->len, p->wp, n);
         s->len += n;
         p->wp += n;
@@ -547,18 +644,18 @@ static void put_on_message(struct rs_call *call, const uint8_t *msg, size_t len)
     } else if (p->want_size != 0 && r.data.len > p->want_size - p->received) {
         rs_bulk_fail(call, &p->finished, RS_GRPC_DATA_LOSS,
                      "more data than PutHeader.size (%" PRIu64 " bytes)", p->want_size);
+    } else if (r.has_crc && rs_crc32c(0, r.data.p, r.data.len) != r.crc) {
+        /* Checked before the bytes are hashed or staged: nothing of this message is kept. */
+        rs_bulk_fail(call, &p->finished, RS_GRPC_DATA_LOSS,
+                     "CRC32C mismatch in checked_data at object offset %" PRIu64
+                     " (%zu bytes): computed %08" PRIx32 ", sent %08" PRIx32,
+                     p->received, r.data.len, rs_crc32c(0, r.data.p, r.data.len), r.crc);
     } else if (r.data.len > 0) {
-        int ret = rs_sha256_update(&p->sha, r.data.p, r.data.len);
-
-        if (ret < 0) {
-            rs_bulk_fail(call, &p->finished, RS_GRPC_INTERNAL, "hashing: %s", strerror(-ret));
-        } else {
-            p->wp = r.data.p;
-            p->wlen = r.data.len;
-            p->received += r.data.len;
-            if (!put_stage_data(call, p))
-                return; /* held: put_on_write stages the rest and consumes */
-        }
+        p->wp = r.data.p;
+        p->wlen = r.data.len;
+        p->received += r.data.len;
+        if (!put_stage_data(call, p))
+            return; /* held: put_on_write stages the rest and consumes */
     }
     rs_call_consume(call);
 }
@@ -602,7 +699,6 @@ static void put_on_write(struct rs_call *call, void *arg, int res)
 static void put_on_fsync(struct rs_call *call, void *arg, int res)
 {
     struct put *p = arg;
-    int ret;
 
     if (!put_step(call, p))
         return;
@@ -610,9 +706,16 @@ static void put_on_fsync(struct rs_call *call, void *arg, int res)
         rs_bulk_fail_op(call, &p->finished, res, "syncing", p->meta.name, p->meta.name_len);
         return;
     }
-    /* Publishing makes the object visible: rs_store_op_publish() refuses (-ECANCELED, nothing
-     * published) once the core has ended the call, and from then on the status we give is
-     * what the client gets. */
+    put_publish(call, p);
+}
+
+/* Publishes the synced file. Publishing makes the object visible: rs_store_op_publish()
+ * refuses (-ECANCELED, nothing published) once the core has ended the call, and from then on
+ * the status we give is what the client gets. */
+static void put_publish_now(struct rs_call *call, struct put *p)
+{
+    int ret;
+
     rs_store_op_init(&p->op, rs_bulk_call_store(call), put_on_publish, p);
     ret = rs_store_op_publish(call, &p->op, p->fd, p->key, p->overwrite);
     if (ret < 0) {
@@ -622,10 +725,75 @@ static void put_on_fsync(struct rs_call *call, void *arg, int res)
     p->inflight++;
 }
 
+static void put_on_match_publish(struct rs_call *call, struct rs_store_op *op, int res)
+{
+    struct put *p = op->arg;
+
+    if (!put_step(call, p))
+        return;
+    if (put_match(call, p, res))
+        put_publish_now(call, p);
+}
+
+static void put_on_claim_timer(struct rs_call *call, void *arg, int res)
+{
+    struct put *p = arg;
+
+    if (!put_step(call, p))
+        return;
+    put_publish(call, p);
+}
+
+/* A replace holds the store's claim on its key from the if_match re-check to the end of the
+ * rename (rs_store_claim), so two compare-and-swaps from one base cannot both pass the
+ * compare: the second one compares against the first one's result. Another holder: wait on a
+ * ring timer (never blocking the worker), bounded. */
+#define PUT_CLAIM_WAIT_NS 1000000ull /* 1 ms */
+#define PUT_CLAIM_TRIES   10000u     /* 10 s of waiting at most */
+
+static void put_publish(struct rs_call *call, struct put *p)
+{
+    struct rs_store *st = rs_bulk_call_store(call);
+    int ret;
+
+    if (p->overwrite && !p->claimed) {
+        if (!rs_store_claim(st, p->key)) {
+            if (++p->claim_tries > PUT_CLAIM_TRIES) {
+                rs_bulk_fail(call, &p->finished, RS_GRPC_UNAVAILABLE,
+                             "object \"%s\" is being replaced by another upload; retry",
+                             p->meta.name);
+                return;
+            }
+            if (rs_call_timer(call, PUT_CLAIM_WAIT_NS, put_on_claim_timer, p) < 0) {
+                rs_bulk_fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED,
+                             "no free I/O slot on this worker");
+                return;
+            }
+            p->inflight++;
+            return;
+        }
+        p->claimed = true;
+    }
+    if (!p->has_if_match) {
+        put_publish_now(call, p);
+        return;
+    }
+    rs_store_op_init(&p->op, st, put_on_match_publish, p);
+    ret = rs_store_op_stat(call, &p->op, p->meta.name, p->meta.name_len);
+    if (ret < 0) {
+        rs_bulk_fail_op(call, &p->finished, ret, "checking", p->meta.name, p->meta.name_len);
+        return;
+    }
+    p->inflight++;
+}
+
 static void put_on_publish(struct rs_call *call, struct rs_store_op *op, int res)
 {
     struct put *p = op->arg;
 
+    if (p->claimed) /* the replace is over (or never happened) */
+        rs_store_unclaim(rs_bulk_call_store(call), p->key);
+    p->claimed = false;
     if (res == 0) /* published: list it even if the call has ended meanwhile */
         rs_index_add(rs_bulk_call_index(call), p->meta.name, p->meta.name_len);
     if (res == 0 && rs_call_is_done(call)) {

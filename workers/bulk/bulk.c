@@ -24,11 +24,13 @@
  * ops, listed in storeop.h. */
 #include "workers/bulk/bulk_internal.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <pb_decode.h>
 #include <pb_encode.h>
 #include "core/log.h"
@@ -43,6 +45,13 @@ struct rs_store *rs_bulk_call_store(struct rs_call *call)
     struct rs_bulk *b = rs_call_service_ctx(call);
 
     return &b->store;
+}
+
+struct rs_uploads *rs_bulk_call_uploads(struct rs_call *call)
+{
+    struct rs_bulk *b = rs_call_service_ctx(call);
+
+    return &b->uploads;
 }
 
 struct rs_index *rs_bulk_call_index(struct rs_call *call)
@@ -291,8 +300,10 @@ void rs_bulk_on_start_nothing(struct rs_call *call)
 
 /* The service table, in routing order; rs_bulk_open copies it into struct rs_bulk. */
 static const struct rs_method *const bulk_methods[] = {
-    &rs_bulk_put_method,  &rs_bulk_get_method,  &rs_bulk_echo_method,
-    &rs_bulk_stat_method, &rs_bulk_list_method, &rs_bulk_delete_method,
+    &rs_bulk_put_method,          &rs_bulk_get_method,    &rs_bulk_echo_method,
+    &rs_bulk_stat_method,         &rs_bulk_list_method,   &rs_bulk_delete_method,
+    &rs_bulk_start_upload_method, &rs_bulk_upload_method, &rs_bulk_query_upload_method,
+    &rs_bulk_abort_upload_method,
 };
 _Static_assert(sizeof(bulk_methods) / sizeof(bulk_methods[0]) ==
                        sizeof(((struct rs_bulk *)0)->methods) / sizeof(struct rs_method),
@@ -320,6 +331,22 @@ int rs_bulk_open(struct rs_bulk **out, const char *data_dir, char *err, size_t e
         free(b);
         return ret;
     }
+    {
+        int dfd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+        ret = dfd < 0 ? -errno : rs_uploads_open(&b->uploads, dfd, err, errlen);
+        if (dfd < 0)
+            snprintf(err, errlen, "data dir %s: cannot open it: %s", data_dir, strerror(-ret));
+        else
+            close(dfd);
+        if (ret < 0) {
+            rs_uploads_close(&b->uploads);
+            rs_index_close(b->index);
+            rs_store_close(&b->store);
+            free(b);
+            return ret;
+        }
+    }
     /* The hash provider reads its configuration file on first use: do that here, on the main
      * thread, rather than on a worker during the first request. Only a warm-up. */
     {
@@ -337,6 +364,11 @@ int rs_bulk_open(struct rs_bulk **out, const char *data_dir, char *err, size_t e
     return 0;
 }
 
+void rs_bulk_set_upload_limits(struct rs_bulk *b, uint64_t ttl_ms, unsigned max_uploads)
+{
+    rs_uploads_limits(&b->uploads, ttl_ms, max_uploads);
+}
+
 const struct rs_service *rs_bulk_service(struct rs_bulk *b)
 {
     return &b->svc;
@@ -346,6 +378,7 @@ void rs_bulk_close(struct rs_bulk *b)
 {
     if (b == NULL)
         return;
+    rs_uploads_close(&b->uploads);
     rs_index_close(b->index); /* before the store: it uses objects/ */
     rs_store_close(&b->store);
     free(b);

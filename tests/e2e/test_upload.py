@@ -464,7 +464,8 @@ def _(srv):
         check_eq(st.object.sha256, sha256(data), "sha256 after restart")
         check_object(b, "rs/a", data)
     finally:
-        s.stop()
+        problems = s.stop()
+    check(not problems, "clean stop: %r" % problems)
 
 
 @run.case("kill -9 mid-upload, then resume from what survived")
@@ -489,7 +490,8 @@ def _(srv):
         check_eq(st.object.sha256, sha256(data), "sha256 of the resumed object")
         check_object(b, "k9/a", data)
     finally:
-        s.stop()
+        problems = s.stop()
+    check(not problems, "clean stop: %r" % problems)
 
 
 @run.case("--upload-ttl: an idle upload expires (NOT_FOUND, file gone)")

@@ -535,4 +535,79 @@ def _(srv):
     check(not problems, "clean stop: %r" % problems)
 
 
+
+# --- group "faults": needs a build with -DRS_FAULT_INJECTION=ON (RS_FAULTS, core/fault.h) -----
+
+def fault_server(srv, faults, data_dir=None):
+    s = Server(srv.binary, [], env={"RS_FAULTS": faults}, data_dir=data_dir)
+    s.start()
+    if "RS_FAULTS" not in s.stderr_text():
+        s.stop()
+        raise CaseFailure("the server did not announce RS_FAULTS: not a fault build")
+    return s
+
+
+@run.case("short writes: an upload in pieces still hashes and stores every byte", group="faults")
+def _(srv):
+    s = fault_server(srv, "put.write=short")
+    try:
+        b = Up(channel(s))
+        data = rnd(2 * MiB + 4321, 90)
+        uid = b.start("f/short", size=len(data), sha=sha256(data)).upload_id
+        st = b.upload(uid, data[:MiB + 3], 0)
+        check_eq(st.persisted_size, MiB + 3, "persisted after piece 1")
+        st = b.upload(uid, data[MiB + 3:], MiB + 3, finish=True)
+        check_eq(st.object.sha256, sha256(data), "sha256")
+        check_object(b, "f/short", data)
+    finally:
+        problems = s.stop()
+    check(not problems, "clean stop: %r" % problems)
+
+
+@run.case("a failing write ends the upload (discarded), the server serves on", group="faults")
+def _(srv):
+    s = fault_server(srv, "put.write=eio@1x1")
+    try:
+        b = Up(channel(s))
+        data = rnd(2 * MiB, 91)
+        uid = b.start("f/eio").upload_id
+        c = code_of(lambda: b.upload(uid, data, 0))
+        check(c == grpc.StatusCode.UNAVAILABLE, "a write EIO answers UNAVAILABLE, got %s" % c.name)
+        poll(lambda: code_of(lambda: b.query(uid)) == grpc.StatusCode.NOT_FOUND, "upload discarded")
+        expect_status(grpc.StatusCode.NOT_FOUND, b.stat, "f/eio")
+        poll(lambda: not upload_files(s), "the discarded upload's file removed")
+        b.put("f/after", b"still serving")
+        check_eq(b.get("f/after"), b"still serving", "Put after the fault")
+    finally:
+        problems = s.stop()
+    check(not problems, "clean stop: %r" % problems)
+
+
+@run.case("cancel while writes are in flight: they finish, the rest is written, resume works",
+          group="faults")
+def _(srv):
+    s = fault_server(srv, "put.write=delay:300")
+    try:
+        b = Up(channel(s))
+        data = rnd(3 * MiB, 92)
+        uid = b.start("f/delay", size=len(data), sha=sha256(data)).upload_id
+        h = Held(b, uid, data[:MiB + 100 * KiB], 0)
+        wait_busy(Up(channel(s)), uid)
+        h.cancel()
+
+        def settled():
+            q = b.query(uid)
+            if code_of(lambda: b.upload(uid, b"", q.persisted_size)) != grpc.StatusCode.OK:
+                return None
+            return q
+        p = poll(settled, "the cancelled stream settling").persisted_size
+        check(0 < p <= MiB + 100 * KiB, "persisted_size %d" % p)
+        st = b.upload(uid, data[p:], p, finish=True)
+        check_eq(st.object.sha256, sha256(data), "sha256 after the cancelled stream")
+        check_object(b, "f/delay", data)
+    finally:
+        problems = s.stop()
+    check(not problems, "clean stop: %r" % problems)
+
+
 run.main()

@@ -1078,13 +1078,21 @@ static bool upload_settle(struct rs_call *call, struct put *p)
             if (t->buf != NULL && t->len > t->done && (s == NULL || t->off < s->off))
                 s = t;
         }
+        if (s != NULL && p->direct) {
+            /* The rest of a stage is a tail: unaligned in general. */
+            if (rs_store_buffered(p->fd) < 0)
+                p->io_failed = true;
+            p->direct = false;
+        }
         if (s != NULL) {
-            if (rs_call_pwrite(call, p->fd, s->buf + s->done, s->len - s->done, s->off + s->done,
-                               upload_on_settle_write, s) == 0) {
+            if (!p->io_failed && rs_call_pwrite(call, p->fd, s->buf + s->done, s->len - s->done,
+                                                s->off + s->done, upload_on_settle_write, s) == 0) {
                 p->inflight++;
                 return true;
             }
-            p->io_failed = true; /* no ring slot: the tail cannot be kept */
+            /* No ring slot: the tail is hashed but cannot be written, so the hash would not
+             * match the file; the upload cannot go on (rare: a slot was just given back). */
+            p->io_failed = true;
         } else if (!p->synced && p->staged > p->up_start) {
             if (rs_call_fsync(call, p->fd, upload_on_settle_fsync, p) == 0) {
                 p->inflight++;
@@ -1093,12 +1101,12 @@ static bool upload_settle(struct rs_call *call, struct put *p)
             p->io_failed = true;
         }
     }
+    rs_log_debug("bulk: upload %s: stream ended at %" PRIu64 " bytes%s", p->up->id, p->staged,
+                 p->io_failed ? " (discarded)" : "");
     if (p->io_failed)
         rs_uploads_discard(u, p->up, "writing its file failed");
     else
         rs_uploads_release(u, p->up, p->staged, &p->sha, &p->up_st);
-    rs_log_debug("bulk: upload %s: stream ended at %" PRIu64 " bytes%s", p->up_st.id, p->staged,
-                 p->io_failed ? " (discarded)" : "");
     p->up = NULL;
     p->settled = true;
     return false;
@@ -1165,7 +1173,11 @@ static bool upload_begin(struct rs_call *call, struct put *p, const struct uploa
     p->received = p->staged = p->up_start;
     p->fd = p->up->fd; /* the table's; never closed by the stream */
     p->has_fd = true;
-    p->direct = false;
+    /* Full stages skip the page cache as Put's do when the stream starts aligned (put_write
+     * clears it for an unaligned tail); the file system may not have O_DIRECT (tmpfs). */
+    p->direct = p->up_start % RS_STORE_DIRECT_ALIGN == 0 && rs_store_direct(p->fd) == 0;
+    if (!p->direct)
+        (void)rs_store_buffered(p->fd);
     if (r->write_offset != p->up_start) {
         p->up_finish = false;
         rs_uploads_release(u, p->up, p->up_start, &p->sha, &p->up_st);

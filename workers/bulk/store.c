@@ -293,6 +293,15 @@ int rs_store_buffered(int fd)
     return 0;
 }
 
+int rs_store_direct(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_DIRECT) < 0)
+        return -errno;
+    return 0;
+}
+
 int rs_store_dirfd(const struct rs_store *s)
 {
     return s->objfd;

@@ -97,5 +97,8 @@ int rs_store_meta_check_name(const struct rs_store_meta *m, const char *name, si
  * then skip the page-cache copy, so writes must be aligned to RS_STORE_DIRECT_ALIGN in
  * address, length and offset until this turns it off (for an unaligned tail). */
 int rs_store_buffered(int fd);
+/* Sets O_DIRECT on |fd| (fcntl, as above): an upload's file, for a stream that starts at an
+ * aligned offset. Returns 0 or -errno (-EINVAL where the file system has no O_DIRECT). */
+int rs_store_direct(int fd);
 
 #endif /* RS_WORKERS_BULK_STORE_H */

@@ -566,9 +566,9 @@ void rs_uploads_published(struct rs_uploads *u, struct rs_upload *up, const stru
     up->busy = false;
     u->nopen--;
     status_of(u, up, st);
+    rs_log_info("bulk: upload %s published \"%s\" (%" PRIu64 " bytes)", up->id, m->name, m->size);
     pthread_cond_signal(&u->wake); /* the thread removes the uploads/ name */
     pthread_mutex_unlock(&u->lock);
-    rs_log_info("bulk: upload %s published \"%s\" (%" PRIu64 " bytes)", up->id, m->name, m->size);
 }
 
 void rs_uploads_status(struct rs_uploads *u, struct rs_upload *up, struct rs_upload_status *st)

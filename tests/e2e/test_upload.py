@@ -189,6 +189,40 @@ class Held:
         self.ev.set()
 
 
+class Bystander:
+    """Another client doing Put + Get round trips on its own connection until stop(); every
+    one must succeed. Shows the uploads under test never stall or fail anyone else."""
+
+    def __init__(self, srv, tag):
+        self.b = Up(channel(srv))
+        self.stop_ev = threading.Event()
+        self.errors = []
+        self.rounds = 0
+        self.t = threading.Thread(target=self._run, args=(tag,), daemon=True)
+        self.t.start()
+
+    def _run(self, tag):
+        i = 0
+        while not self.stop_ev.is_set() and i < 10000:
+            data = rnd(256 * KiB, 1000 + i)
+            name = "bystander/%s/%d" % (tag, i % 4)
+            try:
+                self.b.put(name, data, overwrite=True, timeout=30)
+                if self.b.get(name, timeout=30) != data:
+                    self.errors.append("round %d: Get returned other bytes" % i)
+            except grpc.RpcError as e:
+                self.errors.append("round %d: %s %s" % (i, e.code().name, e.details()))
+            i += 1
+            self.rounds = i
+
+    def stop(self):
+        self.stop_ev.set()
+        self.t.join(60)
+        check(not self.t.is_alive(), "bystander did not stop")
+        check(not self.errors, "bystander failures: %r" % self.errors[:3])
+        check(self.rounds > 0, "bystander made no round trip")
+
+
 def wait_busy(b, uid):
     """Until a second Upload on |uid| is refused with ABORTED (the held stream has it)."""
     def probe():
@@ -203,6 +237,7 @@ def wait_busy(b, uid):
 
 @run.case("upload in pieces, cancel, query, resume, finish, get")
 def _(srv):
+    by = Bystander(srv, "resume")
     b = Up(channel(srv))
     data = rnd(3 * MiB + 12345, 1)
     st = b.start("up/a", size=len(data), sha=sha256(data))
@@ -237,6 +272,7 @@ def _(srv):
     check(q.HasField("object") and q.object.name == "up/a", "QueryUpload after publish has the object")
     expect_status(grpc.StatusCode.FAILED_PRECONDITION, b.upload, uid, b"x", len(data))
     poll(lambda: not upload_files(srv), "uploads/ emptied after publish")
+    by.stop()
 
 
 @run.case("checked_data on Upload: good pieces, then a CRC mismatch")
@@ -302,6 +338,7 @@ def _(srv):
 @run.case("if_match_sha256 on Put: concurrent CAS from one base, exactly one wins")
 def _(srv):
     base = rnd(100, 30)
+    by = Bystander(srv, "cas")
     b0 = Up(channel(srv))
     for rnd_no in range(3):
         name = "cas/race%d" % rnd_no
@@ -330,6 +367,7 @@ def _(srv):
         check_object(b0, name, datas[oks[0]])
         for c in chans:
             c.close()
+    by.stop()
 
 
 @run.case("StartUpload checks: names, ALREADY_EXISTS, sha256 and if_match lengths, if_match")

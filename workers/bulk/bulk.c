@@ -1,6 +1,7 @@
 /* workers/bulk/bulk.c: the ringstream.v1.Bulk service (proto/bulk.proto): its table, open and
- * close, and the helpers its six methods share (bulk_internal.h). The methods live in put.c,
- * get.c, echo.c, list.c and unary.c (Stat and Delete).
+ * close, and the helpers its methods share (bulk_internal.h). The methods live in put.c (Put
+ * and Upload), get.c, echo.c, list.c, unary.c (Stat and Delete) and upload_methods.c
+ * (StartUpload, QueryUpload, AbortUpload); the resumable uploads' table is upload.c.
  *
  *
  * Requests are decoded with nanopb from the message view on_message hands over. Every string

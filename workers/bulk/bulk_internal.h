@@ -1,6 +1,7 @@
 /* workers/bulk/bulk_internal.h: what the files of the Bulk service share (bulk.c holds the
- * helpers, the service table and rs_bulk_open/close; put.c, get.c, echo.c, list.c and unary.c
- * hold one method each, Stat and Delete together). Not for use outside workers/bulk/.
+ * helpers, the service table and rs_bulk_open/close; put.c (Put, Upload), get.c, echo.c,
+ * list.c, unary.c (Stat, Delete) and upload_methods.c (StartUpload, QueryUpload, AbortUpload)
+ * hold the methods). Not for use outside workers/bulk/.
  *
  * |finished| below is the flag of the caller's per-call state that says we called
  * rs_call_finish(): the helpers that finish the call set it, and later events only release

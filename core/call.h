@@ -24,10 +24,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/uio.h>
 #include "proto/grpc.h"
 
 struct rs_call;
+struct rs_stats_view;
 
 /* A method's streaming shape, as its .proto declares it (grpc_type in the metrics). */
 enum rs_method_type {
@@ -64,7 +66,31 @@ struct rs_service {
     const struct rs_method *methods; /* borrowed; must outlive the server */
     size_t nmethods;
     void *ctx; /* borrowed; shared read-only by every worker, see rs_call_service_ctx() */
+    /* The service's own counters for GET /metrics: |nstats| of them per worker, zeroed at
+     * start, added to with rs_call_stat_add() and written out by |render_stats| (any thread,
+     * while the server runs; read each counter with rs_stat_load()). 0 and NULL: none. */
+    size_t nstats;
+    void (*render_stats)(FILE *f, const struct rs_stats_view *v);
 };
+
+#define RS_STATS_CODES 17 /* gRPC status codes 0..16 */
+
+/* What render_stats reads. Every pointer is a view valid during the call only. */
+struct rs_stats_view {
+    unsigned nworkers;
+    const uint64_t *const *stats; /* per worker: the service's |nstats| counters */
+    /* per worker: the service's finished calls, RS_STATS_CODES per method (in the order of
+     * its methods table), by the gRPC status the client got; the counts behind
+     * grpc_server_handled_total */
+    const uint64_t *const *calls;
+    void *ctx; /* the service's */
+};
+
+/* A counter another thread may be writing: never torn, at most a moment old. */
+static inline uint64_t rs_stat_load(const uint64_t *counter)
+{
+    return __atomic_load_n(counter, __ATOMIC_RELAXED);
+}
 
 /* Per-call state of |state_size| bytes, zeroed at start; lives as long as the call. */
 void *rs_call_state(struct rs_call *call);
@@ -79,6 +105,12 @@ const char *rs_call_peer_identity(const struct rs_call *call);
 /* Names the object the call is about (|len| bytes, copied) for its access-log line; does
  * nothing (no copy) when the access log is off. The first name given is kept. */
 void rs_call_set_log_name(struct rs_call *call, const char *name, size_t len);
+/* True when the access log is on: work done only for rs_call_set_log_name() can be skipped
+ * otherwise. */
+bool rs_call_access_logged(const struct rs_call *call);
+/* Adds |n| to counter |i| (below its service's |nstats|) of the call's worker. No lock and
+ * no cache line shared with another worker: each worker writes only its own counters. */
+void rs_call_stat_add(struct rs_call *call, size_t i, uint64_t n);
 /* Largest message the call accepts and sends (the server's --max-msg). */
 size_t rs_call_max_msg(const struct rs_call *call);
 

@@ -157,6 +157,11 @@ static const char *conn_peer(struct rs_conn *c)
     return c->peer;
 }
 
+bool rs_call_access_logged(const struct rs_call *call)
+{
+    return call->conn->w->srv->cfg.access_log;
+}
+
 void rs_call_set_log_name(struct rs_call *call, const char *name, size_t len)
 {
     if (!call->conn->w->srv->cfg.access_log || call->log_name != NULL)

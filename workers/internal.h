@@ -47,6 +47,9 @@ struct rs_server {
     size_t *method_base;       /* owned, per service: index of its first method in the metrics'
                                 * call table; set by rs_server_start(), NULL before */
     size_t nmethods;           /* of every service; row nmethods of the table is "unknown" */
+    size_t *stat_base;         /* owned, per service: index of its first counter in the workers'
+                                * metrics.stats; set by rs_server_start(), NULL before */
+    size_t nstats;             /* of every service (struct rs_service.nstats) */
     struct rs_worker *workers; /* cfg.workers of them */
     bool started;
     bool setup_failed;         /* written before the second barrier, read after it */
@@ -59,7 +62,7 @@ struct rs_server {
     struct rs_tls_keys *tls_keys; /* owned: session ticket keys, the same for every context */
 };
 
-#define RS_METRICS_CODES 17 /* gRPC status codes 0..16: the label set is methods x codes */
+#define RS_METRICS_CODES RS_STATS_CODES /* the label set is methods x gRPC status codes */
 /* grpc_server_handling_seconds' buckets: go-grpc-prometheus' (Prometheus' DefBuckets) */
 #define RS_METRICS_BUCKETS 12 /* 11 bounds and +Inf */
 
@@ -99,6 +102,7 @@ struct rs_worker_metrics {
     uint64_t bytes_out;
     uint64_t *calls; /* owned, (nmethods + 1) x RS_METRICS_CODES: finished gRPC calls */
     struct rs_method_metrics *methods; /* owned, nmethods + 1 rows, cache-line aligned */
+    uint64_t *stats;  /* owned, srv->nstats: the services' own counters, cache-line aligned */
     uint64_t tick_ms; /* rs_now_ms() of the worker's last once-a-second tick (liveness) */
     uint64_t closed_by[RS_CLOSE_COUNT]; /* connections closed, by enum rs_close_reason */
     uint64_t glitch_goaways;            /* GOAWAY ENHANCE_YOUR_CALM sent */
@@ -442,6 +446,11 @@ static inline void rs_conn_note_close(struct rs_conn *c, enum rs_close_reason r)
 void rs_conn_drain(struct rs_conn *c);
 /* Frees the conn if it is closing and nothing is in flight; returns true if freed. */
 bool rs_conn_maybe_free(struct rs_conn *c);
+
+/* worker.c: lays out the metrics tables of the services registered (method_base, stat_base);
+ * rs_server_start() calls it, before any worker's rs_worker_init(). Once only. Returns 0 or
+ * -ENOMEM. */
+int rs_server_layout(struct rs_server *s);
 
 /* metrics.c */
 /* Allocates the worker's call table (metrics.calls). Returns 0 or -ENOMEM. */

@@ -1059,20 +1059,31 @@ int main(int argc, char **argv)
 #ifdef RS_HAVE_SYSTEMD
     sd_notify(0, "STOPPING=1");
 #endif
-    rs_metrics_http_stop(mhttp); /* before the workers stop and free their counters */
     rs_log_info("%s: draining for up to %u ms", strsignal(sig), cfg.drain_ms);
     rs_server_stop(srv);
     /* A second SIGTERM or SIGINT during the drain exits at once (the operator means it; the
-     * store is crash-safe, so nothing is half-written, at worst the index is rebuilt). */
-    while (!rs_server_stopped(srv)) {
+     * store is crash-safe, so nothing is half-written, at worst the index is rebuilt).
+     * Meanwhile metrics-listen keeps answering (operators watch the drain there) and STATUS=
+     * says what is left, once a second. */
+    for (unsigned turn = 0; !rs_server_stopped(srv); turn++) {
         struct timespec ts = { .tv_sec = 0, .tv_nsec = 50 * 1000000 };
 
+#ifdef RS_HAVE_SYSTEMD
+        if (turn % 20 == 0) {
+            struct rs_server_stats now;
+
+            rs_server_stats(srv, RS_STALL_MS, &now);
+            sd_notifyf(0, "STATUS=draining: %llu connections, %llu streams left",
+                       (unsigned long long)now.conns_open, (unsigned long long)now.streams_open);
+        }
+#endif
         sig = sigtimedwait(&sigs, NULL, &ts);
         if (sig == SIGTERM || sig == SIGINT) {
             rs_log_warn("%s again: exiting without waiting for the drain", strsignal(sig));
             _exit(1);
         }
     }
+    rs_metrics_http_stop(mhttp); /* the workers are done; their counters live until destroy */
     rs_server_destroy(srv);
     rs_health_destroy(health);
     rs_bulk_close(bulk);

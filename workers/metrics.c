@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "core/log.h"
 #include "proto/grpc.h"
 #include "workers/internal.h"
 
@@ -39,16 +40,21 @@ int rs_metrics_init(struct rs_worker *w)
     size_t rows = w->srv->nmethods + 1;
     size_t csize = (rows * RS_METRICS_CODES * sizeof(uint64_t) + 63) & ~(size_t)63;
     size_t msize = (rows * sizeof(struct rs_method_metrics) + 63) & ~(size_t)63;
+    size_t ssize = (w->srv->nstats * sizeof(uint64_t) + 63) & ~(size_t)63;
 
     /* Whole cache lines of their own: no other worker's data shares one. */
     w->metrics.calls = aligned_alloc(64, csize);
     w->metrics.methods = aligned_alloc(64, msize);
-    if (w->metrics.calls == NULL || w->metrics.methods == NULL) {
+    w->metrics.stats = ssize > 0 ? aligned_alloc(64, ssize) : NULL;
+    if (w->metrics.calls == NULL || w->metrics.methods == NULL ||
+        (ssize > 0 && w->metrics.stats == NULL)) {
         rs_metrics_fini(w);
         return -ENOMEM;
     }
     memset(w->metrics.calls, 0, csize);
     memset(w->metrics.methods, 0, msize);
+    if (ssize > 0)
+        memset(w->metrics.stats, 0, ssize);
     return 0;
 }
 
@@ -58,6 +64,34 @@ void rs_metrics_fini(struct rs_worker *w)
     w->metrics.calls = NULL;
     free(w->metrics.methods);
     w->metrics.methods = NULL;
+    free(w->metrics.stats);
+    w->metrics.stats = NULL;
+}
+
+/* The index of |svc| among the server's services, or nservices. */
+static size_t service_index(const struct rs_server *s, const struct rs_service *svc)
+{
+    size_t i;
+
+    for (i = 0; i < s->nservices; i++)
+        if (s->services[i] == svc)
+            break;
+    return i;
+}
+
+void rs_call_stat_add(struct rs_call *call, size_t i, uint64_t n)
+{
+    struct rs_worker *w = call->conn->w;
+    const struct rs_server *s = w->srv;
+    size_t k = service_index(s, call->service);
+
+    /* a bad index is the service's bug: count nothing rather than another's counter */
+    if (k == s->nservices || i >= call->service->nstats || w->metrics.stats == NULL) {
+        rs_log_bug("worker %u: counter %zu of service %s out of range", w->id, i,
+                   call->service != NULL ? call->service->name : "-");
+        return;
+    }
+    rs_metric_add(&w->metrics.stats[s->stat_base[k] + i], n);
 }
 
 /* The row of |svc|'s method |m| in the call table; nmethods (the "unknown" row) otherwise. */
@@ -200,6 +234,10 @@ static uint64_t get_pool_blocks(const struct rs_worker *w)
     size_t live = ldz(&w->pool.nlive), cached = ldz(&w->pool.ncached);
 
     return live > cached ? live - cached : 0;
+}
+static uint64_t get_pool_bytes(const struct rs_worker *w)
+{
+    return get_pool_blocks(w) * w->pool.block_size; /* block_size is fixed at init */
 }
 static uint64_t get_timers(const struct rs_worker *w)
 {
@@ -375,6 +413,43 @@ static void render_calls(FILE *f, const struct rs_server *s)
     render_histogram(f, s);
 }
 
+/* Each service's own series (struct rs_service.render_stats). */
+static void render_services(FILE *f, const struct rs_server *s)
+{
+    const uint64_t **stats, **calls;
+    struct rs_stats_view v = { .nworkers = s->cfg.workers };
+    size_t k;
+    unsigned i;
+
+    stats = calloc(s->cfg.workers, sizeof(*stats));
+    calls = calloc(s->cfg.workers, sizeof(*calls));
+    for (k = 0; stats != NULL && calls != NULL && k < s->nservices; k++) {
+        const struct rs_service *svc = s->services[k];
+        bool ready = true;
+
+        if (svc->render_stats == NULL)
+            continue;
+        for (i = 0; i < s->cfg.workers; i++) {
+            const struct rs_worker_metrics *m = &s->workers[i].metrics;
+
+            if (m->calls == NULL || (svc->nstats > 0 && m->stats == NULL)) {
+                ready = false; /* a worker that failed its set-up */
+                break;
+            }
+            calls[i] = m->calls + s->method_base[k] * RS_METRICS_CODES;
+            stats[i] = svc->nstats > 0 ? m->stats + s->stat_base[k] : NULL;
+        }
+        if (!ready)
+            continue;
+        v.stats = stats;
+        v.calls = calls;
+        v.ctx = svc->ctx;
+        svc->render_stats(f, &v);
+    }
+    free(stats);
+    free(calls);
+}
+
 void rs_server_stats(const struct rs_server *s, uint64_t stall_ms, struct rs_server_stats *out)
 {
     uint64_t now = rs_now_ms();
@@ -432,8 +507,12 @@ char *rs_metrics_render(const struct rs_server *s, size_t *len)
                get_budget_peak);
     per_worker(f, s, "ringstream_pool_blocks_in_use", "gauge",
                "Payload blocks of the worker's pool in use (not cached).", get_pool_blocks);
+    per_worker(f, s, "ringstream_pool_bytes_in_use", "gauge",
+               "Bytes of the worker's pool blocks in use (blocks in use x block size).",
+               get_pool_bytes);
     per_worker(f, s, "ringstream_timers", "gauge", "Call timers pending.", get_timers);
     render_calls(f, s);
+    render_services(f, s);
     if (fclose(f) != 0) {
         free(buf);
         return NULL;

@@ -946,21 +946,35 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+int rs_server_layout(struct rs_server *s)
+{
+    size_t i;
+
+    /* Rows of the metrics' call table: every method of every service, then "unknown". The
+     * services' own counters follow each other the same way. */
+    s->method_base = calloc(s->nservices + 1, sizeof(*s->method_base));
+    s->stat_base = calloc(s->nservices + 1, sizeof(*s->stat_base));
+    if (s->method_base == NULL || s->stat_base == NULL)
+        return -ENOMEM; /* both freed by rs_server_destroy() */
+    s->nmethods = s->nstats = 0;
+    for (i = 0; i < s->nservices; i++) {
+        s->method_base[i] = s->nmethods;
+        s->nmethods += s->services[i]->nmethods;
+        s->stat_base[i] = s->nstats;
+        s->nstats += s->services[i]->nstats;
+    }
+    return 0;
+}
+
 int rs_server_start(struct rs_server *s, char *err, size_t errlen)
 {
     sigset_t all, old;
     unsigned i;
     int ret;
 
-    /* Rows of the metrics' call table: every method of every service, then "unknown". */
-    s->method_base = calloc(s->nservices + 1, sizeof(*s->method_base));
-    if (s->method_base == NULL) {
+    if (rs_server_layout(s) < 0) {
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
-    }
-    for (i = 0; i < s->nservices; i++) {
-        s->method_base[i] = s->nmethods;
-        s->nmethods += s->services[i]->nmethods;
     }
     ret = pthread_barrier_init(&s->barrier, NULL, s->cfg.workers + 1);
     if (ret != 0) {
@@ -1035,6 +1049,7 @@ void rs_server_destroy(struct rs_server *s)
     free(s->workers);
     free(s->services);
     free(s->method_base);
+    free(s->stat_base);
     rs_tls_ctx_unref(s->tls);
     rs_tls_keys_unref(s->tls_keys); /* contexts still held by connections hold their own */
     pthread_mutex_destroy(&s->tls_lock);

@@ -58,6 +58,34 @@ def case_install(build, tmp):
     check(code == 0 and "[server]" in out, "default configuration: %s" % out)
 
 
+def fd_need(workers, max_conns=4096):
+    """The descriptors ringstreamd asks for (workers/main.c raise_fd_limit)."""
+    return max_conns * workers + 32 + 8 * workers
+
+
+def case_nofile(build, tmp):
+    import resource
+    stage = staged(build, tmp)
+    unit = open(os.path.join(stage, UNIT_DIR, "ringstreamd.service")).read()
+    m = re.search(r"^LimitNOFILE=(\d+)$", unit, re.M)
+    check(m is not None, "no numeric LimitNOFILE= in the unit")
+    limit = int(m.group(1))
+    # the default max-conns on one worker per CPU, here and on a 128-CPU server
+    for workers in (os.cpu_count() or 1, 128):
+        check(fd_need(workers) <= limit, "LimitNOFILE=%d is short of the %d the default "
+              "max-conns needs on %d workers" % (limit, fd_need(workers), workers))
+    # one descriptor short: refused with one line naming the LimitNOFILE= to set
+    need = fd_need(2)
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need - 1, need - 1))
+    p = subprocess.run([os.path.join(stage, "usr/bin/ringstreamd"), "--workers", "2",
+                        "--listen", "127.0.0.1:1", "--data-dir", os.path.join(tmp, "data")],
+                       capture_output=True, text=True, timeout=30, preexec_fn=cap)
+    check(p.returncode == 1 and "LimitNOFILE=%d" % need in p.stderr,
+          "exit %d, stderr %r" % (p.returncode, p.stderr))
+
+
 def case_verify(build, tmp):
     stage = staged(build, tmp)
     # verify resolves the units' dependencies (sysinit.target, ...) under --root: give the
@@ -113,6 +141,8 @@ def case_deb(build, tmp):
 
 
 CASES = [("cmake --install stages the binary, units, configuration and README", case_install),
+         ("LimitNOFILE= fits the default max-conns; one short is refused naming it",
+          case_nofile),
          ("systemd-analyze verify accepts the staged units", case_verify),
          ("systemd-analyze security rates the service %.1f or lower" % SECURITY_BOUND,
           case_security),

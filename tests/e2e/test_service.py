@@ -172,14 +172,19 @@ def _(srv):
     import grpc
     from harness import expect_status
     before = scrape(srv)
+    prefix = "m-%d-" % os.getpid()
     with channel(srv) as ch:
         b = Bulk(ch)
         for i in range(2):
-            b.put("m-%d-%d" % (os.getpid(), i), b"x" * 1000, overwrite=True)
+            b.put("%s%d" % (prefix, i), b"x" * 1000, overwrite=True)
         for i in range(3):
             expect_status(grpc.StatusCode.NOT_FOUND, b.stat, "missing-%d" % i)
         expect_status(grpc.StatusCode.UNIMPLEMENTED,
                       ch.unary_unary("/ringstream.v1.Bulk/NoSuchMethod"), b"")
+        check_eq(len(b.get(prefix + "0")), 1000, "Get")
+        check_eq(len(b.list(prefix)), 2, "List")
+        b.delete(prefix + "1")
+        expect_status(grpc.StatusCode.NOT_FOUND, b.delete, prefix + "1")
     after = scrape(srv)
 
     def delta(key):
@@ -188,6 +193,17 @@ def _(srv):
     check_eq(handled(after, svc, "Put", "OK") - handled(before, svc, "Put", "OK"), 2, "Put OK")
     check_eq(handled(after, svc, "Stat", "NOT_FOUND") - handled(before, svc, "Stat", "NOT_FOUND"),
              3, "Stat NOT_FOUND")
+    # the store's own series: operations by result, bytes stored and read, no storage error
+    for op, result, n in (("put", "OK", 2), ("stat", "NOT_FOUND", 3), ("get", "OK", 1),
+                          ("list", "OK", 1), ("delete", "OK", 1), ("delete", "NOT_FOUND", 1),
+                          ("stat", "OK", 0), ("echo", "OK", 0)):
+        check_eq(delta(("ringstream_bulk_operations_total", ("op", op), ("result", result))), n,
+                 "ringstream_bulk_operations_total{op=%s,result=%s}" % (op, result))
+    check_eq(delta(("ringstream_bulk_stored_bytes_total",)), 2000, "bytes stored")
+    check_eq(delta(("ringstream_bulk_read_bytes_total",)), 1000, "bytes read")
+    errors = [k for k in after if k[0] == "ringstream_bulk_storage_errors_total"]
+    check_eq(len(errors), 10, "causes of ringstream_bulk_storage_errors_total: %r" % errors)
+    check_eq(sum(delta(k) for k in errors), 0, "storage errors")
     check_eq(handled(after, "unknown", "unknown", "UNIMPLEMENTED") -
              handled(before, "unknown", "unknown", "UNIMPLEMENTED"), 1, "unknown method")
     # the gRPC channel's connection and the second scrape's own
@@ -196,7 +212,8 @@ def _(srv):
     check(delta(("ringstream_sent_bytes_total",)) > 0, "bytes out")
     check(after[("ringstream_budget_limit_bytes",)] > 0, "budget limit")
     for key in (("ringstream_connections_open",), ("ringstream_streams_open",),
-                ("ringstream_pool_blocks_in_use",), ("ringstream_timers",),
+                ("ringstream_pool_blocks_in_use",), ("ringstream_pool_bytes_in_use",),
+                ("ringstream_timers",),
                 ("ringstream_budget_refusals_total", ("reason", "stream"))):
         check(key in after, "%s missing" % (key,))
     log = srv.stderr_text()
@@ -278,6 +295,34 @@ def _(srv):
         other.stop()
 
 
+@run.case("drain: a Get in flight at SIGTERM finishes OK with every byte; exit status 0",
+          group="drain")
+def _(srv):
+    import time
+    from harness import Server
+    other = Server(srv.binary, ["--workers", "1"])  # the default drain, 30 s
+    try:
+        other.start()
+        data = os.urandom(32 << 20)  # more than the client's flow-control windows hold
+        with channel(other) as ch:
+            b = Bulk(ch)
+            b.put("drain-get", data)
+            it = b.Get(b.pb.GetRequest(name="drain-get"), timeout=60)
+            got = [next(it).data]  # the Get is under way: the rest waits for our reads
+            other.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + WAIT_S
+            while "draining for up to" not in other.stderr_text() and \
+                    time.monotonic() < deadline:
+                time.sleep(0.02)
+            check("draining for up to" in other.stderr_text(), "the drain did not start")
+            got.extend(c.data for c in it)
+            check(b"".join(got) == data, "the Get's bytes (%d of %d)" %
+                  (sum(len(g) for g in got), len(data)))
+        check_eq(other.proc.wait(WAIT_S), 0, "exit status")
+    finally:
+        other.stop()
+
+
 @run.case("sd_notify: READY=1, live STATUS=, WATCHDOG=1 with WATCHDOG_USEC, STOPPING=1",
           group="systemd")
 def _(srv):
@@ -297,6 +342,9 @@ def _(srv):
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         msgs = [sock.recv(4096).decode()]
         check("READY=1" in msgs[0], "first notification %r" % msgs[0])
+        # READY=1 comes once every worker listens: the port accepts now, with no retry
+        probe = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
+        probe.close()
         deadline = time.monotonic() + 4.0  # a 1 s watchdog pings every 0.5 s
         while time.monotonic() < deadline:
             msgs.append(sock.recv(4096).decode())
@@ -713,6 +761,150 @@ def _(srv):
               in l for l in log.splitlines()), "access line of the oversized call")
     # off by default: not one access line from the shared server
     check("ringstreamd: access: " not in srv.stderr_text(), "access lines without --access-log")
+
+
+@run.case("access log and metrics of every Bulk method; a full disk is counted by cause "
+          "(fault builds)", group="logs")
+def _(srv):
+    import re
+    import grpc
+    from harness import Server, expect_status
+    other = Server(srv.binary, ["--workers", "2", "--access-log", "on", "--log-level", "warn"],
+                   env={"RS_FAULTS": "put.write=enospcx1"})
+    try:
+        other.start()
+        faults = "fault injection" in other.stderr_text()
+        if not faults:
+            print("      not a fault build: the disk-full Put is left out")
+        before = scrape(other)
+        with channel(other) as ch:
+            b = Bulk(ch)
+            if faults:  # the first write of any Put fails with ENOSPC
+                expect_status(grpc.StatusCode.RESOURCE_EXHAUSTED, b.put, "al/full",
+                              b"f" * 100000)
+            b.put("al/obj-1", b"y" * 3000, overwrite=True)
+            check_eq(len(b.get("al/obj-1")), 3000, "Get")
+            b.stat("al/obj-1")
+            expect_status(grpc.StatusCode.NOT_FOUND, b.stat, "al/missing")
+            check_eq(len(b.list("al/")), 1, "List")
+            got = list(b.Echo(iter([b.pb.Chunk(data=b"e" * 10)]), timeout=WAIT_S))
+            check_eq(sum(len(c.data) for c in got), 10, "Echo")
+            b.delete("al/obj-1")
+            check_eq(b.list("bad prefix\n"), [], "List of a prefix no name has")
+        after = scrape(other)
+        log = other.stderr_text()
+    finally:
+        problems = other.stop()
+    check(not problems, "server: %s" % problems)
+    line = re.compile(r"ringstreamd: access: 127\.0\.0\.1:\d+ /ringstream\.v1\.Bulk/(\w+) "
+                      r"name=(\S+) ([A-Z_]+) in=(\d+) out=(\d+) (\d+\.\d{3})ms( \".*\")?$")
+    seen = []
+    for l in log.splitlines():
+        if l.startswith("ringstreamd: access: ") and "/ringstream.v1.Bulk/" in l:
+            m = line.match(l)
+            check(m is not None, "access line %r" % l)
+            seen.append(m.groups()[:5])
+    want = [("Put", "al/obj-1", "OK"), ("Get", "al/obj-1", "OK"), ("Stat", "al/obj-1", "OK"),
+            ("Stat", "al/missing", "NOT_FOUND"), ("List", "al/", "OK"), ("Echo", "-", "OK"),
+            ("Delete", "al/obj-1", "OK")]
+    if faults:
+        want.insert(0, ("Put", "al/full", "RESOURCE_EXHAUSTED"))
+    # a prefix that could begin no name is not logged (the line stays one line)
+    want.append(("List", "-", "OK"))
+    check_eq([g[:3] for g in seen], want, "access lines (method, name, status)")
+    for method, name, status, n_in, n_out in seen:
+        check(int(n_in) > 0, "%s %s: in=%s" % (method, name, n_in))
+        if (method, status) in (("Get", "OK"), ("Put", "OK"), ("Stat", "OK"), ("Echo", "OK")):
+            check(int(n_out) > 0, "%s %s: out=%s" % (method, name, n_out))
+    puts = [g for g in seen if g[0] == "Put" and g[2] == "OK"]
+    check(int(puts[0][3]) > 3000 and int(seen[1 if faults else 0][3]) > 0, "Put's bytes in")
+    check_eq(int([g for g in seen if g[0] == "Get"][0][4]) > 3000, True, "Get's bytes out")
+
+    def delta(key):
+        return after.get(key, 0) - before.get(key, 0)
+    for op, result, n in (("put", "OK", 1), ("put", "RESOURCE_EXHAUSTED", 1 if faults else 0),
+                          ("get", "OK", 1), ("stat", "OK", 1), ("stat", "NOT_FOUND", 1),
+                          ("list", "OK", 2),
+                          ("echo", "OK", 1), ("delete", "OK", 1)):
+        check_eq(delta(("ringstream_bulk_operations_total", ("op", op), ("result", result))), n,
+                 "ringstream_bulk_operations_total{op=%s,result=%s}" % (op, result))
+    check_eq(delta(("ringstream_bulk_stored_bytes_total",)), 3000, "bytes stored (the full "
+             "disk's Put stored nothing)")
+    check_eq(delta(("ringstream_bulk_read_bytes_total",)), 3000, "bytes read")
+    check_eq(delta(("ringstream_bulk_storage_errors_total", ("cause", "enospc"))),
+             1 if faults else 0, "storage errors, cause enospc")
+    check_eq(sum(delta(k) for k in after if k[0] == "ringstream_bulk_storage_errors_total"),
+             1 if faults else 0, "storage errors, every cause")
+    if faults:
+        warn = [l for l in log.splitlines() if "call /ringstream.v1.Bulk/Put" in l]
+        check(len(warn) == 1 and warn[0].startswith("ringstreamd: warn: ") and
+              "No space left on device" in warn[0], "warn line with the cause: %r" % warn)
+
+
+@run.case("metrics-listen keeps answering during the drain and stops at exit", group="drain")
+def _(srv):
+    import threading
+    import time
+    import grpc
+    from harness import Server, CaseFailure
+    import socket
+    pb = testing_pb2()
+    tmp = tempfile.mkdtemp(prefix="rs-svc-")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(os.path.join(tmp, "notify"))
+    sock.settimeout(WAIT_S)
+    for attempt in range(3):  # free_port() may hand the server's own port out twice
+        maddr = "127.0.0.1:%d" % free_port()
+        other = Server(srv.binary, ["--workers", "1", "--metrics-listen", maddr,
+                                    "--drain-ms", "60000"],
+                       env={"NOTIFY_SOCKET": os.path.join(tmp, "notify")})
+        try:
+            other.start()
+            break
+        except CaseFailure:
+            other.stop()
+            if attempt == 2:
+                raise
+    try:
+        with channel(other) as ch:
+            call = ch.unary_stream(
+                "/grpc.testing.TestService/StreamingOutputCall",
+                request_serializer=pb.StreamingOutputCallRequest.SerializeToString,
+                response_deserializer=pb.StreamingOutputCallResponse.FromString)
+            # one response now, the next in 60 s: the call holds the drain open until we
+            # cancel it
+            it = call(pb.StreamingOutputCallRequest(response_parameters=[
+                pb.ResponseParameters(size=10, interval_us=0),
+                pb.ResponseParameters(size=10, interval_us=60000000)]), timeout=120)
+            next(it)
+            other.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + WAIT_S
+            while "draining for up to" not in other.stderr_text() and \
+                    time.monotonic() < deadline:
+                time.sleep(0.02)
+            check("draining for up to" in other.stderr_text(), "the drain did not start")
+            m = scrape_http1(maddr)  # while the call holds the drain open
+            check_eq(m.get(("ringstream_streams_open",)), 1, "the call in flight, scraped "
+                     "during the drain")
+            check(other.proc.poll() is None, "the server exited with a call in flight")
+            while True:  # STATUS= says what the drain waits for (socket timeout: WAIT_S)
+                msg = sock.recv(4096).decode()
+                if msg.startswith("STATUS=draining"):
+                    break
+            check_eq(msg, "STATUS=draining: 1 connections, 1 streams left", "drain status")
+            it.cancel()
+            code = other.proc.wait(WAIT_S)
+        check_eq(code, 0, "exit status")
+        import urllib.request
+        try:
+            urllib.request.urlopen("http://%s/metrics" % maddr, timeout=WAIT_S)
+            check(False, "metrics-listen still answers after exit")
+        except OSError:
+            pass
+    finally:
+        other.stop()  # we stopped it: stop() only cleans up (and kills it on a failure)
+        sock.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @run.case("socket activation under systemd-socket-activate: calls go through its socket",

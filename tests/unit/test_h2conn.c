@@ -156,6 +156,27 @@ static void big_start(struct rs_call *call)
         rs_call_finish(call, RS_GRPC_RESOURCE_EXHAUSTED, "server out of buffer memory");
 }
 
+/* Count: adds 5 to its service's counter 1, tries counter 2 (past nstats: ignored), OK. */
+static void count_start(struct rs_call *call)
+{
+    rs_call_stat_add(call, 1, 5);
+    rs_call_stat_add(call, 2, 1);
+    rs_call_finish(call, RS_GRPC_OK, NULL);
+}
+
+#define H2T_NSTATS    2
+#define H2T_COUNT_ROW 5 /* Count's index in h2t_methods */
+
+/* The service's series: its two counters and Count's OK calls, as worker 0 has them. */
+static void h2t_render(FILE *f, const struct rs_stats_view *v)
+{
+    fprintf(f, "t_stat{i=\"0\"} %llu\nt_stat{i=\"1\"} %llu\nt_count_ok %llu\n",
+            (unsigned long long)rs_stat_load(&v->stats[0][0]),
+            (unsigned long long)rs_stat_load(&v->stats[0][1]),
+            (unsigned long long)rs_stat_load(
+                    &v->calls[0][H2T_COUNT_ROW * RS_STATS_CODES + RS_GRPC_OK]));
+}
+
 static const struct rs_method h2t_methods[] = {
     { .path = "/t.T/Hold", .on_message = hold_message, .on_done = on_done_count },
     { .path = "/t.T/Echo",
@@ -174,7 +195,13 @@ static const struct rs_method h2t_methods[] = {
       .on_start = big_start,
       .on_message = consume_message,
       .on_done = on_done_count },
+    { .path = "/t.T/Count",
+      .on_start = count_start,
+      .on_message = consume_message,
+      .on_done = on_done_count },
 };
+_Static_assert(H2T_COUNT_ROW == sizeof(h2t_methods) / sizeof(h2t_methods[0]) - 1,
+               "Count is the last method");
 
 /* ---- the client session ---------------------------------------------------------------- */
 
@@ -428,7 +455,11 @@ static int h2t_init(struct h2t *t, const struct h2t_opts *o)
     t->svc.methods = h2t_methods;
     t->svc.nmethods = sizeof(h2t_methods) / sizeof(h2t_methods[0]);
     t->svc.ctx = &t->hs;
+    t->svc.nstats = H2T_NSTATS;
+    t->svc.render_stats = h2t_render;
     rs_server_add_service(t->srv, &t->svc);
+    if (rs_server_layout(t->srv) < 0)
+        return -1;
     t->w = &t->srv->workers[0];
     if (o->listen)
         t->w->listen_fds[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -725,6 +756,30 @@ static void test_metadata_count(void)
     h2t_fini(&t);
 }
 
+/* A service's own counters: per worker, bounded by its nstats, rendered by its callback with
+ * the calls the core counted for its methods. */
+static void test_service_counters(void)
+{
+    struct h2t t;
+    struct h2t_stream *a, *b;
+    size_t len = 0;
+    char *text;
+
+    CU_ASSERT_EQUAL_FATAL(h2t_init(&t, &(struct h2t_opts){ 0 }), 0);
+    a = h2t_call(&t, "/t.T/Count", 0, 0, true, NULL);
+    b = h2t_call(&t, "/t.T/Count", 0, 0, true, NULL);
+    pump(&t);
+    CU_ASSERT_EQUAL(a->grpc_status, RS_GRPC_OK);
+    CU_ASSERT_EQUAL(b->grpc_status, RS_GRPC_OK);
+    text = rs_metrics_render(t.srv, &len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "t_stat{i=\"0\"} 0\nt_stat{i=\"1\"} 10\nt_count_ok 2\n"));
+    if (strstr(text, "t_count_ok 2\n") == NULL)
+        fprintf(stderr, "rendered:\n%s\n", text);
+    free(text);
+    h2t_fini(&t);
+}
+
 static void test_exhausted_pool(void)
 {
     struct h2t t;
@@ -948,6 +1003,7 @@ int main(void)
         { "HEADERS on an unused lower stream: GOAWAY (finding 1a)",
           test_protocol_error_send_in_flight },
         { "40 response metadata entries (finding 7)", test_metadata_count },
+        { "a service's own counters, rendered with its calls", test_service_counters },
         CU_TEST_INFO_NULL,
     };
     CU_SuiteInfo suites[] = {

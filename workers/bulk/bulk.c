@@ -62,6 +62,128 @@ struct rs_index *rs_bulk_call_index(struct rs_call *call)
     return b->index;
 }
 
+/* --- counting -------------------------------------------------------------------------- */
+
+static const char *const cause_names[RS_BULK_CAUSE_COUNT] = {
+    [RS_BULK_CAUSE_ENOSPC] = "enospc",
+    [RS_BULK_CAUSE_EDQUOT] = "edquot",
+    [RS_BULK_CAUSE_EIO] = "eio",
+    [RS_BULK_CAUSE_EROFS] = "erofs",
+    [RS_BULK_CAUSE_EACCES] = "eacces",
+    [RS_BULK_CAUSE_EBADMSG] = "ebadmsg",
+    [RS_BULK_CAUSE_ENOMEM] = "enomem",
+    [RS_BULK_CAUSE_EMFILE] = "emfile",
+    [RS_BULK_CAUSE_TRANSIENT] = "transient",
+    [RS_BULK_CAUSE_OTHER] = "other",
+};
+
+static enum rs_bulk_cause cause_of(int err)
+{
+    switch (-err) {
+    case ENOSPC:
+        return RS_BULK_CAUSE_ENOSPC;
+    case EDQUOT:
+        return RS_BULK_CAUSE_EDQUOT;
+    case EIO:
+        return RS_BULK_CAUSE_EIO;
+    case EROFS:
+        return RS_BULK_CAUSE_EROFS;
+    case EACCES:
+    case EPERM:
+        return RS_BULK_CAUSE_EACCES;
+    case EBADMSG:
+        return RS_BULK_CAUSE_EBADMSG;
+    case ENOMEM:
+        return RS_BULK_CAUSE_ENOMEM;
+    case EMFILE:
+    case ENFILE:
+        return RS_BULK_CAUSE_EMFILE;
+    case EAGAIN:
+    case EINTR:
+    case EBUSY:
+    case ESTALE:
+    case ETIMEDOUT:
+        return RS_BULK_CAUSE_TRANSIENT;
+    default:
+        return RS_BULK_CAUSE_OTHER;
+    }
+}
+
+void rs_bulk_count_error(struct rs_call *call, int err)
+{
+    if (err >= 0 || err == -ENOENT || err == -EEXIST || err == RS_STORE_OP_NOSLOT)
+        return;
+    rs_call_stat_add(call, RS_BULK_STAT_ERRORS + cause_of(err), 1);
+}
+
+/* "StartUpload" -> "start_upload": the op label of a method, from its :path. */
+static void op_name(const char *path, char *out, size_t cap)
+{
+    const char *m = strrchr(path, '/');
+    size_t n = 0;
+
+    for (m = m != NULL ? m + 1 : path; *m != '\0' && n + 2 < cap; m++) {
+        if (*m >= 'A' && *m <= 'Z') {
+            if (n > 0)
+                out[n++] = '_';
+            out[n++] = (char)(*m - 'A' + 'a');
+        } else {
+            out[n++] = *m;
+        }
+    }
+    out[n] = '\0';
+}
+
+/* struct rs_service.render_stats: the store's series. Operations come from the calls table
+ * (every Bulk call, whoever ended it: the method, a deadline, the client or the drain), so a
+ * new method is counted without code of its own. */
+static void bulk_render_stats(FILE *f, const struct rs_stats_view *v)
+{
+    const struct rs_bulk *b = v->ctx;
+    char op[64];
+    size_t m, code, c;
+    unsigned i;
+
+    fputs("# HELP ringstream_bulk_operations_total Bulk store calls finished, by operation and "
+          "by the status the client got (grpc_server_handled_total of ringstream.v1.Bulk under "
+          "the store's names).\n# TYPE ringstream_bulk_operations_total counter\n",
+          f);
+    for (i = 0; i < v->nworkers; i++)
+        for (m = 0; m < b->svc.nmethods; m++)
+            for (code = 0; code < RS_STATS_CODES; code++) {
+                uint64_t n = rs_stat_load(&v->calls[i][m * RS_STATS_CODES + code]);
+
+                if (n == 0)
+                    continue; /* absent series are 0 to Prometheus */
+                op_name(b->svc.methods[m].path, op, sizeof(op));
+                fprintf(f,
+                        "ringstream_bulk_operations_total{worker=\"%u\",op=\"%s\","
+                        "result=\"%s\"} %llu\n",
+                        i, op, rs_grpc_status_name((int)code), (unsigned long long)n);
+            }
+    fputs("# HELP ringstream_bulk_stored_bytes_total Object bytes stored by the Puts that "
+          "published.\n# TYPE ringstream_bulk_stored_bytes_total counter\n",
+          f);
+    for (i = 0; i < v->nworkers; i++)
+        fprintf(f, "ringstream_bulk_stored_bytes_total{worker=\"%u\"} %llu\n", i,
+                (unsigned long long)rs_stat_load(&v->stats[i][RS_BULK_STAT_STORED_BYTES]));
+    fputs("# HELP ringstream_bulk_read_bytes_total Object bytes Gets read from storage.\n"
+          "# TYPE ringstream_bulk_read_bytes_total counter\n",
+          f);
+    for (i = 0; i < v->nworkers; i++)
+        fprintf(f, "ringstream_bulk_read_bytes_total{worker=\"%u\"} %llu\n", i,
+                (unsigned long long)rs_stat_load(&v->stats[i][RS_BULK_STAT_READ_BYTES]));
+    fputs("# HELP ringstream_bulk_storage_errors_total Storage errors the store answered a call "
+          "with, by errno (eacces includes EPERM, emfile ENFILE; transient is EAGAIN, EINTR, "
+          "EBUSY, ESTALE, ETIMEDOUT).\n# TYPE ringstream_bulk_storage_errors_total counter\n",
+          f);
+    for (i = 0; i < v->nworkers; i++)
+        for (c = 0; c < RS_BULK_CAUSE_COUNT; c++)
+            fprintf(f, "ringstream_bulk_storage_errors_total{worker=\"%u\",cause=\"%s\"} %llu\n", i,
+                    cause_names[c],
+                    (unsigned long long)rs_stat_load(&v->stats[i][RS_BULK_STAT_ERRORS + c]));
+}
+
 /* --- finishing ------------------------------------------------------------------------- */
 
 /* rs_call_finishf() that also records that the call is finished. */
@@ -82,6 +204,19 @@ void rs_bulk_finish_ok(struct rs_call *call, bool *finished)
 {
     *finished = true;
     rs_call_finish(call, RS_GRPC_OK, NULL);
+}
+
+void rs_bulk_fail_errno(struct rs_call *call, bool *finished, int err, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    rs_bulk_count_error(call, err);
+    *finished = true;
+    rs_call_finish(call, rs_bulk_status_from_errno(err), msg);
 }
 
 /* A failed rs_call_send(); -EAGAIN is the caller's business. */
@@ -105,6 +240,7 @@ void rs_bulk_fail_send(struct rs_call *call, bool *finished, int err)
 void rs_bulk_fail_store(struct rs_call *call, bool *finished, int err, const char *doing,
                         const char *name, size_t len)
 {
+    rs_bulk_count_error(call, err);
     if (err == -ENOENT)
         rs_bulk_fail(call, finished, RS_GRPC_NOT_FOUND, "object \"%.*s\" not found", (int)len,
                      name);
@@ -180,6 +316,18 @@ const char *rs_bulk_parse_checked(const uint8_t *msg, size_t len, struct rs_pb_v
         }
     }
     return NULL;
+}
+
+void rs_bulk_log_prefix(struct rs_call *call, const char *prefix, size_t len)
+{
+    char name[RS_BULK_NAME_MAX + 1];
+
+    if (!rs_call_access_logged(call) || len == 0 || len > RS_BULK_NAME_MAX)
+        return; /* off, it costs List this branch */
+    memcpy(name, prefix, len);
+    name[len] = 'x'; /* "a/" begins "a/x": the prefix of a valid name may end in a "/" */
+    if (rs_bulk_name_valid(name, len) || rs_bulk_name_valid(name, len + 1))
+        rs_call_set_log_name(call, name, len);
 }
 
 static const char name_rules[] =
@@ -361,6 +509,8 @@ int rs_bulk_open(struct rs_bulk **out, const char *data_dir, char *err, size_t e
     b->svc.methods = b->methods;
     b->svc.nmethods = sizeof(bulk_methods) / sizeof(bulk_methods[0]);
     b->svc.ctx = b;
+    b->svc.nstats = RS_BULK_STAT_COUNT;
+    b->svc.render_stats = bulk_render_stats;
     *out = b;
     return 0;
 }

@@ -52,6 +52,37 @@ struct rs_uploads *rs_bulk_call_uploads(struct rs_call *call);
 /* An on_start for methods with nothing to do before the first message. */
 void rs_bulk_on_start_nothing(struct rs_call *call);
 
+/* --- counting (GET /metrics; bulk.c renders them) --------------------------------------- */
+
+/* The storage errors counted, by cause (ringstream_bulk_storage_errors_total's label). */
+enum rs_bulk_cause {
+    RS_BULK_CAUSE_ENOSPC = 0,
+    RS_BULK_CAUSE_EDQUOT,
+    RS_BULK_CAUSE_EIO,
+    RS_BULK_CAUSE_EROFS,
+    RS_BULK_CAUSE_EACCES,  /* and EPERM */
+    RS_BULK_CAUSE_EBADMSG, /* stored metadata corrupt */
+    RS_BULK_CAUSE_ENOMEM,
+    RS_BULK_CAUSE_EMFILE,    /* and ENFILE */
+    RS_BULK_CAUSE_TRANSIENT, /* EAGAIN, EINTR, EBUSY, ESTALE, ETIMEDOUT */
+    RS_BULK_CAUSE_OTHER,
+    RS_BULK_CAUSE_COUNT
+};
+
+/* The service's per-worker counters (struct rs_service.nstats): add with rs_call_stat_add(). */
+enum rs_bulk_stat {
+    RS_BULK_STAT_STORED_BYTES = 0, /* object bytes of the Puts that published */
+    RS_BULK_STAT_READ_BYTES,       /* object bytes Gets read from storage */
+    RS_BULK_STAT_ERRORS,           /* RS_BULK_CAUSE_COUNT of them: storage errors by cause */
+    RS_BULK_STAT_COUNT = RS_BULK_STAT_ERRORS + RS_BULK_CAUSE_COUNT
+};
+
+/* Counts |err| (-errno from the store) as a storage error by its cause; the answers that are
+ * not errors of the store (ENOENT, EEXIST) and RS_STORE_OP_NOSLOT are not counted. The
+ * failing helpers below call it: a method calls it itself only for an errno it answers some
+ * other way. */
+void rs_bulk_count_error(struct rs_call *call, int err);
+
 /* --- finishing ------------------------------------------------------------------------- */
 
 /* rs_call_finishf() that also records that the call is finished. */
@@ -59,6 +90,10 @@ __attribute__((format(printf, 4, 5))) void rs_bulk_fail(struct rs_call *call, bo
                                                         enum rs_grpc_status status, const char *fmt,
                                                         ...);
 void rs_bulk_finish_ok(struct rs_call *call, bool *finished);
+/* A storage error |err| (-errno) answered with rs_bulk_status_from_errno() and |fmt|; counted
+ * by rs_bulk_count_error(). */
+__attribute__((format(printf, 4, 5))) void rs_bulk_fail_errno(struct rs_call *call, bool *finished,
+                                                              int err, const char *fmt, ...);
 /* A failed rs_call_send(); -EAGAIN is the caller's business. */
 void rs_bulk_fail_send(struct rs_call *call, bool *finished, int err);
 /* An error from the store about object |name| (valid, so safe to print); the status comes
@@ -80,6 +115,9 @@ bool rs_bulk_decode(struct rs_call *call, bool *finished, const uint8_t *msg, si
 const char *rs_bulk_parse_checked(const uint8_t *msg, size_t len, struct rs_pb_view *data,
                                   uint32_t *crc);
 
+/* Names List's |prefix| in the call's access-log line when it could begin a valid name (else
+ * the line says "-": nothing from the client that could break the line is logged). */
+void rs_bulk_log_prefix(struct rs_call *call, const char *prefix, size_t len);
 /* Checks a request's name; on failure finishes the call with INVALID_ARGUMENT. */
 bool rs_bulk_name_ok(struct rs_call *call, bool *finished, const struct rs_pb_view *v,
                      const char *field);

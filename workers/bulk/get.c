@@ -214,8 +214,7 @@ static void get_on_read(struct rs_call *call, void *arg, int res)
     if (g->finished)
         return;
     if (res < 0) {
-        rs_bulk_fail(call, &g->finished, rs_bulk_status_from_errno(res), "reading the object: %s",
-                     strerror(-res));
+        rs_bulk_fail_errno(call, &g->finished, res, "reading the object: %s", strerror(-res));
         return;
     }
     if (res == 0) {
@@ -224,6 +223,7 @@ static void get_on_read(struct rs_call *call, void *arg, int res)
         return;
     }
     s->filled += (size_t)res;
+    rs_call_stat_add(call, RS_BULK_STAT_READ_BYTES, (uint64_t)res);
     if (s->filled < s->want)
         get_read(call, g, s); /* short read: the rest */
     else if (!g->holding)

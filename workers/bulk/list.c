@@ -58,6 +58,7 @@ static void list_release(struct rs_call *call, struct list *l)
 
 static void list_fail(struct rs_call *call, struct list *l, int err)
 {
+    rs_bulk_count_error(call, err);
     if (err == RS_STORE_OP_NOSLOT)
         rs_bulk_fail(call, &l->finished, RS_GRPC_RESOURCE_EXHAUSTED,
                      "no free I/O slot on this worker");
@@ -203,6 +204,7 @@ static void list_on_message(struct rs_call *call, const uint8_t *msg, size_t len
     }
     if (l->plen > 0)
         memcpy(l->prefix, prefix.p, l->plen);
+    rs_bulk_log_prefix(call, l->prefix, l->plen);
     l->ops = calloc(LIST_WINDOW, sizeof(*l->ops));
     l->names = malloc(LIST_WINDOW * sizeof(*l->names));
     l->res = calloc(LIST_WINDOW, sizeof(*l->res));

@@ -852,8 +852,10 @@ static void put_on_publish(struct rs_call *call, struct rs_store_op *op, int res
     p->claimed = false;
     if (res == 0) /* published: list it even if the call has ended meanwhile */
         rs_index_add(rs_bulk_call_index(call), p->meta.name, p->meta.name_len);
-    if (res == 0)
+    if (res == 0) {
         p->up_published = p->is_upload;
+        rs_call_stat_add(call, RS_BULK_STAT_STORED_BYTES, p->meta.size);
+    }
     if (res == 0 && rs_call_is_done(call)) {
         /* Published, and the client reset the stream meanwhile (it chose not to hear the
          * outcome): the object stays (anything kept beside the objects must follow it here
@@ -900,9 +902,9 @@ static void put_on_dirsync(struct rs_call *call, void *arg, int res)
          * retry is idempotent). */
         rs_log_error("bulk: object \"%s\" published but syncing objects/ failed: %s", p->meta.name,
                      strerror(-res));
-        rs_bulk_fail(call, &p->finished, rs_bulk_status_from_errno(res),
-                     "object \"%s\" published but syncing its directory failed: %s", p->meta.name,
-                     strerror(-res));
+        rs_bulk_fail_errno(call, &p->finished, res,
+                           "object \"%s\" published but syncing its directory failed: %s",
+                           p->meta.name, strerror(-res));
         return;
     }
     if (p->is_upload) {

@@ -648,4 +648,38 @@ def _(srv):
     check(not problems, "clean stop: %r" % problems)
 
 
+
+@run.case("a finish cut short by the deadline before it publishes keeps the upload",
+          group="faults")
+def _(srv):
+    s = fault_server(srv, "put.fsync=delay:1500")
+    try:
+        b = Up(channel(s))
+        data = rnd(MiB + 333, 93)
+        uid = b.start("f/late", size=len(data), sha=sha256(data)).upload_id
+        b.upload(uid, data[:MiB], 0)
+        try:
+            b.Upload(b.reqs(uid, data[MiB:], MiB, finish=True), timeout=0.5)
+            raise CaseFailure("the finishing Upload should have hit its deadline")
+        except grpc.RpcError as e:
+            check(e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, "got %s" % e.code().name)
+
+        def settled():
+            try:
+                q = b.query(uid)
+            except grpc.RpcError as e:
+                raise CaseFailure("QueryUpload: %s %s" % (e.code().name, e.details()))
+            return q if q.persisted_size == len(data) and code_of(
+                lambda: b.upload(uid, b"", len(data))) == grpc.StatusCode.OK else None
+        q = poll(settled, "the upload kept with every byte")
+        check(not q.HasField("object"), "not published")
+        expect_status(grpc.StatusCode.NOT_FOUND, b.stat, "f/late")
+        st = b.upload(uid, b"", len(data), finish=True)
+        check_eq(st.object.sha256, sha256(data), "published by the second finish")
+        check_object(b, "f/late", data)
+    finally:
+        problems = s.stop()
+    check(not problems, "clean stop: %r" % problems)
+
+
 run.main()

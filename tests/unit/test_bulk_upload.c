@@ -160,6 +160,7 @@ static bool exists(const char *id)
 #define ID_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 #define ID_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 #define ID_C "cccccccccccccccccccccccccccccccc"
+#define ID_D "dddddddddddddddddddddddddddddddd"
 
 static void test_recovery(void)
 {
@@ -170,16 +171,24 @@ static void test_recovery(void)
 
     make_dir();
     plant(ID_A, "hello, resumed upload", true, false); /* an open upload */
-    plant(ID_B, "published already", true, true);      /* finished before the crash */
+    plant(ID_B, "published already", true, true);      /* published before the crash: */
+    CU_ASSERT_EQUAL(linkat(datafd, "uploads/" ID_B, datafd, "published-link", 0), 0); /* 2 links */
     plant(ID_C, "no header", false, false);            /* not ours to resume */
+    plant(ID_D, "finish never published", true, true); /* metadata written, one link: open */
     CU_ASSERT_EQUAL_FATAL(rs_uploads_open(&ups, datafd, err, sizeof(err)), 0);
     CU_ASSERT(exists(ID_A));
     CU_ASSERT(!exists(ID_B));
     CU_ASSERT(!exists(ID_C));
+    CU_ASSERT(exists(ID_D));
+    CU_ASSERT_EQUAL(rs_uploads_query(&ups, ID_D, 32, &st), 0);
+    CU_ASSERT_EQUAL(st.persisted, strlen("finish never published"));
     CU_ASSERT_EQUAL(rs_uploads_query(&ups, ID_A, 32, &st), 0);
     CU_ASSERT_EQUAL(st.persisted, strlen("hello, resumed upload"));
     CU_ASSERT(!st.published);
     CU_ASSERT_EQUAL(rs_uploads_query(&ups, ID_B, 32, &st), -ENOENT);
+    CU_ASSERT(exists(ID_D));
+    CU_ASSERT_EQUAL(rs_uploads_query(&ups, ID_D, 32, &st), 0);
+    CU_ASSERT_EQUAL(st.persisted, strlen("finish never published"));
     /* the hash state is that of the bytes on disk */
     CU_ASSERT_EQUAL_FATAL(rs_uploads_acquire(&ups, ID_A, 32, &up, &sha), 0);
     CU_ASSERT_STRING_EQUAL(up->hdr.name, "planted/name");

@@ -95,7 +95,8 @@ struct put {
      * the upload back with the new persisted_size, or discards or publishes it. */
     bool is_upload;
     bool up_finish;       /* a message carried finish */
-    bool up_finalizing;   /* put_finalize ran: the upload ends with this stream either way */
+    bool up_finalizing;   /* put_finalize ran: the upload ends with this stream, unless ... */
+    bool up_check_failed; /* ... a check failed (discarded), or the call ended first (kept) */
     bool up_published;    /* the publish succeeded */
     bool failing;         /* a request error: settle first, then fail with fail_status */
     bool synced;          /* the final fsync of the upload's file is done */
@@ -278,6 +279,7 @@ static bool put_match(struct rs_call *call, struct put *p, int res)
     char got[2 * RS_SHA256_LEN + 1], want[2 * RS_SHA256_LEN + 1];
 
     if (res == -ENOENT) {
+        p->up_check_failed = true;
         rs_bulk_fail(call, &p->finished, RS_GRPC_FAILED_PRECONDITION,
                      "object \"%s\" does not exist, PutHeader.if_match_sha256 needs it to",
                      p->meta.name);
@@ -291,6 +293,7 @@ static bool put_match(struct rs_call *call, struct put *p, int res)
         return true;
     hexify(got, p->op.meta.sha256, RS_SHA256_LEN);
     hexify(want, p->if_match, RS_SHA256_LEN);
+    p->up_check_failed = true;
     rs_bulk_fail(call, &p->finished, RS_GRPC_FAILED_PRECONDITION,
                  "object \"%s\" has SHA-256 %s, PutHeader.if_match_sha256 is %s", p->meta.name, got,
                  want);
@@ -476,6 +479,14 @@ static void put_on_publish(struct rs_call *call, struct rs_store_op *op, int res
 static void put_on_dirsync(struct rs_call *call, void *arg, int res);
 static void put_publish(struct rs_call *call, struct put *p);
 
+/* A storage error while finishing: the file's state is unknown (an Upload is then discarded);
+ * no free ring slot and a call that ended before the commit are not storage errors. */
+static void put_io_error(struct put *p, int res)
+{
+    if (res != RS_STORE_OP_NOSLOT && res != -ECANCELED)
+        p->io_failed = true;
+}
+
 /* Issues the pwrite of what is left of stage |s|; half of it under a "short" fault (aligned
  * down while the file has O_DIRECT), so the completion sees a short count. */
 static int put_issue_write(struct rs_call *call, void *arg)
@@ -591,6 +602,7 @@ static void put_finalize(struct rs_call *call, struct put *p)
 
     if (p->want_size != 0 && p->received != p->want_size) {
         p->up_finalizing = p->is_upload;
+        p->up_check_failed = true;
         rs_bulk_fail(call, &p->finished, RS_GRPC_DATA_LOSS,
                      "received %" PRIu64 " bytes but PutHeader.size says %" PRIu64, p->received,
                      p->want_size);
@@ -618,6 +630,7 @@ static void put_finalize(struct rs_call *call, struct put *p)
 
         hexify(got, p->meta.sha256, RS_SHA256_LEN);
         hexify(want, p->want_sha, RS_SHA256_LEN);
+        p->up_check_failed = true;
         rs_bulk_fail(call, &p->finished, RS_GRPC_DATA_LOSS,
                      "SHA-256 mismatch: the data received hashes to %s, PutHeader.sha256 is %s",
                      got, want);
@@ -654,6 +667,7 @@ static void put_on_meta(struct rs_call *call, struct rs_store_op *op, int res)
     if (!put_step(call, p))
         return;
     if (res < 0) {
+        put_io_error(p, res);
         rs_bulk_fail_store(call, &p->finished, res, "storing metadata of", p->meta.name,
                            p->meta.name_len);
         return;
@@ -759,6 +773,7 @@ static void put_on_fsync(struct rs_call *call, void *arg, int res)
     if (!put_step(call, p))
         return;
     if (res < 0) {
+        put_io_error(p, res);
         rs_bulk_fail_op(call, &p->finished, res, "syncing", p->meta.name, p->meta.name_len);
         return;
     }
@@ -871,6 +886,7 @@ static void put_on_publish(struct rs_call *call, struct rs_store_op *op, int res
     if (!put_step(call, p))
         return;
     if (res == -EEXIST) {
+        p->up_check_failed = true;
         rs_bulk_fail(
                 call, &p->finished, RS_GRPC_ALREADY_EXISTS,
                 "object \"%s\" was created by another upload meanwhile (set overwrite to replace it)",
@@ -878,6 +894,7 @@ static void put_on_publish(struct rs_call *call, struct rs_store_op *op, int res
         return;
     }
     if (res < 0) {
+        put_io_error(p, res);
         rs_bulk_fail_op(call, &p->finished, res, "publishing", p->meta.name, p->meta.name_len);
         return;
     }
@@ -1063,15 +1080,20 @@ static bool upload_settle(struct rs_call *call, struct put *p)
 
     if (p->up == NULL || p->settled)
         return false;
-    if (p->up_finalizing) {
+    if (p->up_finalizing && (p->up_published || p->up_check_failed || p->io_failed)) {
         if (p->up_published)
             rs_uploads_published(u, p->up, &p->meta, &p->up_st);
         else
-            rs_uploads_discard(u, p->up, "its finish failed");
+            rs_uploads_discard(u, p->up,
+                               p->up_check_failed ? "its finish failed a check"
+                                                  : "a storage error while finishing");
         p->up = NULL;
         p->settled = true;
         return false;
     }
+    /* Not finalizing, or a finish that did not get to its outcome (the call ended before the
+     * publish, no ring slot): the upload stays, with every byte written; sync and give back. */
+    p->up_finalizing = false;
     if (!p->io_failed) {
         /* What is staged but not written, lowest offset first (a short write's rest). */
         for (unsigned i = 0; i < 2; i++) {

@@ -286,9 +286,15 @@ static void load_one(struct rs_uploads *u, const char *name)
         rs_log_warn("bulk: uploads/%s: %s (left alone)", name, strerror(errno));
         return;
     }
-    if (fgetxattr(fd, RS_STORE_XATTR, x, sizeof(x)) >= 0 || errno == ERANGE) {
-        /* It got the object's metadata: published (or failed at its very end). */
-        rs_log_info("bulk: uploads/%s was finished; removing its name", name);
+    if (fstat(fd, &stt) < 0) {
+        rs_log_warn("bulk: uploads/%s: %s (left alone)", name, strerror(errno));
+        goto err_close;
+    }
+    if (stt.st_nlink > 1 && (fgetxattr(fd, RS_STORE_XATTR, x, sizeof(x)) >= 0 || errno == ERANGE)) {
+        /* The object's metadata and a second name: published into objects/, and the crash
+         * came before its uploads/ name went. (With one name, a finish that got its metadata
+         * written but did not publish: an open upload; the next finish rewrites it.) */
+        rs_log_info("bulk: uploads/%s was published; removing its upload name", name);
         goto err_remove;
     }
     up = calloc(1, sizeof(*up));
@@ -301,7 +307,7 @@ static void load_one(struct rs_uploads *u, const char *name)
         goto err_remove;
     }
     /* What is in the file is what the next Upload continues from: make it durable first. */
-    if (fstat(fd, &stt) < 0 || fsync(fd) < 0 || rehash(fd, (uint64_t)stt.st_size, &up->sha) < 0) {
+    if (fsync(fd) < 0 || rehash(fd, (uint64_t)stt.st_size, &up->sha) < 0) {
         rs_log_warn("bulk: uploads/%s: cannot read it back (%s); left alone", name,
                     strerror(errno));
         free_upload(up);

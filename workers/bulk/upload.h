@@ -25,7 +25,7 @@
  * it once, at startup, before any worker serves: never bigger than what is on disk, and the
  * hash always of exactly those bytes. Finishing publishes the same inode into objects/ (with
  * the object xattr, see store.h); the uploads/ name is then removed. A file found at startup
- * that already carries the object xattr was published (or failed at its very end): removed.
+ * with the object xattr and a second link was published: its uploads/ name is removed.
  *
  * The table is shared by every worker (a client may resume over another connection): one
  * mutex, held for table lookups and state changes only, never across I/O and never per byte.

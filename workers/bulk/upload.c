@@ -272,6 +272,37 @@ static int rehash(int fd, uint64_t size, struct rs_sha256 *sha)
     return ret;
 }
 
+/* uploads/<name> (open as |fd|, taken) was published before a crash: keep its status for
+ * QueryUpload until the TTL, as if the server had not stopped; the thread removes the name. */
+static void load_published(struct rs_uploads *u, const char *name, int fd)
+{
+    uint8_t x[RS_STORE_META_MAX];
+    struct rs_upload *up = calloc(1, sizeof(*up));
+    ssize_t n = fgetxattr(fd, RS_STORE_XATTR, x, sizeof(x));
+
+    if (up == NULL || rs_store_meta_decode(x, n < 0 ? -errno : (int)n, &up->object) < 0) {
+        rs_log_warn("bulk: uploads/%s was published; removing its upload name", name);
+        free(up);
+        if (unlinkat(u->dirfd, name, 0) < 0)
+            rs_log_warn("bulk: removing uploads/%s: %s", name, strerror(errno));
+        close(fd);
+        return;
+    }
+    memcpy(up->id, name, RS_UPLOAD_ID_LEN + 1);
+    memcpy(up->hdr.name, up->object.name, up->object.name_len + 1);
+    up->hdr.name_len = up->object.name_len;
+    up->fd = fd;
+    up->persisted = up->object.size;
+    up->touched_ms = up->object.modified_unix_ms;
+    up->state = RS_UPLOAD_PUBLISHED;
+    if (insert(u, up) < 0) {
+        free(up);
+        close(fd);
+        return;
+    }
+    rs_log_info("bulk: upload %s had published \"%s\" before the restart", up->id, up->hdr.name);
+}
+
 /* Loads uploads/<name>, or removes it when it is a leftover. */
 static void load_one(struct rs_uploads *u, const char *name)
 {
@@ -294,8 +325,8 @@ static void load_one(struct rs_uploads *u, const char *name)
         /* The object's metadata and a second name: published into objects/, and the crash
          * came before its uploads/ name went. (With one name, a finish that got its metadata
          * written but did not publish: an open upload; the next finish rewrites it.) */
-        rs_log_info("bulk: uploads/%s was published; removing its upload name", name);
-        goto err_remove;
+        load_published(u, name, fd);
+        return;
     }
     up = calloc(1, sizeof(*up));
     if (up == NULL)

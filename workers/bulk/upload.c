@@ -608,13 +608,6 @@ void rs_uploads_published(struct rs_uploads *u, struct rs_upload *up, const stru
     pthread_mutex_unlock(&u->lock);
 }
 
-void rs_uploads_status(struct rs_uploads *u, struct rs_upload *up, struct rs_upload_status *st)
-{
-    pthread_mutex_lock(&u->lock);
-    status_of(u, up, st);
-    pthread_mutex_unlock(&u->lock);
-}
-
 size_t rs_upload_encode_status(uint8_t *buf, size_t cap, const struct rs_upload_status *st)
 {
     ringstream_v1_UploadStatus m = ringstream_v1_UploadStatus_init_zero;

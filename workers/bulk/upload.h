@@ -143,8 +143,6 @@ void rs_uploads_discard(struct rs_uploads *u, struct rs_upload *up, const char *
 /* The stream published |m|: the status keeps it until the TTL passes. Fills |st|. */
 void rs_uploads_published(struct rs_uploads *u, struct rs_upload *up, const struct rs_store_meta *m,
                           struct rs_upload_status *st);
-/* Status of a busy entry (the stream's own). */
-void rs_uploads_status(struct rs_uploads *u, struct rs_upload *up, struct rs_upload_status *st);
 
 /* Encodes an UploadStatus. Returns its length, or 0 (a bug, logged). */
 size_t rs_upload_encode_status(uint8_t *buf, size_t cap, const struct rs_upload_status *st);

@@ -46,6 +46,21 @@ int rs_sha256_final(struct rs_sha256 *h, uint8_t out[RS_SHA256_LEN])
     return wc_Sha256Final(h->impl, out) == 0 ? 0 : -EIO;
 }
 
+int rs_sha256_copy(struct rs_sha256 *dst, const struct rs_sha256 *src)
+{
+    wc_Sha256 *s = malloc(sizeof(*s));
+
+    dst->impl = NULL;
+    if (s == NULL)
+        return -ENOMEM;
+    if (src->impl == NULL || wc_Sha256Copy(src->impl, s) != 0) {
+        free(s);
+        return -EIO;
+    }
+    dst->impl = s;
+    return 0;
+}
+
 void rs_sha256_free(struct rs_sha256 *h)
 {
     if (h->impl != NULL) {
@@ -99,6 +114,21 @@ int rs_sha256_final(struct rs_sha256 *h, uint8_t out[RS_SHA256_LEN])
         return -EIO;
     if (EVP_DigestFinal_ex(h->impl, out, &n) != 1 || n != RS_SHA256_LEN)
         return -EIO;
+    return 0;
+}
+
+int rs_sha256_copy(struct rs_sha256 *dst, const struct rs_sha256 *src)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+    dst->impl = NULL;
+    if (ctx == NULL)
+        return -ENOMEM;
+    if (src->impl == NULL || EVP_MD_CTX_copy_ex(ctx, src->impl) != 1) {
+        EVP_MD_CTX_free(ctx);
+        return -EIO;
+    }
+    dst->impl = ctx;
     return 0;
 }
 

@@ -202,9 +202,11 @@ struct settings {
     char metrics_listen[300];      /* "" = off; else HOST:PORT, checked by opt_metrics_listen */
     struct rs_listen metrics_addr; /* metrics_listen resolved */
     enum rs_log_level level;
-    bool reflection; /* serve grpc.reflection.v1 and v1alpha ServerReflection */
-    int src;         /* where the option being parsed comes from: 1 the file, 2 the command line */
-    int listen_src;  /* where cfg.listen came from: 0 the default, else as |src| */
+    bool reflection;        /* serve grpc.reflection.v1 and v1alpha ServerReflection */
+    uint64_t upload_ttl_ms; /* resumable uploads expire after this without an Upload stream */
+    uint32_t max_uploads;   /* open at once */
+    int src;        /* where the option being parsed comes from: 1 the file, 2 the command line */
+    int listen_src; /* where cfg.listen came from: 0 the default, else as |src| */
 };
 
 struct opt;
@@ -359,6 +361,44 @@ static void print_bool(const struct opt *o, const struct settings *st, FILE *f)
     fputs(*(const bool *)((const char *)st + o->off) ? "on" : "off", f);
 }
 
+/* A duration: a number with a unit, ms, s, m or h (a bare number is seconds), into a uint64_t
+ * of milliseconds within the row's min..max. */
+static int opt_duration(const struct opt *o, const char *val, struct settings *st)
+{
+    unsigned long long v, mul = 1000;
+    char *end;
+
+    if (val[0] < '0' || val[0] > '9')
+        return -EINVAL;
+    errno = 0;
+    v = strtoull(val, &end, 10);
+    if (errno != 0)
+        return -EINVAL;
+    if (strcmp(end, "ms") == 0)
+        mul = 1;
+    else if (strcmp(end, "s") == 0 || *end == '\0')
+        mul = 1000;
+    else if (strcmp(end, "m") == 0)
+        mul = 60000;
+    else if (strcmp(end, "h") == 0)
+        mul = 3600000;
+    else
+        return -EINVAL;
+    if (v > o->max / mul || v * mul < o->min)
+        return -EINVAL;
+    v *= mul;
+    memcpy((char *)st + o->off, &(uint64_t){ v }, sizeof(uint64_t));
+    return 0;
+}
+
+static void print_duration(const struct opt *o, const struct settings *st, FILE *f)
+{
+    uint64_t v;
+
+    memcpy(&v, (const char *)st + o->off, sizeof(v));
+    fprintf(f, "%llums", (unsigned long long)v);
+}
+
 #define KEY OPT_F_KEY
 #define NUM opt_num, print_num
 #define R   required_argument
@@ -427,6 +467,14 @@ static const struct opt opts[] = {
     { "drain-ms", R, NUM, CFG(drain_ms), 0, 3600000, KEY, "MS",
       "on SIGTERM, time in-flight calls get to finish; then they end with\n"
       "UNAVAILABLE (default 30000, as grpc-go GracefulStop users expect)" },
+    { "upload-ttl", R, opt_duration, print_duration, ST(upload_ttl_ms), 1, 10ull * 365 * 86400000,
+      KEY, "TIME",
+      "a resumable upload (StartUpload) expires after TIME without an Upload\n"
+      "stream, and a published one's status is kept that long; TIME is a\n"
+      "number with ms, s, m or h (bare: seconds; default 24h)" },
+    { "max-uploads", R, NUM, ST(max_uploads), 1, 1u << 24, KEY, "N",
+      "resumable uploads open at once; StartUpload past it fails with\n"
+      "RESOURCE_EXHAUSTED (default 1000)" },
     { "metrics", R, opt_bool, print_bool, ST(cfg.metrics), 0, 0, KEY, "on|off",
       "answer GET /metrics (Prometheus text format) on the listen address\n"
       "(default on)" },
@@ -882,7 +930,12 @@ static int wait_for_stop(struct rs_server *srv, const struct rs_config *cfg, con
 
 int main(int argc, char **argv)
 {
-    struct settings st = { .level = RS_LOG_INFO, .reflection = true };
+    struct settings st = {
+        .level = RS_LOG_INFO,
+        .reflection = true,
+        .upload_ttl_ms = 24ull * 3600 * 1000,
+        .max_uploads = 1000,
+    };
     struct rs_config cfg;
     const char *data_dir;
     struct rs_server *srv;
@@ -961,6 +1014,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "ringstreamd: %s\n", err); /* names the directory */
         return 1;
     }
+    rs_bulk_set_upload_limits(bulk, st.upload_ttl_ms, st.max_uploads);
     if (st.metrics_listen[0] != '\0') {
         mfd = rs_metrics_http_listen((const struct sockaddr *)&st.metrics_addr.addr,
                                      st.metrics_addr.addrlen, err, sizeof(err));

@@ -24,6 +24,7 @@ if(RS_SANITIZE)
   rs_e2e_test(list_index_order test_list_index.py 300 "e2e;asan" --group order)
   rs_e2e_test(tls_quick test_tls.py 300 "e2e;asan;tls" --group quick)
   rs_e2e_test(reflection test_reflection.py 300 "e2e;asan;reflection") # ~2 s
+  rs_e2e_test(upload test_upload.py 300 "e2e;asan;upload" --group core)
 else()
   rs_e2e_test(limits test_limits.py 120 e2e)
   rs_e2e_test(conn_limits test_conn_limits.py 120 e2e)
@@ -41,6 +42,8 @@ else()
   rs_e2e_test(reflection_go test_reflection_go.py 400 "e2e;reflection")
   rs_e2e_test(bulk_core test_bulk.py 300 e2e --group core)
   rs_e2e_test(bulk_concurrency test_bulk.py 300 e2e --group concurrency)
+  # Resumable uploads, checked_data and if_match_sha256 on the write side (the grown contract).
+  rs_e2e_test(upload test_upload.py 120 "e2e;upload" --group core)
   rs_e2e_test(large_transfer test_large.py 600 e2e --group transfer)
   rs_e2e_test(large_http2 test_large.py 120 e2e --group http2)
   rs_e2e_test(h2load test_h2load.py 600 e2e)
@@ -120,6 +123,7 @@ endif()
 # and 10 of issue 16; the slow-consumer backpressure case uses put.write=delay.
 if(RS_FAULT_INJECTION)
   rs_e2e_test(storage_faults test_storage_faults.py 600 "e2e;faults")
+  rs_e2e_test(upload_faults test_upload.py 300 "e2e;faults;upload" --group faults)
   rs_e2e_test(backpressure_slow_consumer test_backpressure.py 300 "e2e;faults"
               --group slow_consumer)
   set_property(TEST e2e/backpressure_slow_consumer APPEND PROPERTY ENVIRONMENT

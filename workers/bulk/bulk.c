@@ -1,6 +1,7 @@
 /* workers/bulk/bulk.c: the ringstream.v1.Bulk service (proto/bulk.proto): its table, open and
- * close, and the helpers its six methods share (bulk_internal.h). The methods live in put.c,
- * get.c, echo.c, list.c and unary.c (Stat and Delete).
+ * close, and the helpers its methods share (bulk_internal.h). The methods live in put.c (Put
+ * and Upload), get.c, echo.c, list.c, unary.c (Stat and Delete) and upload_methods.c
+ * (StartUpload, QueryUpload, AbortUpload); the resumable uploads' table is upload.c.
  *
  *
  * Requests are decoded with nanopb from the message view on_message hands over. Every string
@@ -24,11 +25,13 @@
  * ops, listed in storeop.h. */
 #include "workers/bulk/bulk_internal.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <pb_decode.h>
 #include <pb_encode.h>
 #include "core/log.h"
@@ -43,6 +46,13 @@ struct rs_store *rs_bulk_call_store(struct rs_call *call)
     struct rs_bulk *b = rs_call_service_ctx(call);
 
     return &b->store;
+}
+
+struct rs_uploads *rs_bulk_call_uploads(struct rs_call *call)
+{
+    struct rs_bulk *b = rs_call_service_ctx(call);
+
+    return &b->uploads;
 }
 
 struct rs_index *rs_bulk_call_index(struct rs_call *call)
@@ -275,6 +285,39 @@ bool rs_bulk_decode(struct rs_call *call, bool *finished, const uint8_t *msg, si
     return true;
 }
 
+/* A ChecksummedData { bytes data = 1; fixed32 crc32c = 2; }: data as a view of |msg|, crc 0
+ * when absent (proto3's default). Returns NULL, or why it is malformed. */
+const char *rs_bulk_parse_checked(const uint8_t *msg, size_t len, struct rs_pb_view *data,
+                                  uint32_t *crc)
+{
+    pb_istream_t s = pb_istream_from_buffer(msg, len);
+    pb_wire_type_t wt;
+    uint32_t tag;
+
+    *data = (struct rs_pb_view){ .p = msg, .len = 0, .set = false };
+    *crc = 0;
+    while (s.bytes_left > 0) {
+        const char *why = rs_pb_next_field(&s, &wt, &tag);
+
+        if (why != NULL)
+            return why;
+        if (tag == 1) {
+            if (wt != PB_WT_STRING)
+                return "wrong wire type for ChecksummedData.data";
+            if (!rs_pb_take_bytes(&s, msg, len, data))
+                return PB_GET_ERROR(&s);
+        } else if (tag == 2) {
+            if (wt != PB_WT_32BIT)
+                return "wrong wire type for ChecksummedData.crc32c";
+            if (!pb_decode_fixed32(&s, crc))
+                return PB_GET_ERROR(&s);
+        } else if (!pb_skip_field(&s, wt)) {
+            return PB_GET_ERROR(&s);
+        }
+    }
+    return NULL;
+}
+
 void rs_bulk_log_prefix(struct rs_call *call, const char *prefix, size_t len)
 {
     char name[RS_BULK_NAME_MAX + 1];
@@ -406,8 +449,10 @@ void rs_bulk_on_start_nothing(struct rs_call *call)
 
 /* The service table, in routing order; rs_bulk_open copies it into struct rs_bulk. */
 static const struct rs_method *const bulk_methods[] = {
-    &rs_bulk_put_method,  &rs_bulk_get_method,  &rs_bulk_echo_method,
-    &rs_bulk_stat_method, &rs_bulk_list_method, &rs_bulk_delete_method,
+    &rs_bulk_put_method,          &rs_bulk_get_method,    &rs_bulk_echo_method,
+    &rs_bulk_stat_method,         &rs_bulk_list_method,   &rs_bulk_delete_method,
+    &rs_bulk_start_upload_method, &rs_bulk_upload_method, &rs_bulk_query_upload_method,
+    &rs_bulk_abort_upload_method,
 };
 _Static_assert(sizeof(bulk_methods) / sizeof(bulk_methods[0]) ==
                        sizeof(((struct rs_bulk *)0)->methods) / sizeof(struct rs_method),
@@ -435,6 +480,22 @@ int rs_bulk_open(struct rs_bulk **out, const char *data_dir, char *err, size_t e
         free(b);
         return ret;
     }
+    {
+        int dfd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+        ret = dfd < 0 ? -errno : rs_uploads_open(&b->uploads, dfd, err, errlen);
+        if (dfd < 0)
+            snprintf(err, errlen, "data dir %s: cannot open it: %s", data_dir, strerror(-ret));
+        else
+            close(dfd);
+        if (ret < 0) {
+            rs_uploads_close(&b->uploads);
+            rs_index_close(b->index);
+            rs_store_close(&b->store);
+            free(b);
+            return ret;
+        }
+    }
     /* The hash provider reads its configuration file on first use: do that here, on the main
      * thread, rather than on a worker during the first request. Only a warm-up. */
     {
@@ -454,6 +515,11 @@ int rs_bulk_open(struct rs_bulk **out, const char *data_dir, char *err, size_t e
     return 0;
 }
 
+void rs_bulk_set_upload_limits(struct rs_bulk *b, uint64_t ttl_ms, unsigned max_uploads)
+{
+    rs_uploads_limits(&b->uploads, ttl_ms, max_uploads);
+}
+
 const struct rs_service *rs_bulk_service(struct rs_bulk *b)
 {
     return &b->svc;
@@ -463,6 +529,7 @@ void rs_bulk_close(struct rs_bulk *b)
 {
     if (b == NULL)
         return;
+    rs_uploads_close(&b->uploads);
     rs_index_close(b->index); /* before the store: it uses objects/ */
     rs_store_close(&b->store);
     free(b);

@@ -1,6 +1,7 @@
 /* workers/bulk/bulk_internal.h: what the files of the Bulk service share (bulk.c holds the
- * helpers, the service table and rs_bulk_open/close; put.c, get.c, echo.c, list.c and unary.c
- * hold one method each, Stat and Delete together). Not for use outside workers/bulk/.
+ * helpers, the service table and rs_bulk_open/close; put.c (Put, Upload), get.c, echo.c,
+ * list.c, unary.c (Stat, Delete) and upload_methods.c (StartUpload, QueryUpload, AbortUpload)
+ * hold the methods). Not for use outside workers/bulk/.
  *
  * |finished| below is the flag of the caller's per-call state that says we called
  * rs_call_finish(): the helpers that finish the call set it, and later events only release
@@ -17,14 +18,16 @@
 #include "workers/bulk/bulk.h"
 #include "workers/bulk/status.h"
 #include "workers/bulk/store.h"
+#include "workers/bulk/upload.h"
 
 struct rs_index;
 
 struct rs_bulk {
     struct rs_store store;
-    struct rs_index *index; /* owned; the sorted names List walks (index.h) */
+    struct rs_index *index;    /* owned; the sorted names List walks (index.h) */
+    struct rs_uploads uploads; /* resumable uploads (upload.h); shared by every worker */
     struct rs_service svc;
-    struct rs_method methods[6]; /* the service table, copied in by rs_bulk_open */
+    struct rs_method methods[10]; /* the service table, copied in by rs_bulk_open */
 };
 
 /* One per method, in put.c, get.c, echo.c, list.c and unary.c; rs_bulk_open lists them. */
@@ -34,11 +37,18 @@ extern const struct rs_method rs_bulk_echo_method;
 extern const struct rs_method rs_bulk_stat_method;
 extern const struct rs_method rs_bulk_list_method;
 extern const struct rs_method rs_bulk_delete_method;
+/* Resumable uploads: upload_methods.c, and Upload in put.c. */
+extern const struct rs_method rs_bulk_start_upload_method;
+extern const struct rs_method rs_bulk_upload_method;
+extern const struct rs_method rs_bulk_query_upload_method;
+extern const struct rs_method rs_bulk_abort_upload_method;
 
 /* The store of the service |call| belongs to; borrowed, lives as long as the service. */
 struct rs_store *rs_bulk_call_store(struct rs_call *call);
 /* The store's name index (index.h); borrowed, lives as long as the service. */
 struct rs_index *rs_bulk_call_index(struct rs_call *call);
+/* The upload table of the service |call| belongs to; borrowed, lives as long as the service. */
+struct rs_uploads *rs_bulk_call_uploads(struct rs_call *call);
 /* An on_start for methods with nothing to do before the first message. */
 void rs_bulk_on_start_nothing(struct rs_call *call);
 
@@ -100,6 +110,11 @@ void rs_bulk_fail_op(struct rs_call *call, bool *finished, int err, const char *
  * is finished with INVALID_ARGUMENT. */
 bool rs_bulk_decode(struct rs_call *call, bool *finished, const uint8_t *msg, size_t len,
                     const pb_msgdesc_t *fields, void *dst, const char *what);
+/* Reads a ChecksummedData { data = 1; crc32c = 2 } of |len| bytes at |msg|: |data| becomes a
+ * view of |msg|, |crc| 0 when absent. Returns NULL, or why it is malformed (static text). */
+const char *rs_bulk_parse_checked(const uint8_t *msg, size_t len, struct rs_pb_view *data,
+                                  uint32_t *crc);
+
 /* Names List's |prefix| in the call's access-log line when it could begin a valid name (else
  * the line says "-": nothing from the client that could break the line is logged). */
 void rs_bulk_log_prefix(struct rs_call *call, const char *prefix, size_t len);
@@ -118,9 +133,14 @@ int rs_bulk_send_chunk_buf(struct rs_call *call, void *buf, size_t len, uint64_t
 /* Encodes |m| as an ObjectInfo into |buf|. Returns its length, or 0 (a bug, logged). */
 size_t rs_bulk_encode_info(uint8_t *buf, size_t cap, const struct rs_store_meta *m);
 
-/* The one ObjectInfo a unary call answers with; held while the send queue is full. */
+/* The one ObjectInfo (or UploadStatus) a call answers with; held while the send queue is
+ * full. */
+#define RS_BULK_REPLY_MAX                                            \
+    (ringstream_v1_UploadStatus_size > ringstream_v1_ObjectInfo_size \
+             ? ringstream_v1_UploadStatus_size                       \
+             : ringstream_v1_ObjectInfo_size)
 struct rs_bulk_reply {
-    uint8_t buf[ringstream_v1_ObjectInfo_size];
+    uint8_t buf[RS_BULK_REPLY_MAX];
     size_t len;
     bool pending;
 };
@@ -131,5 +151,8 @@ void rs_bulk_reply_flush(struct rs_call *call, struct rs_bulk_reply *r, bool *fi
 /* Answers |m| and finishes OK (now, or from on_writable). */
 void rs_bulk_reply_info(struct rs_call *call, struct rs_bulk_reply *r, bool *finished,
                         const struct rs_store_meta *m);
+/* Answers |st| as an UploadStatus and finishes OK (now, or from on_writable). */
+void rs_bulk_reply_upload(struct rs_call *call, struct rs_bulk_reply *r, bool *finished,
+                          const struct rs_upload_status *st);
 
 #endif /* RS_WORKERS_BULK_BULK_INTERNAL_H */

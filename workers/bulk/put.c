@@ -1,9 +1,12 @@
 /* workers/bulk/put.c: Put: uploads an object as a stream of PutRequests, staged and written on the
- * ring, then published under its name. How the methods run: workers/bulk/bulk.c. */
+ * ring, then published under its name. Upload (resumable uploads, upload.h) runs on the same
+ * machinery: its stream appends to the upload's file with the same stages, and the stream that
+ * carries finish publishes with the same checks. How the methods run: workers/bulk/bulk.c. */
 #include "workers/bulk/bulk_internal.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +14,7 @@
 #include <unistd.h>
 #include <pb_decode.h>
 #include <pb_encode.h>
+#include "core/crc32c.h"
 #include "core/log.h"
 #include "core/sha256.h"
 #include "workers/bulk/index.h"
@@ -63,8 +67,10 @@ struct put {
     struct rs_sha256 sha; /* of every byte received so far */
     uint64_t want_size;   /* from the header; 0: unchecked */
     uint8_t want_sha[RS_SHA256_LEN];
-    uint64_t received; /* bytes received and hashed */
-    uint64_t staged;   /* bytes copied into a stage: the file offset of the next staged byte */
+    uint8_t if_match[RS_SHA256_LEN]; /* PutHeader.if_match_sha256, when has_if_match */
+    unsigned claim_tries;            /* claim retries so far (put_claim) */
+    uint64_t received;               /* bytes received and hashed */
+    uint64_t staged; /* bytes copied into a stage: the file offset of the next staged byte */
     struct put_stage stage[2];
     unsigned cur;                /* the stage being filled */
     const uint8_t *wp;           /* rest of a message waiting for a free stage: a view, held */
@@ -80,6 +86,26 @@ struct put {
     bool has_header;
     bool check_sha;
     bool overwrite;
+    bool has_if_match; /* compare-and-swap: publish only over the version if_match names */
+    bool claimed;      /* holds the store's claim on |key| (rs_store_claim) */
+    bool io_failed;    /* a write failed: the file's tail is unknown */
+    /* Upload only. The stream holds the upload (rs_uploads_acquire) from its first message to
+     * upload_settle(): its file (fd, borrowed: has_fd without a close), its hash (sha) and
+     * persisted_size (up_start). Every way out writes and fsyncs what was staged, then gives
+     * the upload back with the new persisted_size, or discards or publishes it. */
+    bool is_upload;
+    bool up_finish;       /* a message carried finish */
+    bool up_finalizing;   /* put_finalize ran: the upload ends with this stream, unless ... */
+    bool up_check_failed; /* ... a check failed (discarded), or the call ended first (kept) */
+    bool up_published;    /* the publish succeeded */
+    bool failing;         /* a request error: settle first, then fail with fail_status */
+    bool synced;          /* the final fsync of the upload's file is done */
+    bool settled;         /* the upload is given back (or was never taken) */
+    struct rs_upload *up; /* the acquired upload, while held */
+    uint64_t up_start;    /* persisted_size when the stream took it */
+    struct rs_upload_status up_st; /* the status answered */
+    enum rs_grpc_status fail_status;
+    char fail_msg[256];
     bool half_closed;
     bool finished;
     bool released;
@@ -92,11 +118,13 @@ enum put_part {
 };
 
 /* One PutRequest: which part of the oneof came last (protobuf's rule), the header fields, the
- * data as a view. */
+ * data as a view (plain data, or checked_data's with its CRC32C in |crc| when |has_crc|). */
 struct put_req {
     enum put_part part;
     ringstream_v1_PutHeader hdr;
-    struct rs_pb_view name, sha, data;
+    struct rs_pb_view name, sha, if_match, data;
+    uint32_t crc;
+    bool has_crc;
 };
 
 static const char *put_parse(const uint8_t *msg, size_t len, struct put_req *r)
@@ -110,7 +138,7 @@ static const char *put_parse(const uint8_t *msg, size_t len, struct put_req *r)
 
         if (why != NULL)
             return why;
-        if ((tag == 1 || tag == 2) && wt != PB_WT_STRING)
+        if ((tag == 1 || tag == 2 || tag == 3) && wt != PB_WT_STRING)
             return "wrong wire type for header or data";
         if (tag == 1) {
             struct rs_pb_view sub = { 0 };
@@ -124,9 +152,11 @@ static const char *put_parse(const uint8_t *msg, size_t len, struct put_req *r)
             if (flags == 0) {
                 r->name = (struct rs_pb_view){ 0 };
                 r->sha = (struct rs_pb_view){ 0 };
+                r->if_match = (struct rs_pb_view){ 0 };
             }
             rs_pb_view_bind(&r->hdr.name, &r->name);
             rs_pb_view_bind(&r->hdr.sha256, &r->sha);
+            rs_pb_view_bind(&r->hdr.if_match_sha256, &r->if_match);
             if (!pb_decode_ex(&hs, ringstream_v1_PutHeader_fields, &r->hdr, flags))
                 return PB_GET_ERROR(&hs);
             r->part = PUT_HEADER;
@@ -134,11 +164,24 @@ static const char *put_parse(const uint8_t *msg, size_t len, struct put_req *r)
             if (!rs_pb_take_bytes(&s, msg, len, &r->data))
                 return PB_GET_ERROR(&s);
             r->part = PUT_DATA;
+            r->has_crc = false;
+        } else if (tag == 3) {
+            struct rs_pb_view sub = { 0 };
+            const char *why_cd;
+
+            if (!rs_pb_take_bytes(&s, msg, len, &sub))
+                return PB_GET_ERROR(&s);
+            why_cd = rs_bulk_parse_checked(sub.p, sub.len, &r->data, &r->crc);
+            if (why_cd != NULL)
+                return why_cd;
+            r->part = PUT_DATA;
+            r->has_crc = true;
         } else if (!pb_skip_field(&s, wt)) {
             return PB_GET_ERROR(&s);
         }
     }
-    if (!rs_pb_view_inside(&r->name, msg, len) || !rs_pb_view_inside(&r->sha, msg, len))
+    if (!rs_pb_view_inside(&r->name, msg, len) || !rs_pb_view_inside(&r->sha, msg, len) ||
+        !rs_pb_view_inside(&r->if_match, msg, len))
         return "a string field with a scalar wire type"; /* nanopb passes it as a stack copy */
     return NULL;
 }
@@ -146,13 +189,20 @@ static const char *put_parse(const uint8_t *msg, size_t len, struct put_req *r)
 /* Runs once the call is done and the last completion has arrived: that completion (the kept
  * slot's timer, cancelled when the call ended, if nothing else) gave back the slot the close
  * takes, so the close never runs on the worker thread. */
+static bool upload_settle(struct rs_call *call, struct put *p);
+
 static void put_release(struct rs_call *call, struct put *p)
 {
     if (p->released || p->inflight > 0)
         return;
+    if (p->is_upload && upload_settle(call, p))
+        return; /* its last completion calls again */
     p->released = true;
+    if (p->claimed)
+        rs_store_unclaim(rs_bulk_call_store(call), p->key);
+    p->claimed = false;
     /* an unpublished O_TMPFILE file disappears here, its blocks freed in an io-wq thread */
-    if (p->has_fd && rs_store_close_fd(call, p->fd) < 0)
+    if (p->has_fd && !p->is_upload && rs_store_close_fd(call, p->fd) < 0)
         rs_log_bug("bulk: Put: no ring slot to close its file (fd %d)", p->fd);
     p->has_fd = false;
     rs_sha256_free(&p->sha);
@@ -180,6 +230,7 @@ static bool put_step(struct rs_call *call, struct put *p)
 static void put_on_create(struct rs_call *call, struct rs_store_op *op, int res);
 static void put_write(struct rs_call *call, struct put *p, struct put_stage *s);
 static void put_drain(struct rs_call *call, struct put *p);
+static void upload_settled(struct rs_call *call, struct put *p);
 
 static void put_create(struct rs_call *call, struct put *p)
 {
@@ -215,6 +266,54 @@ static void put_on_exists(struct rs_call *call, struct rs_store_op *op, int res)
         } else {
             rs_bulk_fail_op(call, &p->finished, res, "checking", p->meta.name, p->meta.name_len);
         }
+    }
+    p->creating = false;
+    rs_call_consume(call); /* a message held while both stages waited, if any */
+}
+
+/* Compares the version found (|res| from rs_store_op_stat() into op->meta) with if_match.
+ * Returns true on a match; otherwise finishes the call with FAILED_PRECONDITION (or the store
+ * error). */
+static bool put_match(struct rs_call *call, struct put *p, int res)
+{
+    char got[2 * RS_SHA256_LEN + 1], want[2 * RS_SHA256_LEN + 1];
+
+    if (res == -ENOENT) {
+        p->up_check_failed = true;
+        rs_bulk_fail(call, &p->finished, RS_GRPC_FAILED_PRECONDITION,
+                     "object \"%s\" does not exist, PutHeader.if_match_sha256 needs it to",
+                     p->meta.name);
+        return false;
+    }
+    if (res < 0) {
+        rs_bulk_fail_op(call, &p->finished, res, "checking", p->meta.name, p->meta.name_len);
+        return false;
+    }
+    if (memcmp(p->op.meta.sha256, p->if_match, RS_SHA256_LEN) == 0)
+        return true;
+    hexify(got, p->op.meta.sha256, RS_SHA256_LEN);
+    hexify(want, p->if_match, RS_SHA256_LEN);
+    p->up_check_failed = true;
+    rs_bulk_fail(call, &p->finished, RS_GRPC_FAILED_PRECONDITION,
+                 "object \"%s\" has SHA-256 %s, PutHeader.if_match_sha256 is %s", p->meta.name, got,
+                 want);
+    return false;
+}
+
+/* The header's if_match check (the publish checks again under the claim). */
+static void put_on_match_header(struct rs_call *call, struct rs_store_op *op, int res)
+{
+    struct put *p = op->arg;
+
+    p->inflight--;
+    if (rs_call_is_done(call)) {
+        put_release(call, p);
+        return;
+    }
+    if (!p->finished && put_match(call, p, res)) {
+        put_create(call, p);
+        if (!p->finished)
+            return;
     }
     p->creating = false;
     rs_call_consume(call); /* a message held while both stages waited, if any */
@@ -278,6 +377,30 @@ static void put_on_create(struct rs_call *call, struct rs_store_op *op, int res)
         put_drain(call, p);
 }
 
+/* The staging buffers are memory this peer makes the server hold: charged to its connection
+ * (core/call.h rs_call_charge), given back in put_release. False: the call is failed. */
+static bool put_alloc_stages(struct rs_call *call, struct put *p)
+{
+    if (rs_call_charge(call, 2 * (size_t)PUT_STAGE) < 0) {
+        rs_bulk_fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED,
+                     "server memory for this connection is spent (upload buffers)");
+        return false;
+    }
+    p->stage_charged = true;
+    if (posix_memalign((void **)&p->stage[0].buf, RS_STORE_DIRECT_ALIGN, PUT_STAGE) != 0)
+        p->stage[0].buf = NULL;
+    if (posix_memalign((void **)&p->stage[1].buf, RS_STORE_DIRECT_ALIGN, PUT_STAGE) != 0)
+        p->stage[1].buf = NULL;
+    if (p->stage[0].buf == NULL || p->stage[1].buf == NULL) {
+        rs_bulk_fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED,
+                     "no memory for upload buffers");
+        return false;
+    }
+    p->stage[0].p = p;
+    p->stage[1].p = p;
+    return true;
+}
+
 /* The header arrived: check it and allocate what the upload needs, then, on the ring, check
  * that the name is free (unless overwriting) and create the unnamed file. Data may arrive
  * meanwhile: it is hashed and staged as usual, and a stage that fills waits for the file
@@ -294,6 +417,15 @@ static void put_start(struct rs_call *call, struct put *p, const struct put_req 
                      "PutHeader.sha256 must be empty or 32 raw bytes, got %zu bytes", r->sha.len);
         return;
     }
+    if (r->if_match.set && r->if_match.len != 0 && r->if_match.len != RS_SHA256_LEN) {
+        rs_bulk_fail(call, &p->finished, RS_GRPC_INVALID_ARGUMENT,
+                     "PutHeader.if_match_sha256 must be empty or 32 raw bytes, got %zu bytes",
+                     r->if_match.len);
+        return;
+    }
+    p->has_if_match = r->if_match.set && r->if_match.len == RS_SHA256_LEN;
+    if (p->has_if_match)
+        memcpy(p->if_match, r->if_match.p, RS_SHA256_LEN);
     memcpy(p->meta.name, r->name.p, r->name.len);
     p->meta.name[r->name.len] = '\0';
     p->meta.name_len = r->name.len;
@@ -301,7 +433,7 @@ static void put_start(struct rs_call *call, struct put *p, const struct put_req 
     if (p->check_sha)
         memcpy(p->want_sha, r->sha.p, RS_SHA256_LEN);
     p->want_size = r->hdr.size;
-    p->overwrite = r->hdr.overwrite;
+    p->overwrite = r->hdr.overwrite || p->has_if_match; /* if_match implies overwrite */
     ret = rs_store_key(p->meta.name, p->meta.name_len, p->key);
     if (ret < 0) {
         rs_bulk_fail(call, &p->finished, RS_GRPC_INTERNAL, "hashing the name: %s", strerror(-ret));
@@ -312,28 +444,19 @@ static void put_start(struct rs_call *call, struct put *p, const struct put_req 
         rs_bulk_fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED, "no memory for hashing");
         return;
     }
-    /* The staging buffers are memory this peer makes the server hold: charged to its
-     * connection (core/call.h rs_call_charge), given back in put_release. */
-    if (rs_call_charge(call, 2 * (size_t)PUT_STAGE) < 0) {
-        rs_bulk_fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED,
-                     "server memory for this connection is spent (upload buffers)");
+    if (!put_alloc_stages(call, p))
         return;
-    }
-    p->stage_charged = true;
-    if (posix_memalign((void **)&p->stage[0].buf, RS_STORE_DIRECT_ALIGN, PUT_STAGE) != 0)
-        p->stage[0].buf = NULL;
-    if (posix_memalign((void **)&p->stage[1].buf, RS_STORE_DIRECT_ALIGN, PUT_STAGE) != 0)
-        p->stage[1].buf = NULL;
-    if (p->stage[0].buf == NULL || p->stage[1].buf == NULL) {
-        rs_bulk_fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED,
-                     "no memory for upload buffers");
-        return;
-    }
-    p->stage[0].p = p;
-    p->stage[1].p = p;
     p->has_header = true;
     p->creating = true;
-    if (p->overwrite) {
+    if (p->has_if_match) {
+        /* Fails early (FAILED_PRECONDITION before the upload); the publish checks again. */
+        rs_store_op_init(&p->op, rs_bulk_call_store(call), put_on_match_header, p);
+        ret = rs_store_op_stat(call, &p->op, p->meta.name, p->meta.name_len);
+        if (ret < 0)
+            rs_bulk_fail_op(call, &p->finished, ret, "checking", p->meta.name, p->meta.name_len);
+        else
+            p->inflight++;
+    } else if (p->overwrite) {
         put_create(call, p);
     } else {
         /* Fails early (ALREADY_EXISTS before the upload); the publish's linkat decides races. */
@@ -354,6 +477,15 @@ static void put_on_meta(struct rs_call *call, struct rs_store_op *op, int res);
 static void put_on_fsync(struct rs_call *call, void *arg, int res);
 static void put_on_publish(struct rs_call *call, struct rs_store_op *op, int res);
 static void put_on_dirsync(struct rs_call *call, void *arg, int res);
+static void put_publish(struct rs_call *call, struct put *p);
+
+/* A storage error while finishing: the file's state is unknown (an Upload is then discarded);
+ * no free ring slot and a call that ended before the commit are not storage errors. */
+static void put_io_error(struct put *p, int res)
+{
+    if (res != RS_STORE_OP_NOSLOT && res != -ECANCELED)
+        p->io_failed = true;
+}
 
 /* Issues the pwrite of what is left of stage |s|; half of it under a "short" fault (aligned
  * down while the file has O_DIRECT), so the completion sees a short count. */
@@ -414,12 +546,20 @@ static bool put_stage_data(struct rs_call *call, struct put *p)
     while (p->wlen > 0 && !p->finished) {
         struct put_stage *s = &p->stage[p->cur];
         size_t n;
+        int ret;
 
         if (s->busy)
             return false;
         if (s->len == 0)
             s->off = p->staged;
         n = PUT_STAGE - s->len < p->wlen ? PUT_STAGE - s->len : p->wlen;
+        /* Hashed as staged, so the hash covers exactly the bytes that reach the file (an
+         * Upload that breaks keeps what was staged; put_stage_data's caller drops the rest). */
+        ret = rs_sha256_update(&p->sha, p->wp, n);
+        if (ret < 0) {
+            rs_bulk_fail(call, &p->finished, RS_GRPC_INTERNAL, "hashing: %s", strerror(-ret));
+            return true;
+        }
         memcpy(s->buf + s->len, p->wp, n);
         s->len += n;
         p->wp += n;
@@ -446,6 +586,11 @@ static void put_drain(struct rs_call *call, struct put *p)
         put_write(call, p, s);
         return;
     }
+    if (p->is_upload && (!p->up_finish || p->failing)) {
+        if (!upload_settle(call, p))
+            upload_settled(call, p);
+        return;
+    }
     put_finalize(call, p);
 }
 
@@ -456,12 +601,26 @@ static void put_finalize(struct rs_call *call, struct put *p)
     int ret;
 
     if (p->want_size != 0 && p->received != p->want_size) {
+        p->up_finalizing = p->is_upload;
+        p->up_check_failed = true;
         rs_bulk_fail(call, &p->finished, RS_GRPC_DATA_LOSS,
                      "received %" PRIu64 " bytes but PutHeader.size says %" PRIu64, p->received,
                      p->want_size);
         return;
     }
-    ret = rs_sha256_final(&p->sha, p->meta.sha256);
+    if (p->is_upload) {
+        /* From here the upload ends with this stream (published, or discarded when a check
+         * fails). The digest comes from a copy: the running hash stays whole. */
+        struct rs_sha256 c = { 0 };
+
+        p->up_finalizing = true;
+        ret = rs_sha256_copy(&c, &p->sha);
+        if (ret == 0)
+            ret = rs_sha256_final(&c, p->meta.sha256);
+        rs_sha256_free(&c);
+    } else {
+        ret = rs_sha256_final(&p->sha, p->meta.sha256);
+    }
     if (ret < 0) {
         rs_bulk_fail(call, &p->finished, RS_GRPC_INTERNAL, "hashing: %s", strerror(-ret));
         return;
@@ -471,6 +630,7 @@ static void put_finalize(struct rs_call *call, struct put *p)
 
         hexify(got, p->meta.sha256, RS_SHA256_LEN);
         hexify(want, p->want_sha, RS_SHA256_LEN);
+        p->up_check_failed = true;
         rs_bulk_fail(call, &p->finished, RS_GRPC_DATA_LOSS,
                      "SHA-256 mismatch: the data received hashes to %s, PutHeader.sha256 is %s",
                      got, want);
@@ -507,6 +667,7 @@ static void put_on_meta(struct rs_call *call, struct rs_store_op *op, int res)
     if (!put_step(call, p))
         return;
     if (res < 0) {
+        put_io_error(p, res);
         rs_bulk_fail_store(call, &p->finished, res, "storing metadata of", p->meta.name,
                            p->meta.name_len);
         return;
@@ -547,18 +708,18 @@ static void put_on_message(struct rs_call *call, const uint8_t *msg, size_t len)
     } else if (p->want_size != 0 && r.data.len > p->want_size - p->received) {
         rs_bulk_fail(call, &p->finished, RS_GRPC_DATA_LOSS,
                      "more data than PutHeader.size (%" PRIu64 " bytes)", p->want_size);
+    } else if (r.has_crc && rs_crc32c(0, r.data.p, r.data.len) != r.crc) {
+        /* Checked before the bytes are hashed or staged: nothing of this message is kept. */
+        rs_bulk_fail(call, &p->finished, RS_GRPC_DATA_LOSS,
+                     "CRC32C mismatch in checked_data at object offset %" PRIu64
+                     " (%zu bytes): computed %08" PRIx32 ", sent %08" PRIx32,
+                     p->received, r.data.len, rs_crc32c(0, r.data.p, r.data.len), r.crc);
     } else if (r.data.len > 0) {
-        int ret = rs_sha256_update(&p->sha, r.data.p, r.data.len);
-
-        if (ret < 0) {
-            rs_bulk_fail(call, &p->finished, RS_GRPC_INTERNAL, "hashing: %s", strerror(-ret));
-        } else {
-            p->wp = r.data.p;
-            p->wlen = r.data.len;
-            p->received += r.data.len;
-            if (!put_stage_data(call, p))
-                return; /* held: put_on_write stages the rest and consumes */
-        }
+        p->wp = r.data.p;
+        p->wlen = r.data.len;
+        p->received += r.data.len;
+        if (!put_stage_data(call, p))
+            return; /* held: put_on_write stages the rest and consumes */
     }
     rs_call_consume(call);
 }
@@ -570,6 +731,14 @@ static void put_on_write(struct rs_call *call, void *arg, int res)
 
     p->inflight--;
     s->busy = false;
+    /* Accounted first, also when the call is over: an Upload writes the rest on its way out. */
+    if (res > 0) {
+        s->done += (size_t)res;
+        if (s->done >= s->len)
+            s->len = s->done = 0;
+    } else {
+        p->io_failed = true;
+    }
     if (rs_call_is_done(call)) {
         put_release(call, p);
         return;
@@ -584,12 +753,10 @@ static void put_on_write(struct rs_call *call, void *arg, int res)
         rs_call_consume(call);
         return;
     }
-    s->done += (size_t)res;
-    if (s->done < s->len) { /* short write: the rest */
+    if (s->len != 0) { /* short write: the rest */
         put_write(call, p, s);
         return;
     }
-    s->len = 0;
     if (p->wlen > 0) {
         if (!put_stage_data(call, p))
             return;
@@ -602,17 +769,24 @@ static void put_on_write(struct rs_call *call, void *arg, int res)
 static void put_on_fsync(struct rs_call *call, void *arg, int res)
 {
     struct put *p = arg;
-    int ret;
 
     if (!put_step(call, p))
         return;
     if (res < 0) {
+        put_io_error(p, res);
         rs_bulk_fail_op(call, &p->finished, res, "syncing", p->meta.name, p->meta.name_len);
         return;
     }
-    /* Publishing makes the object visible: rs_store_op_publish() refuses (-ECANCELED, nothing
-     * published) once the core has ended the call, and from then on the status we give is
-     * what the client gets. */
+    put_publish(call, p);
+}
+
+/* Publishes the synced file. Publishing makes the object visible: rs_store_op_publish()
+ * refuses (-ECANCELED, nothing published) once the core has ended the call, and from then on
+ * the status we give is what the client gets. */
+static void put_publish_now(struct rs_call *call, struct put *p)
+{
+    int ret;
+
     rs_store_op_init(&p->op, rs_bulk_call_store(call), put_on_publish, p);
     ret = rs_store_op_publish(call, &p->op, p->fd, p->key, p->overwrite);
     if (ret < 0) {
@@ -622,14 +796,81 @@ static void put_on_fsync(struct rs_call *call, void *arg, int res)
     p->inflight++;
 }
 
+static void put_on_match_publish(struct rs_call *call, struct rs_store_op *op, int res)
+{
+    struct put *p = op->arg;
+
+    if (!put_step(call, p))
+        return;
+    if (put_match(call, p, res))
+        put_publish_now(call, p);
+}
+
+static void put_on_claim_timer(struct rs_call *call, void *arg, int res)
+{
+    struct put *p = arg;
+
+    if (!put_step(call, p))
+        return;
+    put_publish(call, p);
+}
+
+/* A replace holds the store's claim on its key from the if_match re-check to the end of the
+ * rename (rs_store_claim), so two compare-and-swaps from one base cannot both pass the
+ * compare: the second one compares against the first one's result. Another holder: wait on a
+ * ring timer (never blocking the worker), bounded. */
+#define PUT_CLAIM_WAIT_NS 1000000ull /* 1 ms */
+#define PUT_CLAIM_TRIES   10000u     /* 10 s of waiting at most */
+
+static void put_publish(struct rs_call *call, struct put *p)
+{
+    struct rs_store *st = rs_bulk_call_store(call);
+    int ret;
+
+    if (p->overwrite && !p->claimed) {
+        if (!rs_store_claim(st, p->key)) {
+            if (++p->claim_tries > PUT_CLAIM_TRIES) {
+                rs_bulk_fail(call, &p->finished, RS_GRPC_UNAVAILABLE,
+                             "object \"%s\" is being replaced by another upload; retry",
+                             p->meta.name);
+                return;
+            }
+            if (rs_call_timer(call, PUT_CLAIM_WAIT_NS, put_on_claim_timer, p) < 0) {
+                rs_bulk_fail(call, &p->finished, RS_GRPC_RESOURCE_EXHAUSTED,
+                             "no free I/O slot on this worker");
+                return;
+            }
+            p->inflight++;
+            return;
+        }
+        p->claimed = true;
+    }
+    if (!p->has_if_match) {
+        put_publish_now(call, p);
+        return;
+    }
+    rs_store_op_init(&p->op, st, put_on_match_publish, p);
+    ret = rs_store_op_stat(call, &p->op, p->meta.name, p->meta.name_len);
+    if (ret < 0) {
+        rs_bulk_fail_op(call, &p->finished, ret, "checking", p->meta.name, p->meta.name_len);
+        return;
+    }
+    p->inflight++;
+}
+
 static void put_on_publish(struct rs_call *call, struct rs_store_op *op, int res)
 {
     struct put *p = op->arg;
 
+    if (p->claimed) /* the replace is over (or never happened) */
+        rs_store_unclaim(rs_bulk_call_store(call), p->key);
+    p->claimed = false;
     if (res == 0) /* published: list it even if the call has ended meanwhile */
         rs_index_add(rs_bulk_call_index(call), p->meta.name, p->meta.name_len);
-    if (res == 0)
+    if (res == 0) {
+        p->up_published = p->is_upload;
         rs_call_stat_add(call, RS_BULK_STAT_STORED_BYTES, p->meta.size);
+    }
     if (res == 0 && rs_call_is_done(call)) {
         /* Published, and the client reset the stream meanwhile (it chose not to hear the
          * outcome): the object stays (anything kept beside the objects must follow it here
@@ -645,6 +886,7 @@ static void put_on_publish(struct rs_call *call, struct rs_store_op *op, int res
     if (!put_step(call, p))
         return;
     if (res == -EEXIST) {
+        p->up_check_failed = true;
         rs_bulk_fail(
                 call, &p->finished, RS_GRPC_ALREADY_EXISTS,
                 "object \"%s\" was created by another upload meanwhile (set overwrite to replace it)",
@@ -652,6 +894,7 @@ static void put_on_publish(struct rs_call *call, struct rs_store_op *op, int res
         return;
     }
     if (res < 0) {
+        put_io_error(p, res);
         rs_bulk_fail_op(call, &p->finished, res, "publishing", p->meta.name, p->meta.name_len);
         return;
     }
@@ -679,6 +922,13 @@ static void put_on_dirsync(struct rs_call *call, void *arg, int res)
         rs_bulk_fail_errno(call, &p->finished, res,
                            "object \"%s\" published but syncing its directory failed: %s",
                            p->meta.name, strerror(-res));
+        return;
+    }
+    if (p->is_upload) {
+        rs_uploads_published(rs_bulk_call_uploads(call), p->up, &p->meta, &p->up_st);
+        p->up = NULL;
+        p->settled = true;
+        rs_bulk_reply_upload(call, &p->reply, &p->finished, &p->up_st);
         return;
     }
     rs_bulk_reply_info(call, &p->reply, &p->finished, &p->meta);
@@ -718,6 +968,369 @@ const struct rs_method rs_bulk_put_method = {
     .on_start = rs_bulk_on_start_nothing,
     .on_message = put_on_message,
     .on_half_close = put_on_half_close,
+    .on_writable = put_on_writable,
+    .on_done = put_on_done,
+};
+
+/* --- Upload ------------------------------------------------------------------------------ */
+
+/* One UploadRequest; data as a view (checked_data's with its CRC when has_crc). */
+struct upload_req {
+    struct rs_pb_view id, data;
+    uint64_t write_offset;
+    uint32_t crc;
+    bool has_crc;
+    bool finish;
+};
+
+static const char *upload_parse(const uint8_t *msg, size_t len, struct upload_req *r)
+{
+    pb_istream_t s = pb_istream_from_buffer(msg, len);
+    pb_wire_type_t wt;
+    uint32_t tag;
+    uint64_t v;
+
+    while (s.bytes_left > 0) {
+        const char *why = rs_pb_next_field(&s, &wt, &tag);
+
+        if (why != NULL)
+            return why;
+        if ((tag == 1 || tag == 3 || tag == 4) && wt != PB_WT_STRING)
+            return "wrong wire type for upload_id, data or checked_data";
+        if ((tag == 2 || tag == 5) && wt != PB_WT_VARINT)
+            return "wrong wire type for write_offset or finish";
+        if (tag == 1) {
+            if (!rs_pb_take_bytes(&s, msg, len, &r->id))
+                return PB_GET_ERROR(&s);
+        } else if (tag == 2 || tag == 5) {
+            if (!pb_decode_varint(&s, &v))
+                return PB_GET_ERROR(&s);
+            if (tag == 2)
+                r->write_offset = v;
+            else
+                r->finish = v != 0;
+        } else if (tag == 3) {
+            if (!rs_pb_take_bytes(&s, msg, len, &r->data))
+                return PB_GET_ERROR(&s);
+            r->has_crc = false;
+        } else if (tag == 4) {
+            struct rs_pb_view sub = { 0 };
+            const char *why_cd;
+
+            if (!rs_pb_take_bytes(&s, msg, len, &sub))
+                return PB_GET_ERROR(&s);
+            why_cd = rs_bulk_parse_checked(sub.p, sub.len, &r->data, &r->crc);
+            if (why_cd != NULL)
+                return why_cd;
+            r->has_crc = true;
+        } else if (!pb_skip_field(&s, wt)) {
+            return PB_GET_ERROR(&s);
+        }
+    }
+    return NULL;
+}
+
+static void upload_on_settle_io(struct rs_call *call, struct put *p, int res);
+
+static void upload_on_settle_write(struct rs_call *call, void *arg, int res)
+{
+    struct put_stage *s = arg;
+    struct put *p = s->p;
+
+    if (res > 0) {
+        s->done += (size_t)res;
+        if (s->done >= s->len)
+            s->len = s->done = 0;
+    }
+    upload_on_settle_io(call, p, res > 0 ? 0 : res < 0 ? res : -EIO);
+}
+
+static void upload_on_settle_fsync(struct rs_call *call, void *arg, int res)
+{
+    struct put *p = arg;
+
+    if (res == 0)
+        p->synced = true;
+    upload_on_settle_io(call, p, res);
+}
+
+static void upload_on_settle_io(struct rs_call *call, struct put *p, int res)
+{
+    p->inflight--;
+    if (res < 0) {
+        rs_log_warn("bulk: upload %s: writing its file: %s", p->up->id, strerror(-res));
+        p->io_failed = true;
+    }
+    if (rs_call_is_done(call)) {
+        put_release(call, p);
+        return;
+    }
+    if (!upload_settle(call, p))
+        upload_settled(call, p);
+}
+
+/* Gives the upload back once what was staged is written and fsynced: returns true while that
+ * I/O is in flight (its completion calls again), false once the upload is settled. Runs when
+ * the stream ends without finish (cleanly or not, the call open or over), and records the
+ * outcome of a finish. */
+static bool upload_settle(struct rs_call *call, struct put *p)
+{
+    struct rs_uploads *u = rs_bulk_call_uploads(call);
+    struct put_stage *s = NULL;
+
+    if (p->up == NULL || p->settled)
+        return false;
+    if (p->up_finalizing && (p->up_published || p->up_check_failed || p->io_failed)) {
+        if (p->up_published)
+            rs_uploads_published(u, p->up, &p->meta, &p->up_st);
+        else
+            rs_uploads_discard(u, p->up,
+                               p->up_check_failed ? "its finish failed a check"
+                                                  : "a storage error while finishing");
+        p->up = NULL;
+        p->settled = true;
+        return false;
+    }
+    /* Not finalizing, or a finish that did not get to its outcome (the call ended before the
+     * publish, no ring slot): the upload stays, with every byte written; sync and give back. */
+    p->up_finalizing = false;
+    if (!p->io_failed) {
+        /* What is staged but not written, lowest offset first (a short write's rest). */
+        for (unsigned i = 0; i < 2; i++) {
+            struct put_stage *t = &p->stage[i];
+
+            if (t->buf != NULL && t->len > t->done && (s == NULL || t->off < s->off))
+                s = t;
+        }
+        if (s != NULL && p->direct) {
+            /* The rest of a stage is a tail: unaligned in general. */
+            if (rs_store_buffered(p->fd) < 0)
+                p->io_failed = true;
+            p->direct = false;
+        }
+        if (s != NULL) {
+            if (!p->io_failed && rs_call_pwrite(call, p->fd, s->buf + s->done, s->len - s->done,
+                                                s->off + s->done, upload_on_settle_write, s) == 0) {
+                p->inflight++;
+                return true;
+            }
+            /* No ring slot: the tail is hashed but cannot be written, so the hash would not
+             * match the file; the upload cannot go on (rare: a slot was just given back). */
+            p->io_failed = true;
+        } else if (!p->synced && p->staged > p->up_start) {
+            if (rs_call_fsync(call, p->fd, upload_on_settle_fsync, p) == 0) {
+                p->inflight++;
+                return true;
+            }
+            p->io_failed = true;
+        }
+    }
+    rs_log_debug("bulk: upload %s: stream ended at %" PRIu64 " bytes%s", p->up->id, p->staged,
+                 p->io_failed ? " (discarded)" : "");
+    if (p->io_failed)
+        rs_uploads_discard(u, p->up, "writing its file failed");
+    else
+        rs_uploads_release(u, p->up, p->staged, &p->sha, &p->up_st);
+    p->up = NULL;
+    p->settled = true;
+    return false;
+}
+
+/* Settled with the call still open: answer. */
+static void upload_settled(struct rs_call *call, struct put *p)
+{
+    if (rs_call_is_done(call) || p->finished)
+        return;
+    if (p->failing)
+        rs_bulk_fail(call, &p->finished, p->fail_status, "%s", p->fail_msg);
+    else if (p->io_failed)
+        rs_bulk_fail(call, &p->finished, RS_GRPC_UNAVAILABLE,
+                     "writing the upload failed; the upload was discarded");
+    else
+        rs_bulk_reply_upload(call, &p->reply, &p->finished, &p->up_st);
+}
+
+/* A request error once the upload is held: the bytes before it are kept, so write and sync
+ * them first (as at a clean end), then fail with |status|. Further messages are dropped. */
+__attribute__((format(printf, 4, 5))) static void
+upload_fail(struct rs_call *call, struct put *p, enum rs_grpc_status status, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(p->fail_msg, sizeof(p->fail_msg), fmt, ap);
+    va_end(ap);
+    p->fail_status = status;
+    p->failing = true;
+    p->half_closed = true; /* no more input is taken */
+    put_drain(call, p);
+}
+
+/* The first message: take the upload and set the stream up to append to it. */
+static bool upload_begin(struct rs_call *call, struct put *p, const struct upload_req *r)
+{
+    struct rs_uploads *u = rs_bulk_call_uploads(call);
+    const struct rs_upload_hdr *h;
+    int n = (int)(r->id.len > 64 ? 64 : r->id.len);
+    int ret;
+
+    if (!r->id.set || r->id.len == 0) {
+        rs_bulk_fail(call, &p->finished, RS_GRPC_INVALID_ARGUMENT,
+                     "UploadRequest.upload_id is required");
+        return false;
+    }
+    ret = rs_uploads_acquire(u, (const char *)r->id.p, r->id.len, &p->up, &p->sha);
+    if (ret == -ENOENT)
+        rs_bulk_fail(call, &p->finished, RS_GRPC_NOT_FOUND,
+                     "no upload %.*s (unknown, expired or aborted)", n, (const char *)r->id.p);
+    else if (ret == -EBUSY)
+        rs_bulk_fail(call, &p->finished, RS_GRPC_ABORTED,
+                     "upload %.*s has another Upload stream running", n, (const char *)r->id.p);
+    else if (ret == -EALREADY)
+        rs_bulk_fail(call, &p->finished, RS_GRPC_FAILED_PRECONDITION,
+                     "upload %.*s was already published (QueryUpload tells the object)", n,
+                     (const char *)r->id.p);
+    if (ret < 0)
+        return false;
+    h = &p->up->hdr;
+    p->up_start = p->up->persisted;
+    p->received = p->staged = p->up_start;
+    p->fd = p->up->fd; /* the table's; never closed by the stream */
+    p->has_fd = true;
+    /* Full stages skip the page cache as Put's do when the stream starts aligned (put_write
+     * clears it for an unaligned tail); the file system may not have O_DIRECT (tmpfs). */
+    p->direct = p->up_start % RS_STORE_DIRECT_ALIGN == 0 && rs_store_direct(p->fd) == 0;
+    if (!p->direct)
+        (void)rs_store_buffered(p->fd);
+    if (r->write_offset != p->up_start) {
+        p->up_finish = false;
+        rs_uploads_release(u, p->up, p->up_start, &p->sha, &p->up_st);
+        p->up = NULL;
+        p->settled = true;
+        rs_bulk_fail(call, &p->finished, RS_GRPC_FAILED_PRECONDITION,
+                     "write_offset %" PRIu64 " of the first UploadRequest must be the upload's "
+                     "persisted_size %" PRIu64,
+                     r->write_offset, p->up_start);
+        return false;
+    }
+    memcpy(p->meta.name, h->name, h->name_len + 1);
+    p->meta.name_len = h->name_len;
+    rs_call_set_log_name(call, h->name, h->name_len);
+    p->want_size = h->want_size;
+    p->check_sha = h->check_sha;
+    memcpy(p->want_sha, h->want_sha, RS_SHA256_LEN);
+    p->has_if_match = h->has_if_match;
+    memcpy(p->if_match, h->if_match, RS_SHA256_LEN);
+    p->overwrite = h->overwrite;
+    ret = rs_store_key(p->meta.name, p->meta.name_len, p->key);
+    if (ret < 0) {
+        rs_bulk_fail(call, &p->finished, RS_GRPC_INTERNAL, "hashing the name: %s", strerror(-ret));
+        return false; /* put_release settles (nothing written) */
+    }
+    if (!put_alloc_stages(call, p))
+        return false;
+    p->has_header = true;
+    return true;
+}
+
+static void upload_on_message(struct rs_call *call, const uint8_t *msg, size_t len)
+{
+    struct put *p = rs_call_state(call);
+    struct upload_req r = { 0 };
+    const char *why;
+
+    if (p->finished || p->failing) {
+        rs_call_consume(call);
+        return;
+    }
+    why = upload_parse(msg, len, &r);
+    if (why != NULL) {
+        if (p->up != NULL)
+            upload_fail(call, p, RS_GRPC_INVALID_ARGUMENT, "malformed UploadRequest: %s", why);
+        else
+            rs_bulk_fail(call, &p->finished, RS_GRPC_INVALID_ARGUMENT,
+                         "malformed UploadRequest: %s", why);
+        rs_call_consume(call);
+        return;
+    }
+    if (p->up == NULL) {
+        if (!upload_begin(call, p, &r)) {
+            rs_call_consume(call);
+            return;
+        }
+    } else if (r.id.len != RS_UPLOAD_ID_LEN || memcmp(r.id.p, p->up->id, RS_UPLOAD_ID_LEN) != 0) {
+        upload_fail(call, p, RS_GRPC_INVALID_ARGUMENT,
+                    "UploadRequest.upload_id changed within the stream (was %s)", p->up->id);
+        rs_call_consume(call);
+        return;
+    } else if (p->up_finish) {
+        upload_fail(call, p, RS_GRPC_INVALID_ARGUMENT,
+                    "an UploadRequest after the one with finish");
+        rs_call_consume(call);
+        return;
+    } else if (r.write_offset != 0 && r.write_offset != p->received) {
+        upload_fail(call, p, RS_GRPC_FAILED_PRECONDITION,
+                    "write_offset %" PRIu64 " but this stream is at offset %" PRIu64,
+                    r.write_offset, p->received);
+        rs_call_consume(call);
+        return;
+    }
+    if (r.has_crc && rs_crc32c(0, r.data.p, r.data.len) != r.crc) {
+        upload_fail(call, p, RS_GRPC_DATA_LOSS,
+                    "CRC32C mismatch in checked_data at object offset %" PRIu64
+                    " (%zu bytes): computed %08" PRIx32 ", sent %08" PRIx32
+                    "; the upload keeps the %" PRIu64 " bytes before it",
+                    p->received, r.data.len, rs_crc32c(0, r.data.p, r.data.len), r.crc,
+                    p->received);
+        rs_call_consume(call);
+        return;
+    }
+    if (p->want_size != 0 && r.data.len > p->want_size - p->received) {
+        upload_fail(call, p, RS_GRPC_DATA_LOSS, "more data than PutHeader.size (%" PRIu64 " bytes)",
+                    p->want_size);
+        rs_call_consume(call);
+        return;
+    }
+    p->up_finish = r.finish;
+    if (r.data.len > 0) {
+        p->wp = r.data.p;
+        p->wlen = r.data.len;
+        p->received += r.data.len;
+        if (!put_stage_data(call, p))
+            return; /* held: put_on_write stages the rest and consumes */
+    }
+    rs_call_consume(call);
+}
+
+static void upload_on_start(struct rs_call *call)
+{
+    struct put *p = rs_call_state(call);
+
+    p->is_upload = true;
+}
+
+static void upload_on_half_close(struct rs_call *call)
+{
+    struct put *p = rs_call_state(call);
+
+    if (p->finished || p->failing)
+        return;
+    p->half_closed = true;
+    if (p->up == NULL) {
+        rs_bulk_fail(call, &p->finished, RS_GRPC_INVALID_ARGUMENT,
+                     "empty Upload: the stream ended before the first UploadRequest");
+        return;
+    }
+    put_drain(call, p); /* or the last put_on_write does */
+}
+
+const struct rs_method rs_bulk_upload_method = {
+    .path = "/ringstream.v1.Bulk/Upload",
+    .type = RS_METHOD_CLIENT_STREAM,
+    .state_size = sizeof(struct put),
+    .on_start = upload_on_start,
+    .on_message = upload_on_message,
+    .on_half_close = upload_on_half_close,
     .on_writable = put_on_writable,
     .on_done = put_on_done,
 };

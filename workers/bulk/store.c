@@ -184,6 +184,8 @@ int rs_store_open(struct rs_store *s, const char *data_dir, char *err, size_t er
     int dfd, ret;
 
     s->objfd = -1;
+    s->nclaims = 0;
+    pthread_mutex_init(&s->claim_lock, NULL);
     if (mkdir(data_dir, 0750) < 0 && errno != EEXIST) {
         ret = -errno;
         snprintf(err, errlen, "data dir %s: cannot create it: %s", data_dir, strerror(-ret));
@@ -231,6 +233,40 @@ void rs_store_close(struct rs_store *s)
     s->objfd = -1;
 }
 
+bool rs_store_claim(struct rs_store *s, const char *key)
+{
+    bool ok = true;
+    unsigned i;
+
+    pthread_mutex_lock(&s->claim_lock);
+    for (i = 0; i < s->nclaims && ok; i++)
+        ok = strcmp(s->claims[i], key) != 0;
+    if (ok && s->nclaims == RS_STORE_CLAIMS)
+        ok = false;
+    if (ok) {
+        memcpy(s->claims[s->nclaims], key, RS_STORE_KEY_LEN);
+        s->claims[s->nclaims++][RS_STORE_KEY_LEN] = '\0';
+    }
+    pthread_mutex_unlock(&s->claim_lock);
+    return ok;
+}
+
+void rs_store_unclaim(struct rs_store *s, const char *key)
+{
+    unsigned i;
+
+    pthread_mutex_lock(&s->claim_lock);
+    for (i = 0; i < s->nclaims; i++) {
+        if (strcmp(s->claims[i], key) == 0) {
+            s->nclaims--;
+            if (i != s->nclaims)
+                memcpy(s->claims[i], s->claims[s->nclaims], sizeof(s->claims[i]));
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->claim_lock);
+}
+
 int rs_store_key(const char *name, size_t len, char key[RS_STORE_KEY_LEN + 1])
 {
     struct rs_sha256 h = { 0 };
@@ -253,6 +289,15 @@ int rs_store_buffered(int fd)
     int fl = fcntl(fd, F_GETFL);
 
     if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_DIRECT) < 0)
+        return -errno;
+    return 0;
+}
+
+int rs_store_direct(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_DIRECT) < 0)
         return -errno;
     return 0;
 }

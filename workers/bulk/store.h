@@ -23,12 +23,13 @@
  * (plain syscalls on the main thread, before any worker runs). What requests do to the store
  * runs on the worker's ring: metadata steps in storeop.h, file data with rs_call_pread/pwrite/
  * fsync. Every function that takes a name expects one that passed rs_bulk_name_valid().
- * Thread-safe: a struct rs_store is read-only once open. */
+ * Thread-safe: a struct rs_store is read-only once open, but for its claim table (own mutex). */
 #ifndef RS_WORKERS_BULK_STORE_H
 #define RS_WORKERS_BULK_STORE_H
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include "core/sha256.h"
 #include "workers/bulk/name.h"
 
@@ -39,8 +40,17 @@
 #define RS_STORE_XATTR        "user.ringstream.meta"
 #define RS_STORE_DIRECT_ALIGN 4096
 
+#define RS_STORE_CLAIMS 64 /* keys being replaced under a claim at once, all workers */
+
 struct rs_store {
     int objfd; /* owned; <data>/objects opened O_RDONLY|O_DIRECTORY; -1 when closed */
+    /* Claims: a publish that replaces an object (overwrite, if_match_sha256) holds its key
+     * from the compare to the rename, so a compare-and-swap and the replace it guards are one
+     * step for every other replace of that key. A few keys, any worker: a mutex, never held
+     * across I/O. */
+    pthread_mutex_t claim_lock;
+    unsigned nclaims;
+    char claims[RS_STORE_CLAIMS][RS_STORE_KEY_LEN + 1];
 };
 
 struct rs_store_meta {
@@ -60,6 +70,12 @@ int rs_store_open(struct rs_store *s, const char *data_dir, char *err, size_t er
 void rs_store_close(struct rs_store *s);
 /* The objects/ directory fd, borrowed for the store's life. */
 int rs_store_dirfd(const struct rs_store *s);
+
+/* Takes the claim on |key| for the caller: true, or false when another publish holds it (or
+ * RS_STORE_CLAIMS are held; retry later either way). Never blocks beyond the table's mutex. */
+bool rs_store_claim(struct rs_store *s, const char *key);
+/* Gives back a claim taken with rs_store_claim(). */
+void rs_store_unclaim(struct rs_store *s, const char *key);
 
 /* Writes the hex key of |name| and a NUL. Returns 0 or -ENOMEM / -EIO (hash provider). */
 int rs_store_key(const char *name, size_t len, char key[RS_STORE_KEY_LEN + 1]);
@@ -81,5 +97,8 @@ int rs_store_meta_check_name(const struct rs_store_meta *m, const char *name, si
  * then skip the page-cache copy, so writes must be aligned to RS_STORE_DIRECT_ALIGN in
  * address, length and offset until this turns it off (for an unaligned tail). */
 int rs_store_buffered(int fd);
+/* Sets O_DIRECT on |fd| (fcntl, as above): an upload's file, for a stream that starts at an
+ * aligned offset. Returns 0 or -errno (-EINVAL where the file system has no O_DIRECT). */
+int rs_store_direct(int fd);
 
 #endif /* RS_WORKERS_BULK_STORE_H */

@@ -36,7 +36,7 @@
  * timer before issuing it (never a blocking sleep), an errno replaces the op's result (the op
  * is not issued, so nothing changes), "short" makes a write transfer half (the handler must
  * write the rest):
- *   put.write        Put: a pwrite of staged data (delay, short, errno)
+ *   put.write        Put and Upload: a pwrite of staged data (delay, short, errno)
  *   put.fsync        Put: the fsync of the unnamed file before it is published (delay, errno)
  *   put.link         Put: the linkat that publishes a new name (delay, errno)
  *   put.rename       Put with overwrite: the rename over the old version (delay, errno)

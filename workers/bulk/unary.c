@@ -14,6 +14,14 @@
 struct unary {
     struct rs_bulk_reply reply;
     struct rs_store_op op; /* the store operation; it cleans up after itself if the call ends */
+    /* Delete: the claim on the name's key (rs_store_claim) held from before the rename aside
+     * to its end, so a compare-and-swap Put never replaces a version deleted after its
+     * compare (put.c). */
+    char key[RS_STORE_KEY_LEN + 1];
+    char name[RS_BULK_NAME_MAX + 1];
+    size_t name_len;
+    unsigned claim_tries;
+    bool claimed;
     bool got;
     bool finished;
 };
@@ -69,6 +77,9 @@ static void delete_on_op(struct rs_call *call, struct rs_store_op *op, int res)
 {
     struct unary *u = op->arg;
 
+    if (u->claimed)
+        rs_store_unclaim(rs_bulk_call_store(call), u->key);
+    u->claimed = false;
     /* The index rechecks the name off the worker and drops it only if the object is gone, so
      * this runs whatever the outcome, also when the call ended meanwhile (a committed delete
      * finishes anyway). */
@@ -84,6 +95,46 @@ static void delete_on_op(struct rs_call *call, struct rs_store_op *op, int res)
         rs_bulk_reply_info(call, &u->reply, &u->finished, &op->meta);
 }
 
+#define DELETE_CLAIM_WAIT_NS 1000000ull /* 1 ms */
+#define DELETE_CLAIM_TRIES   10000u     /* 10 s of waiting at most */
+
+static void delete_start(struct rs_call *call, struct unary *u);
+
+static void delete_on_claim_timer(struct rs_call *call, void *arg, int res)
+{
+    struct unary *u = arg;
+
+    if (rs_call_is_done(call) || u->finished)
+        return;
+    delete_start(call, u);
+}
+
+/* Takes the claim on the name (waiting on a ring timer while a replace holds it), then runs the
+ * delete chain. */
+static void delete_start(struct rs_call *call, struct unary *u)
+{
+    struct rs_store *st = rs_bulk_call_store(call);
+    int ret;
+
+    if (!rs_store_claim(st, u->key)) {
+        if (++u->claim_tries > DELETE_CLAIM_TRIES)
+            rs_bulk_fail(call, &u->finished, RS_GRPC_UNAVAILABLE,
+                         "object \"%s\" is being replaced by an upload; retry", u->name);
+        else if (rs_call_timer(call, DELETE_CLAIM_WAIT_NS, delete_on_claim_timer, u) < 0)
+            rs_bulk_fail(call, &u->finished, RS_GRPC_RESOURCE_EXHAUSTED,
+                         "no free I/O slot on this worker");
+        return;
+    }
+    u->claimed = true;
+    rs_store_op_init(&u->op, st, delete_on_op, u);
+    ret = rs_store_op_delete(call, &u->op, u->name, u->name_len);
+    if (ret < 0) {
+        rs_store_unclaim(st, u->key);
+        u->claimed = false;
+        rs_bulk_fail_op(call, &u->finished, ret, "deleting", u->name, u->name_len);
+    }
+}
+
 static void delete_on_message(struct rs_call *call, const uint8_t *msg, size_t len)
 {
     struct unary *u = rs_call_state(call);
@@ -94,10 +145,15 @@ static void delete_on_message(struct rs_call *call, const uint8_t *msg, size_t l
                                    &req, &name, "DeleteRequest", "DeleteRequest.name")) {
         int ret;
 
-        rs_store_op_init(&u->op, rs_bulk_call_store(call), delete_on_op, u);
-        ret = rs_store_op_delete(call, &u->op, (const char *)name.p, name.len);
+        memcpy(u->name, name.p, name.len);
+        u->name[name.len] = '\0';
+        u->name_len = name.len;
+        ret = rs_store_key(u->name, u->name_len, u->key);
         if (ret < 0)
-            rs_bulk_fail_op(call, &u->finished, ret, "deleting", (const char *)name.p, name.len);
+            rs_bulk_fail(call, &u->finished, RS_GRPC_INTERNAL, "hashing the name: %s",
+                         strerror(-ret));
+        else
+            delete_start(call, u);
     }
     rs_call_consume(call);
 }

@@ -3,10 +3,11 @@
  * One thread, one poll() loop, nghttp2 client sessions over plain TCP (h2c). Data is a
  * deterministic pattern generated on the fly from its offset (never held whole); every
  * transfer is checked by the client with SHA-256 (libcrypto) and byte by byte against the
- * pattern. The client's receive side never lets nghttp2 send WINDOW_UPDATEs by itself: a
- * stream's window is given back only when this program "reads" the bytes, so a stall here is a
- * real HTTP/2 reader that stopped reading (or, with --stall-mode socket, a TCP reader that
- * stopped reading the socket).
+ * pattern, and every Chunk of a Get or Echo must carry the CRC32C of its data (Chunk.crc32c;
+ * --no-crc skips that check, for benchmarks of the server's CRC). The client's receive side never
+ * lets nghttp2 send WINDOW_UPDATEs by itself: a stream's window is given back only when this
+ * program "reads" the bytes, so a stall here is a real HTTP/2 reader that stopped reading (or, with
+ * --stall-mode socket, a TCP reader that stopped reading the socket).
  *
  * Modes:
  *   put NAME BYTES             upload BYTES (64 KiB messages), check the ObjectInfo
@@ -40,6 +41,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
+#include "core/crc32c.h"
 #include "proto/pbview.h"
 #include <unistd.h>
 
@@ -81,6 +83,7 @@ static struct {
     size_t max_msg;
     bool header_sha;
     bool check_pattern;
+    bool check_crc;
     bool quiet;
 } opt = {
     .host = "127.0.0.1",
@@ -95,6 +98,7 @@ static struct {
     .timeout = 900,
     .max_msg = 4 * MiB,
     .check_pattern = true,
+    .check_crc = true,
 };
 
 static double t_origin;
@@ -261,7 +265,7 @@ static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 struct field {
     uint32_t num;
     unsigned wt;
-    uint64_t v;       /* varint value; 0 unless wt is 0 */
+    uint64_t v;       /* varint value (wt 0), or the fixed32/fixed64 value (wt 5/1); else 0 */
     const uint8_t *p; /* length-delimited payload; NULL unless wt is 2 */
     size_t len;       /* 0 unless wt is 2 */
 };
@@ -291,6 +295,15 @@ static bool next_field(const uint8_t **p, const uint8_t *end, struct field *f, b
             goto bad;
         f->p = *p;
         f->len = (size_t)n;
+        *p += n;
+        return true;
+    case 5:
+    case 1:
+        n = f->wt == 5 ? 4 : 8;
+        if (n > (uint64_t)(end - *p))
+            goto bad;
+        for (unsigned i = 0; i < n; i++)
+            f->v |= (uint64_t)(*p)[i] << (8 * i); /* little-endian */
         *p += n;
         return true;
     default:
@@ -636,6 +649,8 @@ static void on_chunk(struct stream *st, const uint8_t *m, size_t len)
     const uint8_t *p = m, *end = m + len, *data = NULL;
     size_t dlen = 0;
     uint64_t off = 0;
+    uint32_t crc = 0;
+    bool has_crc = false;
     struct field f;
     bool bad;
 
@@ -645,6 +660,9 @@ static void on_chunk(struct stream *st, const uint8_t *m, size_t len)
             dlen = f.len;
         } else if (f.num == 2 && f.wt == 0) {
             off = f.v;
+        } else if (f.num == 3 && f.wt == 5) {
+            crc = (uint32_t)f.v;
+            has_crc = true;
         }
     }
     if (bad) {
@@ -653,6 +671,11 @@ static void on_chunk(struct stream *st, const uint8_t *m, size_t len)
     }
     if (off != st->next_off) {
         stream_fail(st, "Chunk.offset %" PRIu64 ", want %" PRIu64, off, st->next_off);
+        return;
+    }
+    if (opt.check_crc && (!has_crc || crc != rs_crc32c(0, data, dlen))) {
+        stream_fail(st, "Chunk at offset %" PRIu64 ": crc32c %s", off,
+                    has_crc ? "differs from its data's" : "missing");
         return;
     }
     if (dlen > 0) {
@@ -1650,6 +1673,7 @@ static __attribute__((noreturn)) void usage(void)
             "  --max-msg BYTES        the server's --max-msg (default 4M), for msg-limit\n"
             "  --header-sha           put: hash the data first and send it in PutHeader\n"
             "  --no-pattern           get: check SHA-256 only, not the pattern\n"
+            "  --no-crc               get, echo: do not check Chunk.crc32c (benchmarks only)\n"
             "  --timeout S            give up after S seconds (default 900)\n"
             "  --quiet                RESULT lines only\n");
     exit(2);
@@ -1677,6 +1701,7 @@ int main(int argc, char **argv)
         { "max-msg", required_argument, NULL, 'm' },
         { "header-sha", no_argument, NULL, 'H' },
         { "no-pattern", no_argument, NULL, 'P' },
+        { "no-crc", no_argument, NULL, 'K' },
         { "timeout", required_argument, NULL, 't' },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
@@ -1755,6 +1780,9 @@ int main(int argc, char **argv)
             break;
         case 'P':
             opt.check_pattern = false;
+            break;
+        case 'K':
+            opt.check_crc = false;
             break;
         case 't':
             opt.timeout = strtod(optarg, NULL);

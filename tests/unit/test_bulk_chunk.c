@@ -23,7 +23,8 @@ static size_t encode(const uint8_t *data, size_t len, uint64_t offset, uint32_t 
 
     CU_ASSERT_FATAL(n <= RS_BULK_CHUNK_HEAD_MAX);
     CU_ASSERT_FATAL(n + len <= sizeof(wire));
-    memcpy(wire + n, data, len);
+    if (len > 0) /* memcpy from NULL is undefined even for 0 bytes */
+        memcpy(wire + n, data, len);
     return n + len;
 }
 

@@ -262,6 +262,21 @@ def _(srv):
                      resume_at, v2[resume_at:], 64 * KiB, "resume of v2")
 
 
+@run.case("if_match: a Get that matched at its start sends that version whole, overwrite or not")
+def _(srv):
+    b = bulk(srv)
+    v1 = pattern(4 * MiB, 51)
+    info = b.put("match/overlap", v1)
+    it = b.Get(b.pb.GetRequest(name="match/overlap", if_match_sha256=info.sha256), timeout=60)
+    chunks = [next(it)]
+    v2 = pattern(4 * MiB, 52)
+    b.put("match/overlap", v2, overwrite=True)  # while the Get is under way
+    chunks += list(it)
+    check_crc_chunks(chunks, 0, v1, 64 * KiB, "Get overlapping an overwrite")
+    # the next one sees v2 and no longer matches
+    expect_status(SC.FAILED_PRECONDITION, get, b, "match/overlap", if_match_sha256=info.sha256)
+
+
 @run.case("if_match: a bad name is still INVALID_ARGUMENT; malformed field type rejected")
 def _(srv):
     b = bulk(srv)

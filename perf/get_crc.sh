@@ -8,7 +8,8 @@
 # With 2+ CPUs the servers run on CPU 0 and rsload on CPU 1 (taskset). rsload checks SHA-256
 # (--no-pattern, --no-crc: its CRC check would fail against "nocrc" and is the client's cost).
 #   perf/get_crc.sh [BUILD_DIR] [ROUNDS] [SIZE]     (defaults: build, 7, 1G)
-# Server CPU = utime + stime of the server process (/proc/PID/stat) across the Get.
+# Server CPU = the server's task-clock across the Get (perf stat -p, all its threads), or,
+# without a usable perf, utime + stime from /proc/PID/stat (10 ms ticks).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${1:-$repo/build}
@@ -52,23 +53,42 @@ done
 
 ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; } # utime stime, in clock ticks
 hz=$(getconf CLK_TCK)
-# one Get: prints "MB/s server-cpu-seconds server-user-seconds"
+use_perf=no
+if command -v perf >/dev/null && perf stat -e task-clock -x, -o /dev/null -- true 2>/dev/null; then
+    use_perf=yes
+fi
+# one Get: prints "MB/s server-cpu-seconds server-user-seconds" (user: from the ticks)
 run() {
-    local port=$1 pid=$2 t0 t1 out
+    local port=$1 pid=$2 t0 t1 out ppid=
+    if [ $use_perf = yes ]; then
+        perf stat -e task-clock -x, -p "$pid" -o "$tmp/perf.out" &
+        ppid=$!
+        sleep 0.3 # attached before the Get starts
+    fi
     t0=$(ticks "$pid")
     out=$("${pin_load[@]}" "$rsload" --addr 127.0.0.1:$port --quiet --no-crc --no-pattern \
         get perf/get-crc | grep '^RESULT mode=get')
     t1=$(ticks "$pid")
+    if [ -n "$ppid" ]; then
+        kill -INT "$ppid"
+        wait "$ppid" || true
+    fi
     case $out in *" ok=1 "*) ;; *) echo "get_crc.sh: Get failed: $out" >&2; exit 1 ;; esac
-    printf '%s %s\n' "$(sed 's/.* MBps=\([0-9.]*\).*/\1/' <<<"$out")" \
-        "$(awk -v a="$t0" -v b="$t1" -v hz="$hz" 'BEGIN { split(a, x, " "); split(b, y, " ");
-            printf "%.2f %.2f", (y[1] + y[2] - x[1] - x[2]) / hz, (y[1] - x[1]) / hz }')"
+    printf '%s ' "$(sed 's/.* MBps=\([0-9.]*\).*/\1/' <<<"$out")"
+    if [ -n "$ppid" ]; then
+        awk -F, '$3 ~ /task-clock/ { printf "%.3f ", $1 / 1000 }' "$tmp/perf.out"
+    else
+        awk -v a="$t0" -v b="$t1" -v hz="$hz" 'BEGIN { split(a, x, " "); split(b, y, " ");
+            printf "%.3f ", (y[1] + y[2] - x[1] - x[2]) / hz }'
+    fi
+    awk -v a="$t0" -v b="$t1" -v hz="$hz" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        printf "%.2f\n", (y[1] - x[1]) / hz }'
 }
 # a first Get of each, not counted: Put wrote with O_DIRECT, so this one reads from the device
 run $crc_port $crc_pid >/dev/null
 run $nocrc_port $nocrc_pid >/dev/null
 echo "# $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs, $(uname -r), $(date -u '+%F %H:%M UTC')"
-echo "# one-stream Get of $size, rsload --no-crc --no-pattern, 1 worker each; pinned: ${pin_srv[*]:-no}"
+echo "# one-stream Get of $size, rsload --no-crc --no-pattern, 1 worker each; pinned: ${pin_srv[*]:-no}; CPU from perf stat: $use_perf"
 echo -e "round\tcrc_MBps\tcrc_cpu_s\tcrc_user_s\tnocrc_MBps\tnocrc_cpu_s\tnocrc_user_s"
 rows=()
 for r in $(seq "$rounds"); do
@@ -81,6 +101,6 @@ printf '%s\n' "${rows[@]}" | /usr/bin/python3 -c '
 import statistics, sys
 cols = list(zip(*(map(float, l.split()) for l in sys.stdin if l.strip())))
 m = [statistics.median(c) for c in cols]
-print("median\t%.0f\t%.2f\t%.2f\t%.0f\t%.2f\t%.2f" % tuple(m))
+print("median\t%.0f\t%.3f\t%.2f\t%.0f\t%.3f\t%.2f" % tuple(m))
 print("# crc/nocrc: throughput %+.1f %%, server CPU %+.1f %% (user time %+.2f s)"
       % (100 * (m[0] / m[3] - 1), 100 * (m[1] / m[4] - 1), m[2] - m[5]))'

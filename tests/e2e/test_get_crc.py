@@ -175,6 +175,18 @@ def _(srv):
     check_eq(out[1].crc32c, 0xE3069283, "crc32c of \"123456789\"")
 
 
+@run.case("echo: gzip-compressed requests: crc32c is that of the inflated data")
+def _(srv):
+    b = bulk(srv)
+    pieces = [b"a" * 100000, pattern(300000, 4), b""]
+    out = list(b.Echo(iter([b.pb.Chunk(data=p) for p in pieces]), timeout=60,
+                      compression=grpc.Compression.Gzip))
+    check_eq([len(c.data) for c in out], [len(p) for p in pieces], "echoed sizes")
+    for i, (c, p) in enumerate(zip(out, pieces)):
+        check(c.data == p, "gzip echo chunk %d: data differs" % i)
+        check_eq(c.crc32c, crc32c(p), "gzip echo chunk %d crc32c" % i)
+
+
 @run.case("echo: crc32c sent with a wrong wire type is INVALID_ARGUMENT")
 def _(srv):
     # field 3 as a varint instead of fixed32: a malformed Chunk, like a wrong type for data

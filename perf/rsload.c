@@ -3,10 +3,11 @@
  * One thread, one poll() loop, nghttp2 client sessions over plain TCP (h2c). Data is a
  * deterministic pattern generated on the fly from its offset (never held whole); every
  * transfer is checked by the client with SHA-256 (libcrypto) and byte by byte against the
- * pattern. The client's receive side never lets nghttp2 send WINDOW_UPDATEs by itself: a
- * stream's window is given back only when this program "reads" the bytes, so a stall here is a
- * real HTTP/2 reader that stopped reading (or, with --stall-mode socket, a TCP reader that
- * stopped reading the socket).
+ * pattern, and every Chunk of a Get or Echo must carry the CRC32C of its data (Chunk.crc32c;
+ * --no-crc skips that check, for benchmarks of the server's CRC). The client's receive side never
+ * lets nghttp2 send WINDOW_UPDATEs by itself: a stream's window is given back only when this
+ * program "reads" the bytes, so a stall here is a real HTTP/2 reader that stopped reading (or, with
+ * --stall-mode socket, a TCP reader that stopped reading the socket).
  *
  * Modes:
  *   put NAME BYTES             upload BYTES (64 KiB messages), check the ObjectInfo
@@ -40,6 +41,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
+#include "core/crc32c.h"
 #include "proto/pbview.h"
 #include <unistd.h>
 
@@ -81,6 +83,7 @@ static struct {
     size_t max_msg;
     bool header_sha;
     bool check_pattern;
+    bool check_crc;
     bool quiet;
 } opt = {
     .host = "127.0.0.1",
@@ -95,6 +98,7 @@ static struct {
     .timeout = 900,
     .max_msg = 4 * MiB,
     .check_pattern = true,
+    .check_crc = true,
 };
 
 static double t_origin;
@@ -261,7 +265,7 @@ static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 struct field {
     uint32_t num;
     unsigned wt;
-    uint64_t v;       /* varint value; 0 unless wt is 0 */
+    uint64_t v;       /* varint value (wt 0), or the fixed32/fixed64 value (wt 5/1); else 0 */
     const uint8_t *p; /* length-delimited payload; NULL unless wt is 2 */
     size_t len;       /* 0 unless wt is 2 */
 };
@@ -291,6 +295,15 @@ static bool next_field(const uint8_t **p, const uint8_t *end, struct field *f, b
             goto bad;
         f->p = *p;
         f->len = (size_t)n;
+        *p += n;
+        return true;
+    case 5:
+    case 1:
+        n = f->wt == 5 ? 4 : 8;
+        if (n > (uint64_t)(end - *p))
+            goto bad;
+        for (unsigned i = 0; i < n; i++)
+            f->v |= (uint64_t)(*p)[i] << (8 * i); /* little-endian */
         *p += n;
         return true;
     default:
@@ -344,6 +357,8 @@ struct stream {
     bool hdr_sent;     /* Put: the header message was generated */
     bool tx_eof;       /* nothing more to generate */
     bool hold_open;    /* never END_STREAM (raw: an announced message never completes) */
+    bool send_crc;     /* Echo: each Chunk also carries its crc32c (5 bytes), as sent by a
+                        * client that checksums what it sends */
     uint64_t accepted; /* request bytes nghttp2 took: what the server's flow control allowed */
     EVP_MD_CTX *tx_sha;
     uint8_t tx_digest[SHA_LEN];
@@ -491,23 +506,32 @@ static void prefix_write(uint8_t *p, uint32_t len)
     p[4] = (uint8_t)len;
 }
 
-/* One message of pattern data: PutRequest.data (field 2) or Chunk.data (field 1). */
+/* One message of pattern data: PutRequest.data (field 2) or Chunk.data (field 1), then with
+ * |send_crc| Chunk.crc32c (field 3, fixed32). */
 static void gen_data_message(struct stream *st, unsigned field)
 {
     uint64_t left = st->total - st->gen;
     size_t n = left < opt.chunk ? (size_t)left : opt.chunk;
-    size_t hl = 1 + varint_len(n);
+    size_t hl = 1 + varint_len(n), tl = st->send_crc ? 5 : 0;
     uint8_t *p;
 
-    obuf_reserve(st, PREFIX + hl + n);
+    obuf_reserve(st, PREFIX + hl + n + tl);
     p = st->obuf;
-    prefix_write(p, (uint32_t)(hl + n));
+    prefix_write(p, (uint32_t)(hl + n + tl));
     p[PREFIX] = (uint8_t)(field << 3 | 2);
     rs_pb_put_varint(p + PREFIX + 1, n);
     pattern_fill(p + PREFIX + hl, st->gen, n);
     EVP_DigestUpdate(st->tx_sha, p + PREFIX + hl, n);
+    if (tl > 0) {
+        uint32_t crc = rs_crc32c(0, p + PREFIX + hl, n);
+        uint8_t *t = p + PREFIX + hl + n;
+
+        t[0] = 3 << 3 | 5;
+        for (int i = 0; i < 4; i++)
+            t[1 + i] = (uint8_t)(crc >> (8 * i));
+    }
     st->gen += n;
-    st->olen = PREFIX + hl + n;
+    st->olen = PREFIX + hl + n + tl;
     st->ooff = 0;
     if (st->gen == st->total) {
         st->tx_eof = true;
@@ -636,6 +660,8 @@ static void on_chunk(struct stream *st, const uint8_t *m, size_t len)
     const uint8_t *p = m, *end = m + len, *data = NULL;
     size_t dlen = 0;
     uint64_t off = 0;
+    uint32_t crc = 0;
+    bool has_crc = false;
     struct field f;
     bool bad;
 
@@ -645,6 +671,9 @@ static void on_chunk(struct stream *st, const uint8_t *m, size_t len)
             dlen = f.len;
         } else if (f.num == 2 && f.wt == 0) {
             off = f.v;
+        } else if (f.num == 3 && f.wt == 5) {
+            crc = (uint32_t)f.v;
+            has_crc = true;
         }
     }
     if (bad) {
@@ -653,6 +682,11 @@ static void on_chunk(struct stream *st, const uint8_t *m, size_t len)
     }
     if (off != st->next_off) {
         stream_fail(st, "Chunk.offset %" PRIu64 ", want %" PRIu64, off, st->next_off);
+        return;
+    }
+    if (opt.check_crc && (!has_crc || crc != rs_crc32c(0, data, dlen))) {
+        stream_fail(st, "Chunk at offset %" PRIu64 ": crc32c %s", off,
+                    has_crc ? "differs from its data's" : "missing");
         return;
     }
     if (dlen > 0) {
@@ -1566,13 +1600,16 @@ static int mode_msg_limit(void)
     bool ok = true;
     const size_t sent = 4 * KiB;
 
-    /* Exactly max: a Put whose one data message and an Echo whose one Chunk are max_msg bytes. */
+    /* Exactly max: a Put whose one data message and an Echo whose one Chunk are max_msg bytes.
+     * The Echo's Chunk carries a crc32c field, as the server's answer always does, so the answer
+     * (offset 0 is left out) is exactly max_msg bytes too. */
     put = stream_new(c, K_PUT, "Put");
     snprintf(put->name, sizeof(put->name), "msg-limit/exact");
     put->total = d;
     opt.chunk = d;
     echo = stream_new(c, K_ECHO, "Echo");
-    echo->total = d;
+    echo->send_crc = true;
+    echo->total = data_len_for(opt.max_msg - 5);
     stream_submit(put);
     stream_submit(echo);
     /* One byte more: the prefix announces max + 1, only |sent| bytes follow. */
@@ -1594,8 +1631,8 @@ static int mode_msg_limit(void)
         ok = false;
     }
     finish_rx(echo);
-    if (!stream_ok("Echo of a max-size message", echo, GRPC_OK) || echo->data_bytes != d ||
-        memcmp(echo->rx_digest, echo->tx_digest, SHA_LEN) != 0) {
+    if (!stream_ok("Echo of a max-size message", echo, GRPC_OK) ||
+        echo->data_bytes != echo->total || memcmp(echo->rx_digest, echo->tx_digest, SHA_LEN) != 0) {
         printf("FAIL msg-limit: Echo of one %zu-byte message did not come back intact\n",
                opt.max_msg);
         ok = false;
@@ -1603,8 +1640,8 @@ static int mode_msg_limit(void)
     printf("RESULT mode=msg-limit case=exact-put ok=%d msg=%zu status=%d\n",
            put->grpc_status == GRPC_OK, opt.max_msg, put->grpc_status);
     printf("RESULT mode=msg-limit case=exact-echo ok=%d msg=%zu status=%d echoed=%" PRIu64 "\n",
-           echo->grpc_status == GRPC_OK && echo->data_bytes == d, opt.max_msg, echo->grpc_status,
-           echo->data_bytes);
+           echo->grpc_status == GRPC_OK && echo->data_bytes == echo->total, opt.max_msg,
+           echo->grpc_status, echo->data_bytes);
     for (int i = 0; i < 2; i++) {
         struct stream *st = i == 0 ? bad_echo : bad_put;
         const char *what = i == 0 ? "oversize-echo" : "oversize-put";
@@ -1650,6 +1687,7 @@ static __attribute__((noreturn)) void usage(void)
             "  --max-msg BYTES        the server's --max-msg (default 4M), for msg-limit\n"
             "  --header-sha           put: hash the data first and send it in PutHeader\n"
             "  --no-pattern           get: check SHA-256 only, not the pattern\n"
+            "  --no-crc               get, echo: do not check Chunk.crc32c (benchmarks only)\n"
             "  --timeout S            give up after S seconds (default 900)\n"
             "  --quiet                RESULT lines only\n");
     exit(2);
@@ -1677,6 +1715,7 @@ int main(int argc, char **argv)
         { "max-msg", required_argument, NULL, 'm' },
         { "header-sha", no_argument, NULL, 'H' },
         { "no-pattern", no_argument, NULL, 'P' },
+        { "no-crc", no_argument, NULL, 'K' },
         { "timeout", required_argument, NULL, 't' },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
@@ -1755,6 +1794,9 @@ int main(int argc, char **argv)
             break;
         case 'P':
             opt.check_pattern = false;
+            break;
+        case 'K':
+            opt.check_crc = false;
             break;
         case 't':
             opt.timeout = strtod(optarg, NULL);

@@ -43,6 +43,8 @@ TEST_PACKAGES=(
     iproute2
     # tests/e2e/test_service.py: parses GET /metrics with Prometheus' own parser
     python3-prometheus-client
+    # tests/e2e/test_get_crc.py: CRC32C of every Get and Echo chunk (C extension)
+    python3-crcmod
     # scripts/gen-test-certs.sh and tests/e2e/test_tls.py (s_client)
     openssl
     # tests/e2e/test_reflection_go.py: grpc-go's own server reflection client, built offline

@@ -17,6 +17,7 @@ endfunction()
 
 if(RS_SANITIZE)
   rs_e2e_test(bulk_core test_bulk.py 600 "e2e;asan" --group core)
+  rs_e2e_test(bulk_get_crc test_get_crc.py 300 "e2e;asan" --group core)
   rs_e2e_test(limits test_limits.py 300 "e2e;asan")
   rs_e2e_test(conn_limits test_conn_limits.py 300 "e2e;asan")
   rs_e2e_test(service test_service.py 300 "e2e;asan;service") # issue 14
@@ -44,6 +45,8 @@ else()
   rs_e2e_test(bulk_concurrency test_bulk.py 300 e2e --group concurrency)
   # Resumable uploads, checked_data and if_match_sha256 on the write side (the grown contract).
   rs_e2e_test(upload test_upload.py 120 "e2e;upload" --group core)
+  # Chunk.crc32c and GetRequest.if_match_sha256 (core and a 64 MiB object)
+  rs_e2e_test(bulk_get_crc test_get_crc.py 300 e2e)
   rs_e2e_test(large_transfer test_large.py 600 e2e --group transfer)
   rs_e2e_test(large_http2 test_large.py 120 e2e --group http2)
   rs_e2e_test(h2load test_h2load.py 600 e2e)

@@ -34,12 +34,11 @@
 #include <unistd.h>
 #include <pb_decode.h>
 #include <pb_encode.h>
+#include "core/crc32c.h"
 #include "core/log.h"
 #include "workers/bulk/index.h"
 #include "workers/bulk/name.h"
 #include "workers/bulk/storeop.h"
-
-#define VARINT_MAX 10
 
 struct rs_store *rs_bulk_call_store(struct rs_call *call)
 {
@@ -60,6 +59,13 @@ struct rs_index *rs_bulk_call_index(struct rs_call *call)
     struct rs_bulk *b = rs_call_service_ctx(call);
 
     return b->index;
+}
+
+uint32_t rs_bulk_crc32c(struct rs_call *call, uint32_t crc, const void *data, size_t len)
+{
+    const struct rs_bulk *b = rs_call_service_ctx(call);
+
+    return b->bench_no_crc ? 0 : rs_crc32c(crc, data, len);
 }
 
 /* --- counting -------------------------------------------------------------------------- */
@@ -353,44 +359,55 @@ bool rs_bulk_name_ok(struct rs_call *call, bool *finished, const struct rs_pb_vi
 
 /* --- encoding -------------------------------------------------------------------------- */
 
-/* Sends one Chunk { data = 1; offset = 2 }, data by reference (rs_call_send copies it into
- * the send queue). Returns what rs_call_send() returns. */
-int rs_bulk_send_chunk(struct rs_call *call, const uint8_t *data, size_t len, uint64_t offset)
+/* Writes the head of a Chunk { data = 1; offset = 2; crc32c = 3 } whose |len| data bytes
+ * follow it: the offset field (left out when 0, as proto3 does), the crc32c field (always: the
+ * contract says the server always sets it) and last the data field's tag and length (left out
+ * with the data when |len| is 0), so the data itself can follow by reference. Protobuf
+ * accepts fields in any order. */
+size_t rs_bulk_chunk_head(uint8_t head[RS_BULK_CHUNK_HEAD_MAX], size_t len, uint64_t offset,
+                          uint32_t crc32c)
 {
-    uint8_t head[1 + VARINT_MAX], tail[1 + VARINT_MAX];
-    struct iovec iov[3] = { { .iov_base = head, .iov_len = 0 } };
-    int n = 1;
+    size_t n = 0;
 
-    if (len > 0) {
-        head[0] = (1u << 3) | PB_WT_STRING;
-        iov[0].iov_len = 1 + rs_pb_put_varint(head + 1, len);
-        iov[n].iov_base = (void *)data;
-        iov[n++].iov_len = len;
-    }
     if (offset > 0) {
-        tail[0] = (2u << 3) | PB_WT_VARINT;
-        iov[n].iov_base = tail;
-        iov[n++].iov_len = 1 + rs_pb_put_varint(tail + 1, offset);
+        head[n++] = (2u << 3) | PB_WT_VARINT;
+        n += rs_pb_put_varint(head + n, offset);
     }
-    return rs_call_send(call, iov, n);
+    head[n++] = (3u << 3) | PB_WT_32BIT; /* fixed32: little-endian */
+    head[n++] = (uint8_t)crc32c;
+    head[n++] = (uint8_t)(crc32c >> 8);
+    head[n++] = (uint8_t)(crc32c >> 16);
+    head[n++] = (uint8_t)(crc32c >> 24);
+    if (len > 0) {
+        head[n++] = (1u << 3) | PB_WT_STRING;
+        n += rs_pb_put_varint(head + n, len);
+    }
+    return n;
 }
 
-/* A Chunk whose data lives in a buffer from rs_call_buf_get(): the offset field first, then the
- * data field's header, so the data goes last and is queued by reference (protobuf accepts
- * fields in any order). Takes ownership of |buf| when it returns 0. */
-int rs_bulk_send_chunk_buf(struct rs_call *call, void *buf, size_t len, uint64_t offset)
+/* Sends one Chunk, data by reference (rs_call_send copies it into the send queue). Returns
+ * what rs_call_send() returns. */
+int rs_bulk_send_chunk(struct rs_call *call, const uint8_t *data, size_t len, uint64_t offset,
+                       uint32_t crc32c)
 {
-    uint8_t head[2 * (1 + VARINT_MAX)];
-    struct iovec iov = { .iov_base = head, .iov_len = 0 };
+    uint8_t head[RS_BULK_CHUNK_HEAD_MAX];
+    struct iovec iov[2] = {
+        { .iov_base = head, .iov_len = rs_bulk_chunk_head(head, len, offset, crc32c) },
+        { .iov_base = (void *)data, .iov_len = len },
+    };
 
-    if (offset > 0) {
-        head[0] = (2u << 3) | PB_WT_VARINT;
-        iov.iov_len = 1 + rs_pb_put_varint(head + 1, offset);
-    }
-    if (len > 0) {
-        head[iov.iov_len] = (1u << 3) | PB_WT_STRING;
-        iov.iov_len += 1 + rs_pb_put_varint(head + iov.iov_len + 1, len);
-    }
+    return rs_call_send(call, iov, len > 0 ? 2 : 1);
+}
+
+/* A Chunk whose data lives in a buffer from rs_call_buf_get(): the head goes by copy, the data
+ * last and by reference. Takes ownership of |buf| when it returns 0. */
+int rs_bulk_send_chunk_buf(struct rs_call *call, void *buf, size_t len, uint64_t offset,
+                           uint32_t crc32c)
+{
+    uint8_t head[RS_BULK_CHUNK_HEAD_MAX];
+    struct iovec iov = { .iov_base = head,
+                         .iov_len = rs_bulk_chunk_head(head, len, offset, crc32c) };
+
     return rs_call_send_buf(call, &iov, 1, buf, len);
 }
 
@@ -503,6 +520,11 @@ int rs_bulk_open(struct rs_bulk **out, const char *data_dir, char *err, size_t e
 
         (void)rs_store_key("warm-up", 7, key);
     }
+    /* Benchmark only (perf/get_crc.sh): Get and Echo send crc32c = 0 instead of computing it,
+     * to measure what the CRC costs. Never set it in service: clients would see mismatches. */
+    b->bench_no_crc = getenv("RS_BENCH_NO_CRC") != NULL;
+    if (b->bench_no_crc)
+        rs_log_warn("bulk: RS_BENCH_NO_CRC is set: Chunk.crc32c is sent as 0 (benchmark only)");
     b->svc.name = "ringstream.v1.Bulk";
     for (i = 0; i < sizeof(bulk_methods) / sizeof(bulk_methods[0]); i++)
         b->methods[i] = *bulk_methods[i];

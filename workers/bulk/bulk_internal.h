@@ -28,6 +28,7 @@ struct rs_bulk {
     struct rs_uploads uploads; /* resumable uploads (upload.h); shared by every worker */
     struct rs_service svc;
     struct rs_method methods[10]; /* the service table, copied in by rs_bulk_open */
+    bool bench_no_crc;            /* RS_BENCH_NO_CRC was set: Chunk.crc32c left 0 (perf only) */
 };
 
 /* One per method, in put.c, get.c, echo.c, list.c and unary.c; rs_bulk_open lists them. */
@@ -49,6 +50,9 @@ struct rs_store *rs_bulk_call_store(struct rs_call *call);
 struct rs_index *rs_bulk_call_index(struct rs_call *call);
 /* The upload table of the service |call| belongs to; borrowed, lives as long as the service. */
 struct rs_uploads *rs_bulk_call_uploads(struct rs_call *call);
+/* rs_crc32c() (core/crc32c.h) for Chunk.crc32c; 0 when the service was opened with
+ * RS_BENCH_NO_CRC in the environment (a benchmark-only switch, perf/get_crc.sh). */
+uint32_t rs_bulk_crc32c(struct rs_call *call, uint32_t crc, const void *data, size_t len);
 /* An on_start for methods with nothing to do before the first message. */
 void rs_bulk_on_start_nothing(struct rs_call *call);
 
@@ -124,12 +128,23 @@ bool rs_bulk_name_ok(struct rs_call *call, bool *finished, const struct rs_pb_vi
 
 /* --- encoding -------------------------------------------------------------------------- */
 
-/* Sends one Chunk { data = 1; offset = 2 }, data by reference (rs_call_send copies it into
- * the send queue). Returns what rs_call_send() returns. */
-int rs_bulk_send_chunk(struct rs_call *call, const uint8_t *data, size_t len, uint64_t offset);
+/* Longest Chunk head: offset (tag + 10-byte varint), crc32c (tag + 4 bytes), data's tag and
+ * length (tag + 10-byte varint). A Chunk of n data bytes is at most n + this long. */
+#define RS_BULK_CHUNK_HEAD_MAX (1 + 10 + 1 + 4 + 1 + 10)
+/* Writes what precedes the |len| data bytes of a Chunk { data = 1; offset = 2; crc32c = 3 }:
+ * offset (when not 0), crc32c (always), then data's tag and length (when |len| > 0). Returns
+ * the bytes written. */
+size_t rs_bulk_chunk_head(uint8_t head[RS_BULK_CHUNK_HEAD_MAX], size_t len, uint64_t offset,
+                          uint32_t crc32c);
+/* Sends one Chunk, |crc32c| being the CRC32C of its data (computed by the caller where the data
+ * is hot), data by reference (rs_call_send copies it into the send queue). Returns what
+ * rs_call_send() returns. */
+int rs_bulk_send_chunk(struct rs_call *call, const uint8_t *data, size_t len, uint64_t offset,
+                       uint32_t crc32c);
 /* A Chunk whose data lives in a buffer from rs_call_buf_get(). Takes ownership of |buf| when
  * it returns 0. Returns what rs_call_send_buf() returns. */
-int rs_bulk_send_chunk_buf(struct rs_call *call, void *buf, size_t len, uint64_t offset);
+int rs_bulk_send_chunk_buf(struct rs_call *call, void *buf, size_t len, uint64_t offset,
+                           uint32_t crc32c);
 /* Encodes |m| as an ObjectInfo into |buf|. Returns its length, or 0 (a bug, logged). */
 size_t rs_bulk_encode_info(uint8_t *buf, size_t cap, const struct rs_store_meta *m);
 

@@ -15,7 +15,8 @@ struct echo {
     uint64_t offset;     /* bytes echoed so far: the offset of the next chunk */
     const uint8_t *data; /* the held message's data, a view until rs_call_consume() */
     size_t len;
-    bool holding; /* a message waits for room in the send queue, unconsumed */
+    uint32_t crc32c; /* of |data|, computed as the message arrived (its bytes still in cache) */
+    bool holding;    /* a message waits for room in the send queue, unconsumed */
     bool half_closed;
     bool finished;
 };
@@ -43,6 +44,13 @@ static const char *chunk_parse(const uint8_t *msg, size_t len, struct rs_pb_view
                 return "wrong wire type for offset";
             if (!pb_decode_varint(&s, &ignored))
                 return PB_GET_ERROR(&s);
+        } else if (tag == 3) {
+            uint32_t ignored; /* the server computes crc32c; a client's value is ignored */
+
+            if (wt != PB_WT_32BIT)
+                return "wrong wire type for crc32c";
+            if (!pb_decode_fixed32(&s, &ignored))
+                return PB_GET_ERROR(&s);
         } else if (!pb_skip_field(&s, wt)) {
             return PB_GET_ERROR(&s);
         }
@@ -54,7 +62,7 @@ static const char *chunk_parse(const uint8_t *msg, size_t len, struct rs_pb_view
  * upload then stalls at its flow-control window until it reads. */
 static void echo_flush(struct rs_call *call, struct echo *e)
 {
-    int ret = rs_bulk_send_chunk(call, e->data, e->len, e->offset);
+    int ret = rs_bulk_send_chunk(call, e->data, e->len, e->offset, e->crc32c);
 
     if (ret == -EAGAIN) {
         e->holding = true;
@@ -89,6 +97,8 @@ static void echo_on_message(struct rs_call *call, const uint8_t *msg, size_t len
     }
     e->data = data.p;
     e->len = data.len;
+    /* Now, while the bytes just deframed are hot, not when a full queue lets them go. */
+    e->crc32c = rs_bulk_crc32c(call, 0, data.p, data.len);
     echo_flush(call, e);
 }
 

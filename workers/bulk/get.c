@@ -27,7 +27,7 @@
  * client is ready for it. A moving download keeps GET_READS chunks in flight as before. */
 #define CHUNK_DEFAULT  (64u * 1024)
 #define CHUNK_MAX      (1024u * 1024)
-#define CHUNK_OVERHEAD 22 /* Chunk field headers: tag + 10-byte varint, twice */
+#define CHUNK_OVERHEAD RS_BULK_CHUNK_HEAD_MAX /* Chunk fields beside the data */
 #define GET_READS      4
 #define GET_AHEAD      1 /* chunks read beyond what the peer's window takes now */
 
@@ -39,6 +39,7 @@ struct get_slot {
     uint64_t pos;  /* object offset of the chunk */
     size_t want;   /* bytes of the chunk */
     size_t filled; /* of them, bytes read so far */
+    uint32_t crc;  /* CRC32C of the |filled| bytes, updated as each read completes */
     bool reading;  /* a pread is in flight */
 };
 
@@ -52,6 +53,8 @@ struct get {
     uint64_t next;                   /* object offset of the next chunk to read */
     uint64_t end;                    /* one past the last byte to send */
     uint64_t req_offset, req_length, req_chunk; /* from the GetRequest, used once it is open */
+    uint8_t if_match[32];                       /* GetRequest.if_match_sha256, when has_if_match */
+    bool has_if_match;
     int fd; /* the object, when has_fd; held so one version is sent */
     bool has_fd;
     bool keeping; /* a ring slot is held for closing |fd| (rs_store_keep_arm) */
@@ -133,8 +136,8 @@ static void get_pump(struct rs_call *call, struct get *g)
     /* A slot not reading holds a whole chunk: its short reads were completed first. */
     while (g->nused > 0 && !g->slot[g->head].reading) {
         struct get_slot *s = &g->slot[g->head];
-        int ret = s->pooled ? rs_bulk_send_chunk_buf(call, s->buf, s->want, s->pos)
-                            : rs_bulk_send_chunk(call, s->buf, s->want, s->pos);
+        int ret = s->pooled ? rs_bulk_send_chunk_buf(call, s->buf, s->want, s->pos, s->crc)
+                            : rs_bulk_send_chunk(call, s->buf, s->want, s->pos, s->crc);
 
         if (ret == -EAGAIN) {
             g->holding = true; /* on_writable resumes */
@@ -193,6 +196,7 @@ static void get_pump(struct rs_call *call, struct get *g)
         s->pos = g->next;
         s->want = g->end - g->next < g->chunk ? (size_t)(g->end - g->next) : g->chunk;
         s->filled = 0;
+        s->crc = 0;
         if (!get_read(call, g, s))
             return;
         g->next += s->want;
@@ -222,6 +226,9 @@ static void get_on_read(struct rs_call *call, void *arg, int res)
                      "the object is shorter than its recorded size");
         return;
     }
+    /* The CRC of what this read brought, while it is still in cache: the kernel has just
+     * copied it (for a 1 MiB chunk, a later pass would read it back from memory). */
+    s->crc = rs_bulk_crc32c(call, s->crc, s->buf + s->filled, (size_t)res);
     s->filled += (size_t)res;
     rs_call_stat_add(call, RS_BULK_STAT_READ_BYTES, (uint64_t)res);
     if (s->filled < s->want)
@@ -275,6 +282,13 @@ static void get_on_open(struct rs_call *call, struct rs_store_op *op, int res)
         rs_bulk_fail_op(call, &g->finished, res, "opening", op->want, op->want_len);
         return;
     }
+    /* The SHA-256 of the version just opened, the one this Get sends (it holds the fd). Before
+     * the range: a client resuming past the end of a changed object learns that it changed. */
+    if (g->has_if_match && memcmp(g->if_match, m->sha256, sizeof(g->if_match)) != 0) {
+        rs_bulk_fail(call, &g->finished, RS_GRPC_FAILED_PRECONDITION,
+                     "object \"%s\" changed: its SHA-256 is not if_match_sha256", m->name);
+        return;
+    }
     if (g->req_offset > m->size) {
         rs_bulk_fail(call, &g->finished, RS_GRPC_OUT_OF_RANGE,
                      "offset %" PRIu64 " is past the end of \"%s\" (%" PRIu64 " bytes)",
@@ -299,7 +313,7 @@ static void get_on_message(struct rs_call *call, const uint8_t *msg, size_t len)
 {
     struct get *g = rs_call_state(call);
     ringstream_v1_GetRequest req = ringstream_v1_GetRequest_init_zero;
-    struct rs_pb_view name = { 0 };
+    struct rs_pb_view name = { 0 }, if_match = { 0 };
     int ret;
 
     if (g->got || g->finished) {
@@ -310,10 +324,22 @@ static void get_on_message(struct rs_call *call, const uint8_t *msg, size_t len)
     }
     g->got = true;
     rs_pb_view_bind(&req.name, &name);
+    rs_pb_view_bind(&req.if_match_sha256, &if_match);
     if (!rs_bulk_decode(call, &g->finished, msg, len, ringstream_v1_GetRequest_fields, &req,
                         "GetRequest") ||
         !rs_bulk_name_ok(call, &g->finished, &name, "GetRequest.name"))
         goto out;
+    if (if_match.len != 0 && if_match.len != sizeof(g->if_match)) {
+        rs_bulk_fail(call, &g->finished, RS_GRPC_INVALID_ARGUMENT,
+                     "GetRequest.if_match_sha256 has %zu bytes: a SHA-256 has 32 (or leave it "
+                     "empty)",
+                     if_match.len);
+        goto out;
+    }
+    if (if_match.len > 0) {
+        memcpy(g->if_match, if_match.p, sizeof(g->if_match));
+        g->has_if_match = true;
+    }
     g->req_offset = req.offset;
     g->req_length = req.length;
     g->req_chunk = req.chunk_size;

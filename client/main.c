@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -929,12 +930,22 @@ static int put_resumable(struct put *p, const char *what, const char *name, cons
         h.size = (uint64_t)sb->st_size;
         h.overwrite = opt.overwrite;
         len = encode(ringstream_v1_PutHeader_fields, &h, req, sizeof(req));
+        struct unary u = { ringstream_v1_UploadStatus_fields, &us, 0 };
+
         memset(&us, 0, sizeof(us));
-        code = unary(c, what, SVC "StartUpload", req, len, ringstream_v1_UploadStatus_fields, &us,
-                     &st);
-        if (code != 0) {
+        ret = rsc_call_run(c, SVC "StartUpload", req, len, NULL, on_unary, &u, &st);
+        if (ret == 0 && st.code == RS_GRPC_UNIMPLEMENTED) {
+            /* A server without resumable uploads: one Put stream does the job. */
             rsc_conn_close(c);
-            return code;
+            return put_stream(p, what, name, sha);
+        }
+        if (ret == -ECANCELED || (ret == 0 && st.code == 0 && u.n != 1)) {
+            rsc_conn_close(c);
+            return fail(EX_CONN, what, -1, "INTERNAL", "malformed StartUpload response");
+        }
+        if (ret < 0 || st.code != 0) {
+            rsc_conn_close(c);
+            return fail_call(what, ret, &st);
         }
         snprintf(id, sizeof(id), "%s", us.upload_id);
         identity(text, sizeof(text), id, abspath, sb);
@@ -1524,6 +1535,8 @@ int main(int argc, char **argv)
     uint64_t v;
     int ch;
 
+    /* wolfSSL writes with send() without MSG_NOSIGNAL: a peer gone away is an error, not death. */
+    signal(SIGPIPE, SIG_IGN);
     opt.conn.server = env != NULL && env[0] != '\0' ? env : DEFAULT_SRV;
     opt.resumable_threshold = DEFAULT_RESUM;
     opt.streams = 1;

@@ -243,8 +243,18 @@ static int tls_setup(struct rsc_conn *c, const struct rsc_tls_opts *t, const cha
     wolfSSL_UseALPN(c->tls, alpn, sizeof(alpn) - 1, WOLFSSL_ALPN_FAILED_ON_MISMATCH);
     if (!is_ip_literal(name))
         wolfSSL_UseSNI(c->tls, WOLFSSL_SNI_HOST_NAME, name, (unsigned short)strlen(name));
-    /* Matches DNS names and, for an IP literal, the IP addresses of subjectAltName. */
-    wolfSSL_check_domain_name(c->tls, name);
+    /* The name check: wolfSSL 5.5.4 as built here (no WOLFSSL_IP_ALT_NAME) matches DNS names
+     * only, so an IP literal is checked by the chain alone, and only against a CA given with
+     * --ca (a private PKI): with the system's public CAs it needs --servername. */
+    if (!is_ip_literal(name)) {
+        wolfSSL_check_domain_name(c->tls, name);
+    } else if (t->ca == NULL) {
+        seterr(err, errlen,
+               "TLS to an IP address (%s) with the system CAs cannot check the server's name: "
+               "give --servername NAME or --ca FILE",
+               name);
+        return -1;
+    }
     for (;;) {
         int e;
 

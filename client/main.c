@@ -1408,6 +1408,8 @@ verify:
         json_info(stdout, "get", &oi, extra);
     }
 out:
+    if (code != 0 && fd >= 0 && !keep_part)
+        unlink(part); /* failed before any data: no empty FILE.part left behind */
     rs_sha256_free(&h);
     free(buf);
     if (fd >= 0)

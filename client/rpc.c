@@ -47,7 +47,10 @@ struct call {
     bool closed;
     int http_status;
     bool have_grpc_status;
-    struct rsc_status *st;
+    struct rsc_status *st; /* the caller's (rsc_call_run) or |own| */
+    struct rsc_status own;
+    rsc_done_fn on_done;         /* NULL for rsc_call_run(): its loop collects the call */
+    struct call *prev, *next_cl; /* in rsc_conn.calls */
     struct rs_deframer df;
 };
 
@@ -64,7 +67,9 @@ struct rsc_conn {
     size_t out_len, out_off, out_cap;
     uint8_t in[IN_BUF];
     uint64_t rx_bytes;
-    struct call *call; /* the call running, or NULL */
+    int64_t last_progress; /* monotonic ms of the last byte moved */
+    struct call *calls;    /* open calls, owned; newest first */
+    unsigned ncalls;
 };
 
 static __attribute__((format(printf, 3, 4))) void seterr(char *err, size_t len, const char *fmt,
@@ -285,7 +290,30 @@ static int tls_setup(struct rsc_conn *c, const struct rsc_tls_opts *t, const cha
 
 static struct call *call_of(struct rsc_conn *c, int32_t id)
 {
-    return c->call != NULL && c->call->id == id ? c->call : NULL;
+    return nghttp2_session_get_stream_user_data(c->h2, id);
+}
+
+static void call_unlink(struct rsc_conn *c, struct call *k)
+{
+    if (k->prev != NULL)
+        k->prev->next_cl = k->next_cl;
+    else
+        c->calls = k->next_cl;
+    if (k->next_cl != NULL)
+        k->next_cl->prev = k->prev;
+    k->prev = k->next_cl = NULL;
+    c->ncalls--;
+}
+
+/* Hands an ended asynchronous call to its owner and frees it (|ret| as rsc_call_run's). */
+static void call_done(struct rsc_conn *c, struct call *k, int ret)
+{
+    call_unlink(c, k);
+    if (k->id > 0 && c->h2 != NULL)
+        nghttp2_session_set_stream_user_data(c->h2, k->id, NULL);
+    rs_deframer_free(&k->df);
+    k->on_done(k->arg, ret, k->st);
+    free(k);
 }
 
 static void call_cancel(struct rsc_conn *c, struct call *k)
@@ -379,7 +407,7 @@ static int on_stream_close(nghttp2_session *h2, int32_t id, uint32_t error_code,
         return 0;
     k->closed = true;
     if (k->cancelled || k->have_grpc_status)
-        return 0;
+        goto done;
     if (k->http_status != 0 && k->http_status != 200) {
         k->st->code = rs_grpc_status_from_http(k->http_status);
         snprintf(k->st->msg, sizeof(k->st->msg), "HTTP status %d", k->http_status);
@@ -391,6 +419,9 @@ static int on_stream_close(nghttp2_session *h2, int32_t id, uint32_t error_code,
         k->st->code = RS_GRPC_INTERNAL;
         snprintf(k->st->msg, sizeof(k->st->msg), "response ended without grpc-status");
     }
+done:
+    if (k->on_done != NULL)
+        call_done(c, k, k->cancelled ? -ECANCELED : 0);
     return 0;
 }
 
@@ -633,15 +664,26 @@ err_free:
 
 void rsc_conn_close(struct rsc_conn *c)
 {
+    bool was_dead;
+
     if (c == NULL)
         return;
+    was_dead = c->dead;
     if (c->h2 != NULL && !c->dead) {
         nghttp2_session_terminate_session(c->h2, NGHTTP2_NO_ERROR);
         conn_flush(c);
     }
+    if (!c->dead)
+        conn_fail(c, "%s", "connection closed by the client");
+    while (c->calls != NULL) { /* asynchronous calls still open: they fail */
+        struct call *k = c->calls;
+
+        snprintf(k->st->msg, sizeof(k->st->msg), "%s", c->why);
+        call_done(c, k, -ECONNRESET);
+    }
     nghttp2_session_del(c->h2);
     if (c->tls != NULL) {
-        if (!c->dead)
+        if (!was_dead)
             wolfSSL_shutdown(c->tls);
         wolfSSL_free(c->tls);
     }
@@ -657,8 +699,8 @@ uint64_t rsc_conn_rx_bytes(const struct rsc_conn *c)
     return c->rx_bytes;
 }
 
-int rsc_call_run(struct rsc_conn *c, const char *method, const uint8_t *req, size_t reqlen,
-                 rsc_next_fn next, rsc_msg_fn on_msg, void *arg, struct rsc_status *st)
+/* Submits the request of |k| (linked into |c| on success). Returns 0 or -errno. */
+static int call_submit(struct rsc_conn *c, struct call *k, const char *method)
 {
     const char *scheme = c->tls != NULL ? "https" : "http";
 #define NV(n, v) \
@@ -674,66 +716,124 @@ int rsc_call_run(struct rsc_conn *c, const char *method, const uint8_t *req, siz
     };
 #undef NV
     nghttp2_data_provider prov;
-    struct call k = { .req = req, .reqlen = reqlen, .next = next, .on_msg = on_msg, .arg = arg };
-    int64_t last_progress = now_ms();
-    int ret;
 
-    st->code = RS_GRPC_UNKNOWN;
-    st->msg[0] = '\0';
-    k.st = st;
+    k->st->code = RS_GRPC_UNKNOWN;
+    k->st->msg[0] = '\0';
     if (c->dead) {
-        snprintf(st->msg, sizeof(st->msg), "%s", c->why);
+        snprintf(k->st->msg, sizeof(k->st->msg), "%s", c->why);
         return -ECONNRESET;
     }
-    rs_deframer_init(&k.df, MAX_RECV_MSG);
-    prov.source.ptr = &k;
+    rs_deframer_init(&k->df, MAX_RECV_MSG);
+    prov.source.ptr = k;
     prov.read_callback = data_read;
-    k.id = nghttp2_submit_request(c->h2, NULL, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &prov, &k);
-    if (k.id < 0) {
-        snprintf(st->msg, sizeof(st->msg), "HTTP/2: %s", nghttp2_strerror(k.id));
-        rs_deframer_free(&k.df);
+    k->id = nghttp2_submit_request(c->h2, NULL, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &prov, k);
+    if (k->id < 0) {
+        snprintf(k->st->msg, sizeof(k->st->msg), "HTTP/2: %s", nghttp2_strerror(k->id));
         return -EPROTO;
     }
-    c->call = &k;
-    while (!k.closed && !c->dead) {
-        bool pending = conn_flush(c);
-        struct pollfd p = { .fd = c->fd, .events = POLLIN | (pending ? POLLOUT : 0) };
-        int n;
+    k->next_cl = c->calls;
+    if (c->calls != NULL)
+        c->calls->prev = k;
+    c->calls = k;
+    c->ncalls++;
+    if (c->ncalls == 1)
+        c->last_progress = now_ms();
+    return 0;
+}
 
-        if (c->dead || k.closed)
-            break;
+int rsc_call_start(struct rsc_conn *c, const char *method, const uint8_t *req, size_t reqlen,
+                   rsc_next_fn next, rsc_msg_fn on_msg, rsc_done_fn on_done, void *arg)
+{
+    struct call *k = calloc(1, sizeof(*k));
+    int ret;
+
+    if (k == NULL)
+        return -ENOMEM;
+    *k = (struct call){
+        .req = req, .reqlen = reqlen, .next = next, .on_msg = on_msg, .on_done = on_done, .arg = arg
+    };
+    k->st = &k->own;
+    ret = call_submit(c, k, method);
+    if (ret < 0)
+        free(k);
+    return ret;
+}
+
+unsigned rsc_conn_calls(const struct rsc_conn *c)
+{
+    return c->ncalls;
+}
+
+int rsc_conn_poll(struct rsc_conn *c, int timeout_ms)
+{
+    bool pending;
+    struct pollfd p;
+    int n;
+
+    if (!c->dead) {
+        pending = conn_flush(c);
+        p = (struct pollfd){ .fd = c->fd, .events = POLLIN | (pending ? POLLOUT : 0) };
         /* wolfSSL may hold decrypted bytes the socket no longer shows. */
-        if (c->tls != NULL && wolfSSL_pending(c->tls) > 0) {
+        if (c->dead) {
+        } else if (c->tls != NULL && wolfSSL_pending(c->tls) > 0) {
             conn_read(c);
-            last_progress = now_ms();
-            continue;
-        }
-        n = poll(&p, 1, 1000);
-        if (n < 0 && errno != EINTR) {
-            conn_fail(c, "poll: %s", strerror(errno));
-            break;
-        }
-        if (n > 0 && (p.revents & (POLLIN | POLLERR | POLLHUP))) {
-            if (conn_read(c) > 0)
-                last_progress = now_ms();
-        }
-        if (n > 0 && (p.revents & POLLOUT))
-            last_progress = now_ms();
-        if (now_ms() - last_progress > c->idle_ms) {
-            char what[64];
+            c->last_progress = now_ms();
+        } else {
+            n = poll(&p, 1, timeout_ms);
+            if (n < 0 && errno != EINTR)
+                conn_fail(c, "poll: %s", strerror(errno));
+            if (n > 0 && (p.revents & (POLLIN | POLLERR | POLLHUP)) && conn_read(c) > 0)
+                c->last_progress = now_ms();
+            if (n > 0 && (p.revents & POLLOUT))
+                c->last_progress = now_ms();
+            if (!c->dead && c->ncalls > 0 && now_ms() - c->last_progress > c->idle_ms) {
+                char what[64];
 
-            snprintf(what, sizeof(what), "%d", c->idle_ms / 1000);
-            conn_fail(c, "no answer from the server for %s s", what);
+                snprintf(what, sizeof(what), "%d", c->idle_ms / 1000);
+                conn_fail(c, "no answer from the server for %s s", what);
+            }
+        }
+        if (!c->dead)
+            conn_flush(c); /* what the input asked for: WINDOW_UPDATE, RST_STREAM, PING ack */
+    }
+    if (!c->dead)
+        return 0;
+    for (struct call *k = c->calls, *nx; k != NULL; k = nx) {
+        nx = k->next_cl;
+        if (k->on_done != NULL) {
+            snprintf(k->st->msg, sizeof(k->st->msg), "%s", c->why);
+            call_done(c, k, -ECONNRESET);
         }
     }
-    c->call = NULL;
-    rs_deframer_free(&k.df);
-    if (!k.closed) {
-        snprintf(st->msg, sizeof(st->msg), "%s", c->why);
-        return -ECONNRESET;
+    return -ECONNRESET;
+}
+
+int rsc_call_run(struct rsc_conn *c, const char *method, const uint8_t *req, size_t reqlen,
+                 rsc_next_fn next, rsc_msg_fn on_msg, void *arg, struct rsc_status *st)
+{
+    struct call *k = calloc(1, sizeof(*k));
+    int ret;
+
+    if (k == NULL) {
+        snprintf(st->msg, sizeof(st->msg), "out of memory");
+        return -ENOMEM;
     }
-    ret = k.cancelled ? -ECANCELED : 0;
-    if (ret == 0 && !c->dead)
-        conn_flush(c); /* WINDOW_UPDATEs, RST acknowledgements */
+    *k = (struct call){ .req = req, .reqlen = reqlen, .next = next, .on_msg = on_msg, .arg = arg };
+    k->st = st;
+    ret = call_submit(c, k, method);
+    if (ret < 0) {
+        free(k);
+        return ret;
+    }
+    while (!k->closed && !c->dead)
+        rsc_conn_poll(c, 1000);
+    ret = k->closed ? (k->cancelled ? -ECANCELED : 0) : -ECONNRESET;
+    if (!k->closed)
+        snprintf(st->msg, sizeof(st->msg), "%s", c->why);
+    call_unlink(c, k);
+    if (!k->closed && c->h2 != NULL)
+        nghttp2_session_set_stream_user_data(c->h2, k->id, NULL);
+    rs_deframer_free(&k->df);
+    free(k);
     return ret;
 }

@@ -54,6 +54,20 @@ void rsc_conn_close(struct rsc_conn *c);
 int rsc_call_run(struct rsc_conn *c, const char *method, const uint8_t *req, size_t reqlen,
                  rsc_next_fn next, rsc_msg_fn on_msg, void *arg, struct rsc_status *st);
 
+/* Asynchronous calls, for several streams on one connection (bench): |on_done| gets the
+ * outcome once, with |ret| and |st| as rsc_call_run() would return them (st a view valid for
+ * the callback only). |req| is borrowed until then. Returns 0 (started), or -errno
+ * (|on_done| not called). */
+typedef void (*rsc_done_fn)(void *arg, int ret, const struct rsc_status *st);
+int rsc_call_start(struct rsc_conn *c, const char *method, const uint8_t *req, size_t reqlen,
+                   rsc_next_fn next, rsc_msg_fn on_msg, rsc_done_fn on_done, void *arg);
+/* One round of I/O: writes what is pending, waits up to |timeout_ms| for input, processes it
+ * (callbacks run from here). Returns 0, or -ECONNRESET once the connection failed (every
+ * asynchronous call then got its |on_done|). */
+int rsc_conn_poll(struct rsc_conn *c, int timeout_ms);
+/* Calls open on |c|. */
+unsigned rsc_conn_calls(const struct rsc_conn *c);
+
 /* Bytes of DATA payload received and sent on |c| so far (for progress and rates). */
 uint64_t rsc_conn_rx_bytes(const struct rsc_conn *c);
 

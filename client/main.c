@@ -24,6 +24,7 @@
 #include <pb_decode.h>
 #include <pb_encode.h>
 #include "bulk.pb.h"
+#include "client/bench.h"
 #include "client/rpc.h"
 #include "core/crc32c.h"
 #include "core/sha256.h"
@@ -55,6 +56,9 @@ static struct {
     uint64_t resumable_threshold;
     uint64_t limit_rate; /* bytes per second, 0 = none */
     unsigned streams;
+    unsigned conns;      /* bench */
+    uint64_t bench_size; /* bench */
+    double duration_s;   /* bench */
     const char *cmd;
 } opt;
 
@@ -1431,6 +1435,8 @@ static void usage(FILE *f)
           "  ls [PREFIX]       list objects (size, modification time, name)\n"
           "  stat NAME         show an object's size, SHA-256 and modification time\n"
           "  rm NAME           delete an object\n"
+          "  bench KIND        load test: KIND is unary (Stat), get, put or echo; prints calls/s,\n"
+          "                    bytes/s and latency percentiles (p50 p90 p99 p999)\n"
           "\n"
           "Options:\n"
           "  --server HOST:PORT         server (default $RINGSTREAM_SERVER or " DEFAULT_SRV ")\n"
@@ -1440,7 +1446,11 @@ static void usage(FILE *f)
           "  --servername NAME          name expected in the server certificate (and SNI)\n"
           "  --overwrite                put: replace an existing object\n"
           "  --resumable-threshold SIZE put: resumable upload from this size (default 8M)\n"
-          "  --streams N                get: N ranged Gets on N connections (1..64)\n"
+          "  --streams N                get: N ranged Gets on N connections (1..64);\n"
+          "                             bench: calls in flight per connection\n"
+          "  --conns N                  bench: connections (one thread each; default 1)\n"
+          "  --size SIZE                bench: bytes per call (default 64K)\n"
+          "  --duration SECONDS         bench: how long (default 5)\n"
           "  --limit-rate SIZE          at most SIZE bytes per second\n"
           "  --timeout SECONDS          fail when the server is silent this long (default 60)\n"
           "  --json                     one JSON object per result on stdout (stderr for get -)\n"
@@ -1513,7 +1523,10 @@ int main(int argc, char **argv)
         O_JSON,
         O_NOPROG,
         O_SERVER,
-        O_TIMEOUT
+        O_TIMEOUT,
+        O_CONNS,
+        O_SIZE,
+        O_DURATION,
     };
     static const struct option longopts[] = {
         { "server", required_argument, NULL, O_SERVER },
@@ -1528,6 +1541,9 @@ int main(int argc, char **argv)
         { "limit-rate", required_argument, NULL, O_RATE },
         { "timeout", required_argument, NULL, O_TIMEOUT },
         { "json", no_argument, NULL, O_JSON },
+        { "conns", required_argument, NULL, O_CONNS },
+        { "size", required_argument, NULL, O_SIZE },
+        { "duration", required_argument, NULL, O_DURATION },
         { "no-progress", no_argument, NULL, O_NOPROG },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -1542,6 +1558,9 @@ int main(int argc, char **argv)
     opt.conn.server = env != NULL && env[0] != '\0' ? env : DEFAULT_SRV;
     opt.resumable_threshold = DEFAULT_RESUM;
     opt.streams = 1;
+    opt.conns = 1;
+    opt.bench_size = 64 * 1024;
+    opt.duration_s = 5;
     opt.cmd = "ringstream";
     while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (ch) {
@@ -1591,6 +1610,20 @@ int main(int argc, char **argv)
         case O_JSON:
             opt.json = true;
             break;
+        case O_CONNS:
+            if (parse_size(optarg, &v) < 0 || v < 1 || v > 256)
+                return fail(EX_USAGE, "--conns", -1, NULL, "want 1..256, not \"%s\"", optarg);
+            opt.conns = (unsigned)v;
+            break;
+        case O_SIZE:
+            if (parse_size(optarg, &opt.bench_size) < 0 || opt.bench_size > (1ull << 34))
+                return fail(EX_USAGE, "--size", -1, NULL, "bad size \"%s\"", optarg);
+            break;
+        case O_DURATION:
+            if (parse_size(optarg, &v) < 0 || v < 1 || v > 3600)
+                return fail(EX_USAGE, "--duration", -1, NULL, "want 1..3600 s, not \"%s\"", optarg);
+            opt.duration_s = (double)v;
+            break;
         case O_NOPROG:
             no_progress = true;
             break;
@@ -1622,6 +1655,20 @@ int main(int argc, char **argv)
         return cmd_stat(argc, argv);
     if (strcmp(opt.cmd, "rm") == 0)
         return cmd_rm(argc, argv);
+    if (strcmp(opt.cmd, "bench") == 0) {
+        struct rsc_bench_opts b = { .conn = &opt.conn,
+                                    .conns = opt.conns,
+                                    .streams = opt.streams,
+                                    .size = opt.bench_size,
+                                    .duration_s = opt.duration_s,
+                                    .json = opt.json };
+
+        if (argc != 1 || rsc_bench_kind_parse(argv[0], &b.kind) < 0)
+            return fail(EX_USAGE, "bench", -1, NULL,
+                        "usage: ringstream bench unary|get|put|echo [--conns N] [--streams N] "
+                        "[--size SIZE] [--duration S]");
+        return rsc_bench_run(&b);
+    }
     fprintf(stderr, "ringstream: unknown command \"%s\" (see ringstream --help)\n", opt.cmd);
     return EX_USAGE;
 }

@@ -225,6 +225,24 @@ def _(srv):
     rs(srv.address, "stat", "shrink", want=EXIT_GRPC)
 
 
+@run.case("bench unary/get/put/echo: every call OK, JSON result; refused -> exit 5")
+def _(srv):
+    for kind in ("unary", "get", "put", "echo"):
+        res = rs_json(srv.address, "bench", kind, "--duration", "1", "--conns", "2",
+                      "--streams", "3", "--size", "200K")
+        check_eq(len(res), 1, kind + " results")
+        r = res[0]
+        check_eq((r["ok"], r["kind"], r["errors"], r["conns"], r["streams"]),
+                 (True, kind, 0, 2, 3), kind + " result")
+        check(r["calls"] > 0, "%s: no call completed" % kind)
+        lat = r["latency_us"]
+        check(lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"] * 1.05 + 1,
+              "%s: percentiles out of order: %r" % (kind, lat))
+    code, _, err = rs("127.0.0.1:%d" % harness.free_port(), "bench", "unary", "--duration", "1")
+    check_eq(code, EXIT_CONN, "bench against a refused port")
+    rs(srv.address, "bench", "frob", want=EXIT_USAGE)
+
+
 # --- large objects, parallel and resumed transfers -------------------------------------------
 
 BIG = 100 * MiB

@@ -961,15 +961,34 @@ static int put_resumable(struct put *p, const char *what, const char *name, cons
                         strerror(-ret));
         }
     }
-    if (lseek(p->fd, (off_t)resumed_from, SEEK_SET) < 0) {
-        rsc_conn_close(c);
-        return fail(EX_IO, what, -1, NULL, "%s: %s", path, strerror(errno));
-    }
-    p->off = resumed_from;
     p->upload = true;
     p->upload_id = id;
-    progress_begin(p->size, resumed_from);
-    ret = rsc_call_run(c, SVC "Upload", NULL, 0, upload_next, on_put_response, p, &st);
+    /* ABORTED: the server still runs the stream of a client that died (kill -9) and has not
+     * noticed yet; FAILED_PRECONDITION: persisted_size moved since QueryUpload. Both: ask
+     * again where to start, a bounded number of times. */
+    for (int attempt = 1;; attempt++) {
+        if (lseek(p->fd, (off_t)resumed_from, SEEK_SET) < 0) {
+            rsc_conn_close(c);
+            return fail(EX_IO, what, -1, NULL, "%s: %s", path, strerror(errno));
+        }
+        p->off = resumed_from;
+        p->header_sent = p->finished = false;
+        p->response_n = 0;
+        progress_begin(p->size, resumed_from);
+        ret = rsc_call_run(c, SVC "Upload", NULL, 0, upload_next, on_put_response, p, &st);
+        if (p->io_err != 0 || ret != 0 || attempt == 5 ||
+            (st.code != RS_GRPC_ABORTED && st.code != RS_GRPC_FAILED_PRECONDITION))
+            break;
+        if (st.code == RS_GRPC_ABORTED) {
+            struct timespec ts = { 0, 200000000L * attempt };
+
+            nanosleep(&ts, NULL);
+        }
+        ret = upload_ref_call(c, SVC "QueryUpload", id, &us, &st);
+        if (ret != 0 || st.code != 0 || us.has_object || us.persisted_size > p->size)
+            break;
+        resumed_from = us.persisted_size;
+    }
     rsc_conn_close(c);
     if (p->io_err != 0)
         return fail(EX_IO, what, -1, NULL, "reading %s: %s", path,
@@ -979,10 +998,16 @@ static int put_resumable(struct put *p, const char *what, const char *name, cons
         return fail(EX_CONN, what, -1, "INTERNAL", "malformed response from the server");
     if (ret < 0) /* connection lost: the state stays, the same command resumes */
         return fail_call(what, ret, &st);
+    if (st.code == 0 && us.has_object && p->response_n == 0) { /* published meanwhile */
+        unlink(spath);
+        return put_done(p, what, &us.object, sha, (uint64_t)sb->st_size, resumed_from, true);
+    }
     if (st.code != 0) {
         /* A finish that failed its checks ended the upload; NOT_FOUND: it expired. Either
-         * way the next run starts over. ABORTED (another stream runs) keeps the state. */
-        if (st.code != RS_GRPC_ABORTED && st.code != RS_GRPC_UNAVAILABLE)
+         * way the next run starts over. ABORTED, UNAVAILABLE and an offset disagreement keep
+         * the state: the next run asks again. */
+        if (st.code != RS_GRPC_ABORTED && st.code != RS_GRPC_UNAVAILABLE &&
+            st.code != RS_GRPC_FAILED_PRECONDITION)
             unlink(spath);
         return fail_call(what, ret, &st);
     }

@@ -477,6 +477,156 @@ class FakeBulk:
         self.server.stop(grace=None).wait(5)
 
 
+class FakeUploads:
+    """The resumable-upload half of the contract in memory (StartUpload, Upload, QueryUpload,
+    AbortUpload; whole messages kept when a stream breaks), plus Stat, to test the client's
+    side of it against a server that does exactly what proto/bulk.proto says."""
+
+    def __init__(self):
+        import crcmod.predefined
+        crc = crcmod.predefined.mkCrcFun("crc-32c")
+        assert crc(b"123456789") == 0xE3069283
+        pb = pb2()
+        self.uploads = {}
+        self.objects = {}
+        self.aborted = []
+        self.streams = 0
+        n = [0]
+
+        def status(uid):
+            u = self.uploads[uid]
+            st = pb.UploadStatus(upload_id=uid, persisted_size=len(u["data"]))
+            if u["object"] is not None:
+                st.object.CopyFrom(u["object"])
+            return st
+
+        def start(h, ctx):
+            if h.name in self.objects and not h.overwrite:
+                ctx.abort(grpc.StatusCode.ALREADY_EXISTS, "exists")
+            n[0] += 1
+            uid = "up%d" % n[0]
+            self.uploads[uid] = {"h": h, "data": bytearray(), "object": None}
+            return status(uid)
+
+        def upload(reqs, ctx):
+            self.streams += 1
+            uid = None
+            for i, r in enumerate(reqs):
+                if r.upload_id not in self.uploads:
+                    ctx.abort(grpc.StatusCode.NOT_FOUND, "no upload")
+                uid = r.upload_id
+                u = self.uploads[uid]
+                if i == 0 and r.write_offset != len(u["data"]):
+                    ctx.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                              "persisted_size %d" % len(u["data"]))
+                which = r.WhichOneof("payload")
+                if which == "checked_data":
+                    if crc(r.checked_data.data) != r.checked_data.crc32c:
+                        ctx.abort(grpc.StatusCode.DATA_LOSS, "crc32c")
+                    u["data"] += r.checked_data.data
+                elif which == "data":
+                    ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, "client must send checked_data")
+                if r.finish:
+                    h = u["h"]
+                    if len(u["data"]) != h.size or sha256(bytes(u["data"])) != h.sha256:
+                        del self.uploads[uid]
+                        ctx.abort(grpc.StatusCode.DATA_LOSS, "size or sha256")
+                    info = pb.ObjectInfo(name=h.name, size=h.size, sha256=h.sha256,
+                                         modified_unix_ms=1)
+                    self.objects[h.name] = (bytes(u["data"]), info)
+                    u["object"] = info
+            if uid is None:
+                ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty")
+            return status(uid)
+
+        def query(ref, ctx):
+            if ref.upload_id not in self.uploads:
+                ctx.abort(grpc.StatusCode.NOT_FOUND, "no upload")
+            return status(ref.upload_id)
+
+        def abort(ref, ctx):
+            if ref.upload_id not in self.uploads:
+                ctx.abort(grpc.StatusCode.NOT_FOUND, "no upload")
+            st = status(ref.upload_id)
+            del self.uploads[ref.upload_id]
+            self.aborted.append(ref.upload_id)
+            return st
+
+        uu = grpc.unary_unary_rpc_method_handler
+        handler = grpc.method_handlers_generic_handler("ringstream.v1.Bulk", {
+            "StartUpload": uu(start, request_deserializer=pb.PutHeader.FromString,
+                              response_serializer=pb.UploadStatus.SerializeToString),
+            "Upload": grpc.stream_unary_rpc_method_handler(
+                upload, request_deserializer=pb.UploadRequest.FromString,
+                response_serializer=pb.UploadStatus.SerializeToString),
+            "QueryUpload": uu(query, request_deserializer=pb.UploadRef.FromString,
+                              response_serializer=pb.UploadStatus.SerializeToString),
+            "AbortUpload": uu(abort, request_deserializer=pb.UploadRef.FromString,
+                              response_serializer=pb.UploadStatus.SerializeToString),
+        })
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
+                                  options=[("grpc.max_receive_message_length", 8 * MiB)])
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def stop(self):
+        self.server.stop(grace=None).wait(5)
+
+
+@run.case("resumed put against a contract-exact fake server: kill -9, rerun, changed file",
+          group="integrity")
+def _(srv):
+    fake = FakeUploads()
+    try:
+        addr = "127.0.0.1:%d" % fake.port
+        data = pattern(12 * MiB + 777, 400)
+        src = write_file("fu", data)
+        updir = os.path.join(CACHE, "ringstream", "uploads")
+        shutil.rmtree(updir, ignore_errors=True)
+        p = subprocess.Popen([CLIENT, "--server", addr, "--limit-rate", "4M", "put", src,
+                              "fu/obj"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=env())
+        try:
+            wait_for(lambda: any(len(u["data"]) >= 3 * MiB for u in fake.uploads.values()),
+                     30, "3 MiB persisted")
+        finally:
+            kill9(p)
+        check(p.returncode == -signal.SIGKILL, "the upload finished before the kill")
+        check_eq(len(os.listdir(updir)), 1, "upload state files")
+        kept = max(len(u["data"]) for u in fake.uploads.values())
+        res = rs_json(addr, "put", src, "fu/obj")[0]
+        check_eq((res["resumable"], res["size"], res["sha256"]),
+                 (True, len(data), sha256(data).hex()), "resumed put")
+        check(0 < res["resumed_from"] <= kept, "resumed_from %d (kept %d)"
+              % (res["resumed_from"], kept))
+        check(fake.objects["fu/obj"][0] == data, "the fake stored other bytes")
+        check_eq(os.listdir(updir), [], "upload state left behind")
+        check_eq(fake.aborted, [], "aborted uploads")
+
+        # Interrupted, then the file changes: the old upload is aborted, the new starts at 0.
+        p = subprocess.Popen([CLIENT, "--server", addr, "--limit-rate", "4M", "put",
+                              "--overwrite", src, "fu/obj"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env())
+        try:
+            wait_for(lambda: any(len(u["data"]) >= MiB and u["object"] is None
+                                 for u in fake.uploads.values()), 30, "1 MiB persisted")
+        finally:
+            kill9(p)
+        new = pattern(9 * MiB, 401)
+        write_file("fu", new)
+        res = rs_json(addr, "put", "--overwrite", src, "fu/obj")[0]
+        check_eq((res["resumed_from"], res["sha256"]), (0, sha256(new).hex()), "changed file")
+        check_eq(len(fake.aborted), 1, "the stale upload was aborted")
+        check(fake.objects["fu/obj"][0] == new, "the fake stored other bytes (changed file)")
+        # Below the threshold: a plain Put, which this fake does not serve.
+        code, _, err = rs(addr, "put", write_file("fu-small", b"abc"), "fu/small")
+        check_eq(code, EXIT_GRPC, "Put on a server without Put")
+        check("UNIMPLEMENTED" in err, repr(err))
+    finally:
+        fake.stop()
+
+
 @run.case("integrity: a wrong chunk crc32c or SHA-256 -> exit 4, no file left", group="integrity")
 def _(srv):
     data = pattern(5 * 64 * 1024 + 100, 300)

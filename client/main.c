@@ -1327,7 +1327,9 @@ static int cmd_get(int argc, char **argv)
         code = fail(EX_IO, what, -1, NULL, "%s: %s", part, strerror(errno));
         goto out;
     }
-    snprintf(key, sizeof(key), "%s\n%s\n%s", abspart, opt.conn.server, name);
+    /* Keyed by file and object name, not server: the recorded SHA-256 (and if_match_sha256)
+     * decides whether the bytes already there belong to the object. */
+    snprintf(key, sizeof(key), "%s\n%s", abspart, name);
     ret = state_path("downloads", key, strlen(key), spath, sizeof(spath));
     if (ret < 0) {
         code = fail(EX_IO, what, -1, NULL, "cache dir: %s", strerror(-ret));

@@ -374,6 +374,61 @@ def _(srv):
     check_eq((res["resumed_from"], res["sha256"]), (0, sha256(new).hex()), "changed file")
 
 
+@run.case("server killed mid-transfer: exit 5, state kept; restarted server: both resume",
+          group="large")
+def _(srv):
+    data_dir = os.path.join(TMP, "restart-data")
+    os.mkdir(data_dir)
+    s = Server(run.args.server, data_dir=data_dir)
+    try:
+        s.start()
+        has_uploads = server_has_uploads(s)
+        data = pattern(48 * MiB, 500)
+        src = write_file("nl", data)
+        rs(s.address, "put", src, "nl/get", want=EXIT_OK)
+        dst = path("nl.out")
+        p = start_slow_get(s, "nl/get", dst, rate="16M")
+        up = subprocess.Popen([CLIENT, "--server", s.address, "--limit-rate", "16M", "put", src,
+                               "nl/put"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env=env())
+        try:
+            wait_for(lambda: os.path.exists(dst + ".part") and
+                     os.path.getsize(dst + ".part") >= 8 * MiB, 30, ".part reaching 8 MiB")
+            time.sleep(0.3)
+            s.kill9()
+            p.wait(timeout=60)
+            _, uperr = up.communicate(timeout=60)
+        finally:
+            kill9(p)
+            kill9(up)
+        check_eq(p.returncode, EXIT_CONN, "get when the server died")
+        check_eq(up.returncode, EXIT_CONN, "put when the server died: %s" % uperr)
+        check(os.path.getsize(dst + ".part") > 0, "the .part file was not kept")
+        check(not os.path.exists(dst), "a final file after a failed get")
+
+        # The same address again (an upload's state is kept per server address).
+        port = s.port
+        s = Server(run.args.server, data_dir=data_dir)
+        free_port = harness.free_port
+        harness.free_port = lambda: port
+        try:
+            s.start()
+        finally:
+            harness.free_port = free_port
+        res = rs_json(s.address, "get", "nl/get", dst)[0]
+        check(res["resumed_from"] > 0, "get did not resume: %r" % res)
+        check(read_file(dst) == data, "resumed get differs")
+        res = rs_json(s.address, "put", src, "nl/put")[0]
+        if has_uploads:
+            check(res["resumed_from"] > 0, "put did not resume across a restart: %r" % res)
+        check_eq(res["sha256"], sha256(data).hex(), "put after restart")
+        _, out, _ = rs(s.address, "get", "nl/put", "-", want=EXIT_OK)
+        check(out == data, "put after restart differs")
+    finally:
+        problems = s.stop()
+    check(not problems, "restarted server: %s" % problems)
+
+
 # --- TLS -----------------------------------------------------------------------------------
 
 @run.case("TLS: put/get with --ca and a client certificate; no cert or wrong CA fails",

@@ -1495,7 +1495,8 @@ static void usage(FILE *f)
           "  3  local I/O error (reading or writing a file, the cache directory)\n"
           "  4  integrity failure: CRC32C or SHA-256 mismatch, or the server reported DATA_LOSS;\n"
           "     no file is left behind\n"
-          "  5  connection failure: cannot connect, TLS handshake, connection lost, timeout\n",
+          "  5  connection failure: cannot connect, TLS handshake, connection lost, timeout,\n"
+          "     a response that does not decode\n",
           f);
 }
 

@@ -503,25 +503,35 @@ class FakeBulk:
         self.data = data
 
         def stat(req, ctx):
+            if mode == "garbage-stat":
+                return b"\x0a\xff\xff\xff"  # a length running past the end
             sha = sha256(data) if mode != "sha" else sha256(data + b"!")
-            return pb.ObjectInfo(name=req.name, size=len(data), sha256=sha)
+            return pb.ObjectInfo(name=req.name, size=len(data), sha256=sha).SerializeToString()
 
         def get(req, ctx):
             step = 64 * 1024
-            for i, off in enumerate(range(req.offset, len(data), step)):
-                piece = data[off:off + step]
+            end = len(data) if req.length == 0 else min(len(data), req.offset + req.length)
+            if mode == "short":
+                end -= 1000
+            for i, off in enumerate(range(req.offset, end, step)):
+                piece = data[off:min(off + step, end)]
                 crc = _crc32c(piece)
                 if mode == "crc" and i == 2:
                     crc ^= 0x1
-                yield pb.Chunk(data=piece, offset=off, crc32c=crc)
+                if mode == "offset" and i == 1:
+                    off += 1
+                if mode == "garbage-chunk" and i == 1:
+                    yield b"\x0a\x05ab"
+                    return
+                yield pb.Chunk(data=piece, offset=off, crc32c=crc).SerializeToString()
 
         handler = grpc.method_handlers_generic_handler("ringstream.v1.Bulk", {
             "Stat": grpc.unary_unary_rpc_method_handler(
                 stat, request_deserializer=pb.StatRequest.FromString,
-                response_serializer=pb.ObjectInfo.SerializeToString),
+                response_serializer=lambda b: b),
             "Get": grpc.unary_stream_rpc_method_handler(
                 get, request_deserializer=pb.GetRequest.FromString,
-                response_serializer=pb.Chunk.SerializeToString),
+                response_serializer=lambda b: b),
         })
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         self.server.add_generic_rpc_handlers((handler,))
@@ -706,10 +716,30 @@ def _(srv):
             # An honest answer from the same fake server works (the checker is not the bug).
         finally:
             fake.stop()
+    # Malformed or wrong answers: chunks out of place, a short object, undecodable messages.
+    for mode, want, words in (("offset", EXIT_INTEGRITY, "where"),
+                              ("short", EXIT_INTEGRITY, "SHA-256 mismatch"),
+                              ("garbage-chunk", EXIT_INTEGRITY, "malformed Chunk"),
+                              ("garbage-stat", EXIT_CONN, "malformed")):
+        fake = FakeBulk(mode, data)
+        try:
+            dst = path("bad-" + mode)
+            code, _, err = rs("127.0.0.1:%d" % fake.port, "get", "obj", dst)
+            check_eq(code, want, mode + " exit code (%s)" % err.strip())
+            check(words in err, "%s error line: %r" % (mode, err))
+            check(not os.path.exists(dst) and not os.path.exists(dst + ".part"),
+                  mode + ": file left")
+        finally:
+            fake.stop()
+    # An honest answer from the same fake server works (the checks are not the bug), also
+    # striped.
     fake = FakeBulk("none", data)
     try:
         rs("127.0.0.1:%d" % fake.port, "get", "obj", path("honest"), want=EXIT_OK)
         check(read_file(path("honest")) == data, "honest fake server")
+        rs("127.0.0.1:%d" % fake.port, "get", "--streams", "3", "obj", path("honest3"),
+           want=EXIT_OK)
+        check(read_file(path("honest3")) == data, "honest fake server, 3 streams")
     finally:
         fake.stop()
 

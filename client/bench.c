@@ -533,6 +533,8 @@ int rsc_bench_run(const struct rsc_bench_opts *o)
                 names[o->kind], errors, first_error);
     code = crc_errors > 0 ? 4 : conn_failed ? 5 : errors > 0 ? 1 : 0;
 out:
+    shared_seq = NULL; /* they pointed into this frame */
+    unary_req = get_req = NULL;
     seq_free(&echo);
     seq_free(&putdata);
     free(hist);

@@ -653,16 +653,16 @@ static int cmd_ls(int argc, char **argv)
 struct put {
     int fd;
     bool is_stdin;
-    uint64_t size;      /* of the file (0 for stdin: unknown) */
-    uint64_t off;       /* bytes read and sent so far */
-    bool header_sent;   /* Put: the header went out; Upload: the first message went out */
-    bool finished;      /* the last message went out */
-    int io_err;         /* -errno of a local read failure */
-    uint8_t *buf;       /* HDR_ROOM + DATA_CHUNK + 8 */
-    struct rs_sha256 h; /* of what was sent (stdin: the only hash) */
-    const uint8_t *header;
+    uint64_t size;             /* of the file (0 for stdin: unknown) */
+    uint64_t off;              /* bytes read and sent so far */
+    bool header_sent;          /* Put: the header went out; Upload: the first message went out */
+    bool finished;             /* the last message went out */
+    int io_err;                /* -errno of a local read failure */
+    uint8_t *buf;              /* HDR_ROOM + DATA_CHUNK + 8 */
+    struct rs_sha256 h;        /* of what was sent (stdin: the only hash) */
+    uint8_t header[SMALL_MSG]; /* Put: the encoded header message */
     size_t header_len;
-    const char *upload_id; /* Upload: every message names it */
+    char upload_id[65]; /* Upload: every message names it */
     uint64_t response_n;
     ringstream_v1_ObjectInfo info; /* Put's answer */
     ringstream_v1_UploadStatus up; /* Upload's answer */
@@ -807,7 +807,7 @@ static int put_stream(struct put *p, const char *what, const char *name, const u
 {
     ringstream_v1_PutRequest r = ringstream_v1_PutRequest_init_zero;
     struct bytes bn = { name, strlen(name) }, bs = { sha, sha != NULL ? RS_SHA256_LEN : 0 };
-    uint8_t hdr[SMALL_MSG], got[RS_SHA256_LEN];
+    uint8_t got[RS_SHA256_LEN];
     struct rsc_status st;
     struct rsc_conn *c;
     int code, ret;
@@ -817,10 +817,9 @@ static int put_stream(struct put *p, const char *what, const char *name, const u
     bind_bytes(&r.part.header.sha256, &bs);
     r.part.header.size = p->is_stdin ? 0 : p->size;
     r.part.header.overwrite = opt.overwrite;
-    p->header_len = encode(ringstream_v1_PutRequest_fields, &r, hdr, sizeof(hdr));
+    p->header_len = encode(ringstream_v1_PutRequest_fields, &r, p->header, sizeof(p->header));
     if (p->header_len == 0)
         return fail(EX_USAGE, what, -1, NULL, "name too long");
-    p->header = hdr;
     c = connect_or_fail(what, &code);
     if (c == NULL)
         return code;
@@ -962,7 +961,7 @@ static int put_resumable(struct put *p, const char *what, const char *name, cons
         }
     }
     p->upload = true;
-    p->upload_id = id;
+    snprintf(p->upload_id, sizeof(p->upload_id), "%s", id);
     /* ABORTED: the server still runs the stream of a client that died (kill -9) and has not
      * noticed yet; FAILED_PRECONDITION: persisted_size moved since QueryUpload. Both: ask
      * again where to start, a bounded number of times. */

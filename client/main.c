@@ -841,12 +841,13 @@ static int put_stream(struct put *p, const char *what, const char *name, const u
     return put_done(p, what, &p->info, got, p->off, 0, false);
 }
 
-/* Resumable upload state: "id\npath\nsize\nmtime_ns\nino\ndev\n". */
+/* Resumable upload state: "id\npath\nsize\nmtime_ns\nino\ndev\noverwrite|create\n". */
 static void identity(char *out, size_t len, const char *id, const char *path, const struct stat *s)
 {
-    snprintf(out, len, "%s\n%s\n%" PRIu64 "\n%" PRId64 "\n%" PRIu64 "\n%" PRIu64 "\n", id, path,
+    /* --overwrite is part of it: StartUpload fixed it for the upload's publication. */
+    snprintf(out, len, "%s\n%s\n%" PRIu64 "\n%" PRId64 "\n%" PRIu64 "\n%" PRIu64 "\n%s\n", id, path,
              (uint64_t)s->st_size, (int64_t)s->st_mtim.tv_sec * 1000000000 + s->st_mtim.tv_nsec,
-             (uint64_t)s->st_ino, (uint64_t)s->st_dev);
+             (uint64_t)s->st_ino, (uint64_t)s->st_dev, opt.overwrite ? "overwrite" : "create");
 }
 
 static int upload_ref_call(struct rsc_conn *c, const char *method, const char *id,

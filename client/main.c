@@ -161,6 +161,7 @@ static int fail_call(const char *what, int ret, const struct rsc_status *st)
 
 static struct {
     uint64_t total; /* 0: unknown */
+    uint64_t base;  /* bytes already there when this run began (a resumed transfer) */
     _Atomic uint64_t done;
     double start, last;
     atomic_flag printing;
@@ -190,6 +191,7 @@ static void human(char *out, size_t len, double v)
 static void progress_begin(uint64_t total, uint64_t already)
 {
     prog.total = total;
+    prog.base = already;
     atomic_store(&prog.done, already);
     prog.start = now_s();
     prog.last = 0;
@@ -199,7 +201,8 @@ static void progress_begin(uint64_t total, uint64_t already)
 static void progress_draw(bool final)
 {
     uint64_t done = atomic_load(&prog.done);
-    double t = now_s(), el = t - prog.start, rate = el > 0 ? (double)done / el : 0;
+    double t = now_s(), el = t - prog.start;
+    double rate = el > 0 ? (double)(done - prog.base) / el : 0; /* of this run's bytes */
     char d[32], tot[32], r[32], eta[32] = "";
 
     human(d, sizeof(d), (double)done);
@@ -228,7 +231,7 @@ static void progress_add(uint64_t n)
     uint64_t done = atomic_fetch_add(&prog.done, n) + n;
 
     if (opt.limit_rate > 0) {
-        double ahead = (double)done / (double)opt.limit_rate - (now_s() - prog.start);
+        double ahead = (double)(done - prog.base) / (double)opt.limit_rate - (now_s() - prog.start);
 
         if (ahead > 0) {
             struct timespec ts = { .tv_sec = (time_t)ahead,

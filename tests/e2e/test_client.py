@@ -501,14 +501,24 @@ class FakeBulk:
     def __init__(self, mode, data):
         pb = pb2()
         self.data = data
+        self.changed = False
 
         def stat(req, ctx):
             if mode == "garbage-stat":
                 return b"\x0a\xff\xff\xff"  # a length running past the end
+            data = self.data
             sha = sha256(data) if mode != "sha" else sha256(data + b"!")
             return pb.ObjectInfo(name=req.name, size=len(data), sha256=sha).SerializeToString()
 
         def get(req, ctx):
+            data = self.data
+            if mode != "sha" and req.if_match_sha256 and req.if_match_sha256 != sha256(data):
+                ctx.abort(grpc.StatusCode.FAILED_PRECONDITION, "object changed")
+            if mode == "changed" and not self.changed:
+                # The object is overwritten between the client's Stat and its Get.
+                self.changed = True
+                self.data = data = data[::-1] + b"new"
+                ctx.abort(grpc.StatusCode.FAILED_PRECONDITION, "object changed")
             step = 64 * 1024
             end = len(data) if req.length == 0 else min(len(data), req.offset + req.length)
             if mode == "short":
@@ -731,6 +741,16 @@ def _(srv):
                   mode + ": file left")
         finally:
             fake.stop()
+    # Overwritten between Stat and Get: FAILED_PRECONDITION, and the client starts over.
+    fake = FakeBulk("changed", data)
+    try:
+        dst = path("changed")
+        res = rs_json("127.0.0.1:%d" % fake.port, "get", "obj", dst)[0]
+        check(fake.changed, "the fake did not change the object")
+        check_eq((res["resumed_from"], res["sha256"]), (0, sha256(fake.data).hex()), "restart")
+        check(read_file(dst) == fake.data, "restarted get differs")
+    finally:
+        fake.stop()
     # An honest answer from the same fake server works (the checks are not the bug), also
     # striped.
     fake = FakeBulk("none", data)

@@ -768,18 +768,19 @@ int rsc_conn_poll(struct rsc_conn *c, int timeout_ms)
 {
     bool pending;
     struct pollfd p;
-    int n;
 
     if (!c->dead) {
         pending = conn_flush(c);
         p = (struct pollfd){ .fd = c->fd, .events = POLLIN | (pending ? POLLOUT : 0) };
-        /* wolfSSL may hold decrypted bytes the socket no longer shows. */
         if (c->dead) {
+            /* the flush failed: fall through to failing the calls */
         } else if (c->tls != NULL && wolfSSL_pending(c->tls) > 0) {
+            /* wolfSSL holds decrypted bytes the socket no longer shows */
             conn_read(c);
             c->last_progress = now_ms();
         } else {
-            n = poll(&p, 1, timeout_ms);
+            int n = poll(&p, 1, timeout_ms);
+
             if (n < 0 && errno != EINTR)
                 conn_fail(c, "poll: %s", strerror(errno));
             if (n > 0 && (p.revents & (POLLIN | POLLERR | POLLHUP)) && conn_read(c) > 0)

@@ -844,7 +844,8 @@ static int put_stream(struct put *p, const char *what, const char *name, const u
     return put_done(p, what, &p->info, got, p->off, 0, false);
 }
 
-/* Resumable upload state: "id\npath\nsize\nmtime_ns\nino\ndev\noverwrite|create\n". */
+/* Resumable upload state: identity() = "id\npath\nsize\nmtime_ns\nino\ndev\noverwrite|create\n",
+ * then the SHA-256 in hex and "\n" (put_resumable). */
 static void identity(char *out, size_t len, const char *id, const char *path, const struct stat *s)
 {
     /* --overwrite is part of it: StartUpload fixed it for the upload's publication. */
@@ -868,9 +869,51 @@ static int upload_ref_call(struct rsc_conn *c, const char *method, const char *i
     return ret;
 }
 
-static int put_resumable(struct put *p, const char *what, const char *name, const char *path,
-                         const struct stat *sb, const uint8_t *sha)
+/* The SHA-256 of the whole file, before sending: it goes in the header, so the server refuses
+ * (DATA_LOSS) rather than publish anything but this file's exact bytes. Returns 0 or the exit
+ * code (printed). */
+static int prehash(struct put *p, const char *what, const char *file, uint8_t sha[RS_SHA256_LEN])
 {
+    struct rs_sha256 pre;
+    int ret;
+
+    if (rs_sha256_init(&pre) < 0)
+        return fail(EX_IO, what, -1, NULL, "out of memory");
+    ret = hash_fd(p->fd, p->size, &pre, p->buf, DATA_CHUNK);
+    if (ret == 0 && rs_sha256_final(&pre, sha) < 0)
+        ret = -EIO;
+    rs_sha256_free(&pre);
+    if (ret < 0)
+        return fail(EX_IO, what, -1, NULL, "%s: %s", file,
+                    ret == -ENODATA ? "shrank while being read" : strerror(-ret));
+    return 0;
+}
+
+static bool unhex(const char *in, uint8_t *out, size_t n)
+{
+    for (size_t i = 0; i < 2 * n; i++) {
+        int v = in[i] >= '0' && in[i] <= '9'   ? in[i] - '0'
+                : in[i] >= 'a' && in[i] <= 'f' ? in[i] - 'a' + 10
+                                               : -1;
+
+        if (v < 0)
+            return false;
+        if (i % 2 == 0)
+            out[i / 2] = (uint8_t)(v << 4);
+        else
+            out[i / 2] |= (uint8_t)v;
+    }
+    return true;
+}
+
+/* The state file holds identity() and then the file's SHA-256 in hex, so a resume with an
+ * unchanged file skips the hashing pass (a changed one fails the server's check anyway). */
+static int put_resumable(struct put *p, const char *what, const char *name, const char *path,
+                         const struct stat *sb)
+{
+    uint8_t sha[RS_SHA256_LEN];
+    char shahex[2 * RS_SHA256_LEN + 1];
+    bool have_sha = false;
     char key[PATH_MAX + 600], spath[PATH_MAX], text[PATH_MAX + 200], want[PATH_MAX + 200];
     char abspath[PATH_MAX];
     ringstream_v1_UploadStatus us;
@@ -900,7 +943,13 @@ static int put_resumable(struct put *p, const char *what, const char *name, cons
             id[nl - text] = '\0';
         }
         identity(want, sizeof(want), id, abspath, sb);
-        if (id[0] != '\0' && strcmp(want, text) == 0) {
+        if (id[0] != '\0' && strncmp(want, text, strlen(want)) == 0) {
+            const char *h = text + strlen(want);
+
+            have_sha = strlen(h) == 2 * RS_SHA256_LEN + 1 && h[2 * RS_SHA256_LEN] == '\n' &&
+                       unhex(h, sha, RS_SHA256_LEN);
+        }
+        if (id[0] != '\0' && have_sha) {
             ret = upload_ref_call(c, SVC "QueryUpload", id, &us, &st);
             if (ret < 0 && ret != -EPROTO) {
                 rsc_conn_close(c);
@@ -925,6 +974,13 @@ static int put_resumable(struct put *p, const char *what, const char *name, cons
         }
         if (id[0] == '\0')
             unlink(spath);
+    }
+    if (!have_sha) {
+        code = prehash(p, what, path, sha);
+        if (code != 0) {
+            rsc_conn_close(c);
+            return code;
+        }
     }
     if (id[0] == '\0') {
         ringstream_v1_PutHeader h = ringstream_v1_PutHeader_init_zero;
@@ -956,6 +1012,9 @@ static int put_resumable(struct put *p, const char *what, const char *name, cons
         }
         snprintf(id, sizeof(id), "%s", us.upload_id);
         identity(text, sizeof(text), id, abspath, sb);
+        hex(shahex, sha, RS_SHA256_LEN);
+        strncat(text, shahex, sizeof(text) - strlen(text) - 2);
+        strcat(text, "\n");
         ret = state_write(spath, text);
         if (ret < 0) {
             upload_ref_call(c, SVC "AbortUpload", id, &us, &st);
@@ -1027,7 +1086,7 @@ static int cmd_put(int argc, char **argv)
     const char *file, *name;
     char what[PATH_MAX + 300];
     struct stat sb;
-    int code, ret;
+    int code;
 
     if (argc != 2)
         return fail(EX_USAGE, "put", -1, NULL, "usage: ringstream put FILE NAME");
@@ -1044,34 +1103,22 @@ static int cmd_put(int argc, char **argv)
         goto out;
     }
     if (!p.is_stdin) {
-        struct rs_sha256 pre;
-
         if (fstat(p.fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
             code = fail(EX_IO, what, -1, NULL, "%s: %s", file,
                         S_ISDIR(sb.st_mode) ? "is a directory" : strerror(errno));
             goto out;
         }
         p.size = (uint64_t)sb.st_size;
-        /* The SHA-256 goes in the header, so the server refuses (DATA_LOSS) rather than
-         * publish anything but this file's exact bytes. */
-        if (rs_sha256_init(&pre) < 0) {
-            code = fail(EX_IO, what, -1, NULL, "out of memory");
-            goto out;
-        }
-        ret = hash_fd(p.fd, p.size, &pre, p.buf, DATA_CHUNK);
-        if (ret == 0 && rs_sha256_final(&pre, sha) < 0)
-            ret = -EIO;
-        rs_sha256_free(&pre);
-        if (ret < 0) {
-            code = fail(EX_IO, what, -1, NULL, "%s: %s", file,
-                        ret == -ENODATA ? "shrank while being read" : strerror(-ret));
-            goto out;
-        }
     }
-    if (!p.is_stdin && p.size >= opt.resumable_threshold)
-        code = put_resumable(&p, what, name, file, &sb, sha);
-    else
-        code = put_stream(&p, what, name, p.is_stdin ? NULL : sha);
+    if (!p.is_stdin && p.size >= opt.resumable_threshold) {
+        code = put_resumable(&p, what, name, file, &sb);
+    } else if (!p.is_stdin) {
+        code = prehash(&p, what, file, sha);
+        if (code == 0)
+            code = put_stream(&p, what, name, sha);
+    } else {
+        code = put_stream(&p, what, name, NULL);
+    }
 out:
     rs_sha256_free(&p.h);
     free(p.buf);

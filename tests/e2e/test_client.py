@@ -202,11 +202,11 @@ def _(srv):
     check_eq(code, EXIT_IO, "get into a missing directory")
 
 
-@run.case("the server's answer to a bad upload: file shrinks between hash and send")
+@run.case("a file that shrinks while being sent: exit 3 or 4, nothing published")
 def _(srv):
-    # A header SHA-256 that does not match the data: the server refuses with DATA_LOSS and
-    # publishes nothing; the client says so with exit 4. Simulated by a FIFO-free trick: the
-    # file is truncated while the client waits on a rate limit.
+    # The file is truncated while the client, slowed by --limit-rate, is sending it: the
+    # client notices the short read (exit 3), or the server the size/SHA-256 mismatch against
+    # the header (DATA_LOSS, exit 4); either way nothing is published.
     data = pattern(6 * MiB, 11)
     src = write_file("shrink", data)
     p = subprocess.Popen([CLIENT, "--server", srv.address, "--limit-rate", "2M",

@@ -133,7 +133,11 @@ static __attribute__((format(printf, 5, 6))) int fail(int code, const char *what
         FILE *f = jout();
 
         fprintf(f, "{\"ok\":false,\"command\":\"%s\",\"exit\":%d,\"error\":", opt.cmd, code);
-        json_str(f, status != NULL ? status : "");
+        /* every failure has a name for scripts: the status, or what kind of local failure */
+        json_str(f, status != NULL     ? status
+                    : code == EX_USAGE ? "USAGE"
+                    : code == EX_IO    ? "LOCAL_IO"
+                                       : "ERROR");
         if (grpc >= 0)
             fprintf(f, ",\"grpc_status\":%d", grpc);
         fputs(",\"message\":", f);

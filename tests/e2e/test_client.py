@@ -196,6 +196,8 @@ def _(srv):
     code, _, err = rs(srv.address, "put", path("no-such-file"), "x")
     check_eq(code, EXIT_IO, "put of a missing file")
     check("No such file" in err, repr(err))
+    res = rs_json(srv.address, "put", path("no-such-file"), "x", want=EXIT_IO)[0]
+    check_eq((res["ok"], res["exit"], res["error"]), (False, 3, "LOCAL_IO"), "--json local error")
     os.makedirs(path("not-a-dir-parent"), exist_ok=True)
     rs(srv.address, "put", "-", "io/x", stdin=b"abc", want=EXIT_OK)
     code, _, _ = rs(srv.address, "get", "io/x", path("no/such/dir/file"))

@@ -1536,6 +1536,7 @@ static void usage(FILE *f)
           "  --timeout SECONDS          fail when the server is silent this long (default 60)\n"
           "  --json                     one JSON object per result on stdout (stderr for get -)\n"
           "  --no-progress              no progress bar (shown only when stderr is a terminal)\n"
+          "  --version                  version and the CRC32C/SHA-256 providers\n"
           "  -h, --help                 this text\n"
           "\n"
           "Interrupted transfers resume when the same command is run again: uploads from the\n"
@@ -1609,6 +1610,7 @@ int main(int argc, char **argv)
         O_CONNS,
         O_SIZE,
         O_DURATION,
+        O_VERSION,
     };
     static const struct option longopts[] = {
         { "server", required_argument, NULL, O_SERVER },
@@ -1628,6 +1630,7 @@ int main(int argc, char **argv)
         { "duration", required_argument, NULL, O_DURATION },
         { "no-progress", no_argument, NULL, O_NOPROG },
         { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, O_VERSION },
         { NULL, 0, NULL, 0 },
     };
     const char *env = getenv("RINGSTREAM_SERVER");
@@ -1711,6 +1714,10 @@ int main(int argc, char **argv)
             break;
         case 'h':
             usage(stdout);
+            return EX_OK;
+        case O_VERSION:
+            printf("ringstream %s\nCRC32C: %s\nSHA-256: %s\n", RS_VERSION, rs_crc32c_provider(),
+                   rs_sha256_provider());
             return EX_OK;
         default:
             usage(stderr);

@@ -164,8 +164,9 @@ static int fail_call(const char *what, int ret, const struct rsc_status *st)
 /* --- progress bar and rate limit ----------------------------------------------------------- */
 
 static struct {
-    uint64_t total; /* 0: unknown */
-    uint64_t base;  /* bytes already there when this run began (a resumed transfer) */
+    uint64_t total;    /* 0: unknown */
+    uint64_t base;     /* bytes already there when this run began (a resumed transfer) */
+    const char *label; /* "" for the transfer, "hashing " or "verifying " for a local pass */
     _Atomic uint64_t done;
     double start, last;
     atomic_flag printing;
@@ -196,6 +197,7 @@ static void progress_begin(uint64_t total, uint64_t already)
 {
     prog.total = total;
     prog.base = already;
+    prog.label = "";
     atomic_store(&prog.done, already);
     prog.start = now_s();
     prog.last = 0;
@@ -218,10 +220,10 @@ static void progress_draw(bool final)
 
             snprintf(eta, sizeof(eta), "  ETA %u:%02u:%02u", s / 3600, s / 60 % 60, s % 60);
         }
-        fprintf(stderr, "\r\033[K%s / %s  %3.0f%%  %s/s%s", d, tot,
+        fprintf(stderr, "\r\033[K%s%s / %s  %3.0f%%  %s/s%s", prog.label, d, tot,
                 100.0 * (double)done / (double)prog.total, r, eta);
     } else {
-        fprintf(stderr, "\r\033[K%s  %s/s", d, r);
+        fprintf(stderr, "\r\033[K%s%s  %s/s", prog.label, d, r);
     }
     if (final)
         fputc('\n', stderr);
@@ -412,10 +414,18 @@ static int pwrite_full(int fd, const uint8_t *p, size_t len, uint64_t off)
     return 0;
 }
 
-/* SHA-256 of the first |len| bytes of |fd| (pread: the offset is left alone). */
-static int hash_fd(int fd, uint64_t len, struct rs_sha256 *h, uint8_t *buf, size_t cap)
+/* SHA-256 of the first |len| bytes of |fd| (pread: the offset is left alone); with the
+ * progress bar on, shown as |label| (a local pass: not rate-limited). */
+static int hash_fd(int fd, uint64_t len, struct rs_sha256 *h, uint8_t *buf, size_t cap,
+                   const char *label)
 {
     uint64_t off = 0;
+    double last = 0;
+
+    if (opt.progress && len >= DATA_CHUNK) {
+        progress_begin(len, 0);
+        prog.label = label;
+    }
 
     while (off < len) {
         size_t want = len - off < cap ? (size_t)(len - off) : cap;
@@ -430,6 +440,11 @@ static int hash_fd(int fd, uint64_t len, struct rs_sha256 *h, uint8_t *buf, size
         if (rs_sha256_update(h, buf, (size_t)n) < 0)
             return -EIO;
         off += (uint64_t)n;
+        if (opt.progress && len >= DATA_CHUNK && now_s() - last >= 0.2) {
+            atomic_store(&prog.done, off);
+            last = now_s();
+            progress_draw(false);
+        }
     }
     return 0;
 }
@@ -883,7 +898,7 @@ static int prehash(struct put *p, const char *what, const char *file, uint8_t sh
 
     if (rs_sha256_init(&pre) < 0)
         return fail(EX_IO, what, -1, NULL, "out of memory");
-    ret = hash_fd(p->fd, p->size, &pre, p->buf, DATA_CHUNK);
+    ret = hash_fd(p->fd, p->size, &pre, p->buf, DATA_CHUNK, "hashing ");
     if (ret == 0 && rs_sha256_final(&pre, sha) < 0)
         ret = -EIO;
     rs_sha256_free(&pre);
@@ -1401,7 +1416,7 @@ static int cmd_get(int argc, char **argv)
             goto out;
         }
         code = get_parallel(what, name, fd, &oi);
-        if (code == 0 && hash_fd(fd, oi.size, &h, buf, DATA_CHUNK) < 0)
+        if (code == 0 && hash_fd(fd, oi.size, &h, buf, DATA_CHUNK, "verifying ") < 0)
             code = fail(EX_IO, what, -1, NULL, "re-reading %s: %s", part, strerror(errno));
         if (code == 0)
             resume = 0;
@@ -1418,7 +1433,7 @@ static int cmd_get(int argc, char **argv)
         if (fstat(fd, &sb) == 0 && sb.st_size > 0 && state_read(spath, text, sizeof(text)) == 0 &&
             strcmp(text, want) == 0 && (uint64_t)sb.st_size <= oi.size) {
             resume = (uint64_t)sb.st_size;
-            ret = hash_fd(fd, resume, &h, buf, DATA_CHUNK);
+            ret = hash_fd(fd, resume, &h, buf, DATA_CHUNK, "re-reading ");
             if (ret < 0) {
                 code = fail(EX_IO, what, -1, NULL, "re-reading %s: %s", part, strerror(-ret));
                 goto out;

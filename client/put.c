@@ -326,10 +326,18 @@ static int put_resumable(struct put *p, const char *what, const char *name, cons
                 return put_done(p, what, &us.object, sha, (uint64_t)sb->st_size,
                                 (uint64_t)sb->st_size, true);
             }
+            if (ret == 0 && st.code != 0 && st.code != RS_GRPC_NOT_FOUND) {
+                /* a server in trouble (UNAVAILABLE, RESOURCE_EXHAUSTED, ...): keep the state */
+                rsc_conn_close(c);
+                return rsc_fail_call(what, ret, &st);
+            }
             if (ret == 0 && st.code == 0 && us.persisted_size <= (uint64_t)sb->st_size) {
                 resumed_from = us.persisted_size;
+            } else if (ret == 0 && st.code == 0) { /* more than the file: not ours to finish */
+                upload_ref_call(c, RSC_SVC "AbortUpload", id, &us, &st);
+                id[0] = '\0';
             } else {
-                id[0] = '\0'; /* expired or unknown: start over */
+                id[0] = '\0'; /* expired or unknown (NOT_FOUND): start over */
             }
         } else if (id[0] != '\0') {
             /* The file changed since: the old upload is of no use. */
@@ -349,6 +357,7 @@ static int put_resumable(struct put *p, const char *what, const char *name, cons
     if (id[0] == '\0') {
         ringstream_v1_PutHeader h = ringstream_v1_PutHeader_init_zero;
         struct rsc_bytes bn = { name, strlen(name) }, bs = { sha, RS_SHA256_LEN };
+        struct rsc_unary u = { ringstream_v1_UploadStatus_fields, &us, 0 };
         uint8_t req[RSC_SMALL_MSG];
         size_t len;
 
@@ -357,8 +366,6 @@ static int put_resumable(struct put *p, const char *what, const char *name, cons
         h.size = (uint64_t)sb->st_size;
         h.overwrite = rsc_cli.overwrite;
         len = rsc_encode(ringstream_v1_PutHeader_fields, &h, req, sizeof(req));
-        struct rsc_unary u = { ringstream_v1_UploadStatus_fields, &us, 0 };
-
         memset(&us, 0, sizeof(us));
         ret = rsc_call_run(c, RSC_SVC "StartUpload", req, len, NULL, rsc_on_unary, &u, &st);
         if (ret == 0 && st.code == RS_GRPC_UNIMPLEMENTED) {

@@ -571,6 +571,7 @@ class FakeUploads:
         self.objects = {}
         self.aborted = []
         self.streams = 0
+        self.query_fails = None  # a StatusCode QueryUpload answers with, when set
         n = [0]
 
         def status(uid):
@@ -620,6 +621,8 @@ class FakeUploads:
             return status(uid)
 
         def query(ref, ctx):
+            if self.query_fails is not None:
+                ctx.abort(self.query_fails, "the server is busy")
             if ref.upload_id not in self.uploads:
                 ctx.abort(grpc.StatusCode.NOT_FOUND, "no upload")
             return status(ref.upload_id)
@@ -675,6 +678,13 @@ def _(srv):
         check(p.returncode == -signal.SIGKILL, "the upload finished before the kill")
         check_eq(len(os.listdir(updir)), 1, "upload state files")
         kept = max(len(u["data"]) for u in fake.uploads.values())
+        # QueryUpload failing with UNAVAILABLE: an error, and the state stays for the next run.
+        fake.query_fails = grpc.StatusCode.UNAVAILABLE
+        code, _, err = rs(addr, "put", src, "fu/obj")
+        check_eq(code, EXIT_GRPC, "put while QueryUpload is UNAVAILABLE")
+        check("UNAVAILABLE" in err, repr(err))
+        check_eq(len(os.listdir(updir)), 1, "upload state after a failed QueryUpload")
+        fake.query_fails = None
         res = rs_json(addr, "put", src, "fu/obj")[0]
         check_eq((res["resumable"], res["size"], res["sha256"]),
                  (True, len(data), sha256(data).hex()), "resumed put")

@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -26,12 +27,21 @@ struct get {
     uint64_t end;        /* one past the last byte asked for */
     struct rs_sha256 *h; /* running hash (sequential Gets), or NULL */
     int io_err;
-    char bad[160]; /* why the call was cancelled for integrity */
+    char bad[160];     /* why the call was cancelled for integrity */
+    atomic_bool *stop; /* --streams: another range failed; NULL otherwise */
+    bool stopped;      /* this call was cancelled because of |stop| */
 };
+
+#define GET_STOPPED (-2) /* get_range(): cancelled because another range failed, not printed */
 
 static int on_chunk(void *arg, const uint8_t *m, size_t len)
 {
     struct get *g = arg;
+
+    if (g->stop != NULL && atomic_load(g->stop)) {
+        g->stopped = true;
+        return -1;
+    }
     ringstream_v1_Chunk ch = ringstream_v1_Chunk_init_zero;
     struct rs_pb_view data = { 0 };
     pb_istream_t s = pb_istream_from_buffer(m, len);
@@ -109,6 +119,8 @@ static int get_range(struct rsc_conn *c, const char *what, const char *name, uin
     ret = rsc_call_run(c, RSC_SVC "Get", req, rlen, NULL, on_chunk, g, st);
     if (g->io_err != 0)
         return rsc_fail(RSC_EX_IO, what, -1, NULL, "writing: %s", strerror(-g->io_err));
+    if (g->stopped)
+        return GET_STOPPED;
     if (ret == -ECANCELED)
         return rsc_fail(RSC_EX_INTEGRITY, what, -1, "INTEGRITY", "%s", g->bad);
     if (ret == 0 && st->code == RS_GRPC_FAILED_PRECONDITION && quiet_precondition)
@@ -175,20 +187,23 @@ struct range_job {
     uint64_t off, len;
     int fd;
     int code;
+    atomic_bool *stop; /* shared by the jobs of one get */
     pthread_t tid;
 };
 
 static void *range_thread(void *arg)
 {
     struct range_job *j = arg;
-    struct get g = { .fd = j->fd };
+    struct get g = { .fd = j->fd, .stop = j->stop };
     struct rsc_status st;
     struct rsc_conn *c = rsc_connect_or_fail(j->what, &j->code);
 
-    if (c == NULL)
-        return NULL;
-    j->code = get_range(c, j->what, j->name, j->off, j->len, j->sha, &g, &st, false);
-    rsc_conn_close(c);
+    if (c != NULL) {
+        j->code = get_range(c, j->what, j->name, j->off, j->len, j->sha, &g, &st, false);
+        rsc_conn_close(c);
+    }
+    if (j->code != 0)
+        atomic_store(j->stop, true); /* the others stop at their next chunk */
     return NULL;
 }
 
@@ -197,6 +212,7 @@ static int get_parallel(const char *what, const char *name, int fd,
                         const ringstream_v1_ObjectInfo *oi)
 {
     struct range_job jobs[RSC_MAX_STREAMS];
+    atomic_bool stop = false;
     uint64_t per = (oi->size + rsc_cli.streams - 1) / rsc_cli.streams;
     unsigned n = 0;
     int code = 0;
@@ -212,18 +228,21 @@ static int get_parallel(const char *what, const char *name, int fd,
                                       .sha = oi->sha256,
                                       .off = off,
                                       .len = oi->size - off < per ? oi->size - off : per,
-                                      .fd = fd };
+                                      .fd = fd,
+                                      .stop = &stop };
         if (pthread_create(&jobs[n].tid, NULL, range_thread, &jobs[n]) != 0) {
+            atomic_store(&stop, true);
             code = rsc_fail(RSC_EX_IO, what, -1, NULL, "cannot start a thread");
             break;
         }
     }
+    /* The first range that failed reported it; the others stopped quietly (GET_STOPPED). */
     for (unsigned i = 0; i < n; i++) {
         pthread_join(jobs[i].tid, NULL);
-        if (code == 0)
+        if (code == 0 && jobs[i].code != GET_STOPPED)
             code = jobs[i].code;
     }
-    return code;
+    return code != 0 || !atomic_load(&stop) ? code : RSC_EX_CONN;
 }
 
 int rsc_cmd_get(int argc, char **argv)

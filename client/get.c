@@ -245,6 +245,26 @@ static int get_parallel(const char *what, const char *name, int fd,
     return code != 0 || !atomic_load(&stop) ? code : RSC_EX_CONN;
 }
 
+/* Best effort: fsync the directory holding |path|, so a rename into it is durable. */
+static void sync_parent(const char *path)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    int dfd;
+
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else if (slash == path)
+        snprintf(dir, sizeof(dir), "/");
+    else
+        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd); /* some file systems cannot sync a directory: not an error here */
+        close(dfd);
+    }
+}
+
 int rsc_cmd_get(int argc, char **argv)
 {
     const char *name, *file;
@@ -390,6 +410,7 @@ verify:
         code = rsc_fail(RSC_EX_IO, what, -1, NULL, "%s: %s", file, strerror(errno));
         goto out;
     }
+    sync_parent(file); /* the new name survives a crash too */
     unlink(spath);
     rsc_progress_end();
     if (rsc_cli.json) {

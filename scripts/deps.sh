@@ -43,7 +43,8 @@ TEST_PACKAGES=(
     iproute2
     # tests/e2e/test_service.py: parses GET /metrics with Prometheus' own parser
     python3-prometheus-client
-    # tests/e2e/test_get_crc.py: CRC32C of every Get and Echo chunk (C extension)
+    # tests/e2e/test_get_crc.py: CRC32C of every Get and Echo chunk (C extension); also
+    # tests/e2e/test_client.py (its fake resumable-upload server checks ChecksummedData)
     python3-crcmod
     # scripts/gen-test-certs.sh and tests/e2e/test_tls.py (s_client)
     openssl

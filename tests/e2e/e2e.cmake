@@ -138,3 +138,13 @@ endif()
 if(NOT RS_SANITIZE)
   rs_e2e_test(crash test_crash.py 180 "e2e;crash")
 endif()
+
+# The ringstream command-line client (client/) against a real server; RS_CLIENT names the
+# binary. Under RS_SANITIZE only the fast groups (core: round trips, ls/stat/rm, exit codes;
+# integrity: a fake server lying about crc32c/SHA-256).
+if(RS_SANITIZE)
+  rs_e2e_test(client test_client.py 300 "e2e;asan;client" --group core --group integrity)
+else()
+  rs_e2e_test(client test_client.py 600 "e2e;client")
+endif()
+set_property(TEST e2e/client APPEND PROPERTY ENVIRONMENT "RS_CLIENT=$<TARGET_FILE:ringstream>")

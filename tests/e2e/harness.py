@@ -338,6 +338,7 @@ class TestRun:
                         help="run only the cases of this group (repeatable)")
         ap.add_argument("--only", default=None, help="run only cases whose name contains this")
         self.args = ap.parse_args()
+        self.at_end = []  # functions run after the last case, before the process exits
 
     def case(self, name, group="core"):
         def deco(fn):
@@ -403,6 +404,8 @@ class TestRun:
         sys.stdout.flush()
         if _pb2_dir:
             shutil.rmtree(_pb2_dir, ignore_errors=True)
+        for fn in self.at_end:
+            fn()
         # os._exit: a cancelled call may leave a request-iterator thread behind in grpc;
         # the server is already stopped and everything is printed.
         os._exit(1 if failed else 0)

@@ -43,7 +43,7 @@ def staged(build, tmp):
 
 def case_install(build, tmp):
     stage = staged(build, tmp)
-    for f in ("usr/bin/ringstreamd", UNIT_DIR + "/ringstreamd.service",
+    for f in ("usr/bin/ringstreamd", "usr/bin/ringstream", UNIT_DIR + "/ringstreamd.service",
               UNIT_DIR + "/ringstreamd.socket", "etc/ringstream/ringstreamd.conf",
               "usr/share/doc/ringstream/README.md"):
         check(os.path.isfile(os.path.join(stage, f)), "%s not installed" % f)
@@ -56,6 +56,9 @@ def case_install(build, tmp):
                      os.path.join(stage, "etc/ringstream/ringstreamd.conf"), "--data-dir",
                      os.path.join(tmp, "data"), "--check-config"])
     check(code == 0 and "[server]" in out, "default configuration: %s" % out)
+    # the client is installed beside the daemon and runs from there
+    code, out = run([os.path.join(stage, "usr/bin/ringstream"), "--help"])
+    check(code == 0 and "Exit codes:" in out, "installed ringstream --help: %s" % out)
 
 
 def fd_need(workers, max_conns=4096):
@@ -127,7 +130,8 @@ def case_deb(build, tmp):
     deb = os.path.join(out_dir, debs[0])
     code, listing = run(["dpkg-deb", "-c", deb])
     check(code == 0, listing)
-    for f in ("./usr/bin/ringstreamd", "./%s/ringstreamd.service" % UNIT_DIR,
+    for f in ("./usr/bin/ringstreamd", "./usr/bin/ringstream",
+              "./%s/ringstreamd.service" % UNIT_DIR,
               "./%s/ringstreamd.socket" % UNIT_DIR, "./etc/ringstream/ringstreamd.conf"):
         check(f in listing, "%s missing from the .deb:\n%s" % (f, listing))
     ctl = os.path.join(tmp, "ctl")

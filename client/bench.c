@@ -518,8 +518,11 @@ int rsc_bench_run(const struct rsc_bench_opts *o)
                percentile(hist, calls, 0.9), percentile(hist, calls, 0.99),
                percentile(hist, calls, 0.999), max_us);
     } else {
-        printf("bench %s: %u conns x %u streams, %" PRIu64 " bytes per call, %.2f s\n",
-               names[o->kind], o->conns, o->streams, o->size, el);
+        if (o->kind == RSC_BENCH_UNARY) /* Stat of one object: no payload of --size */
+            printf("bench unary (Stat): %u conns x %u streams, %.2f s\n", o->conns, o->streams, el);
+        else
+            printf("bench %s: %u conns x %u streams, %" PRIu64 " bytes per call, %.2f s\n",
+                   names[o->kind], o->conns, o->streams, o->size, el);
         printf("calls %" PRIu64 " (%.1f/s), errors %" PRIu64 ", %.1f MiB/s\n", calls,
                (double)calls / el, errors, (double)bytes / el / (1024.0 * 1024.0));
         printf("latency us: p50 %" PRIu64 "  p90 %" PRIu64 "  p99 %" PRIu64 "  p999 %" PRIu64

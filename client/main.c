@@ -141,7 +141,7 @@ static void usage(FILE *f)
           "  ls [PREFIX]       list objects (size, modification time, name)\n"
           "  stat NAME         show an object's size, SHA-256 and modification time\n"
           "  rm NAME           delete an object\n"
-          "  bench KIND        load test: KIND is rsc_unary (Stat), get, put or echo; prints calls/s,\n"
+          "  bench KIND        load test: KIND is unary (Stat), get, put or echo; prints calls/s,\n"
           "                    bytes/s and latency percentiles (p50 p90 p99 p999)\n"
           "\n"
           "Options:\n"

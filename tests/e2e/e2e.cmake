@@ -59,7 +59,9 @@ else()
   # test falls back to the temp dir, ~4 GB of disk, when /dev/shm lacks room).
   rs_e2e_test(list_index_huge test_list_index.py 900 e2e --group huge)
   # TLS (issue 12): grpcio, curl and openssl s_client against --tls-cert servers
-  rs_e2e_test(tls test_tls.py 300 "e2e;tls")
+  rs_e2e_test(tls test_tls.py 300 "e2e;tls" --group quick --group full)
+  # 1 GiB Put and Get over TLS and mTLS, SIGHUP during a 1 GiB download
+  rs_e2e_test(tls_large test_tls.py 900 "e2e;tls" --group large)
 endif()
 
 # --- gRPC interop (grpc.testing.TestService) and grpc.health.v1.Health: normal build only ----

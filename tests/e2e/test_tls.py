@@ -2,11 +2,16 @@
 
 Each case starts the servers it needs (fresh data dir, free ports, stopped in finally); the
 test PKI is made by scripts/gen-test-certs.sh into a temp dir and removed at the end.
-Groups: quick (runs under ASan too) and full (adds the reload cases and the 64 MiB transfer).
+Groups: quick (runs under ASan too), full (adds the reload cases, the 64 MiB transfer, h2load,
+nghttp and grpc-js) and large (1 GiB Put and Get with and without client certificates, SIGHUP
+during a 1 GiB download; data generated on the fly, never held whole).
 """
 
 import argparse
+import hashlib
 import os
+import random
+import re
 import shutil
 import signal
 import socket
@@ -326,6 +331,151 @@ def _(ss):
                            capture_output=True, text=True, errors="replace", timeout=60, cwd=here)
         check(p.returncode == 0, "grpc-js %s: exit %d\n%s" % (name, p.returncode,
                                                               (p.stdout + p.stderr)[-1500:]))
+
+
+def tool_output(cmd, timeout=60):
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+    return p.returncode, p.stdout.decode(errors="replace")
+
+
+def grpc_message(msg):
+    b = msg.SerializeToString()
+    return b"\0" + len(b).to_bytes(4, "big") + b
+
+
+@case("h2load https://: /healthz and gRPC Stat over TLS, every response 2xx", group="full")
+def _(ss):
+    srv = ss.start(tls_args())
+    with secure(srv) as ch:
+        Bulk(ch).put("h2load", b"h" * 1000)
+    body = os.path.join(TMP, "stat.bin")
+    with open(body, "wb") as f:
+        f.write(grpc_message(harness.pb2().StatRequest(name="h2load")))
+    base = "https://127.0.0.1:%d" % srv.port
+    for args in (["-n", "2000", "-c", "10", "-m", "10", base + "/healthz"],
+                 ["-n", "2000", "-c", "4", "-m", "20", "-d", body,
+                  "-H", "content-type: application/grpc", "-H", "te: trailers",
+                  base + "/ringstream.v1.Bulk/Stat"]):
+        rc, out = tool_output(["h2load"] + args)
+        check(rc == 0 and "2000 succeeded, 0 failed, 0 errored" in out and
+              "status codes: 2000 2xx, 0 3xx, 0 4xx, 0 5xx" in out,
+              "h2load %s:\n%s" % (args[-1], out[-1500:]))
+        check("TLS Protocol: TLSv1.3" in out and "Application protocol: h2" in out,
+              "h2load did not report TLS 1.3 with h2:\n" + out[-1500:])
+
+
+@case("nghttp -v https://: ALPN h2 negotiated, :status 200", group="full")
+def _(ss):
+    srv = ss.start(tls_args())
+    rc, out = tool_output(["nghttp", "-v", "https://localhost:%d/healthz" % srv.port])
+    check(rc == 0 and "The negotiated protocol: h2" in out,
+          "nghttp: no ALPN h2 in:\n" + out[-1500:])
+    check(re.search(r"recv \(stream_id=\d+\) :status: 200", out) is not None,
+          "nghttp: no :status 200 in:\n" + out[-1500:])
+
+
+# --- 1 GiB -----------------------------------------------------------------------------------
+
+GiB = 1 << 30
+PIECE = 1 << 20  # bytes per generated piece and per Put message
+
+
+def generate(seed, size=GiB):
+    """Deterministic pseudo-random bytes, one piece at a time (never the whole object)."""
+    rng = random.Random(seed)
+    for off in range(0, size, PIECE):
+        yield rng.randbytes(min(PIECE, size - off))
+
+
+def digest_of(seed, size=GiB):
+    h = hashlib.sha256()
+    for piece in generate(seed, size):
+        h.update(piece)
+    return h.digest()
+
+
+def put_large(b, name, seed, size=GiB):
+    """Streams a generated object up with its SHA-256 in the header: the server checks it (a
+    mismatch fails the Put) and answers the digest it computed. Returns the digest."""
+    pb = b.pb
+    want = digest_of(seed, size)
+
+    def requests():
+        yield pb.PutRequest(header=pb.PutHeader(name=name, size=size, sha256=want,
+                                                overwrite=True))
+        for piece in generate(seed, size):
+            yield pb.PutRequest(data=piece)
+
+    info = b.Put(requests(), timeout=600)
+    check_eq(info.size, size, "Put size")
+    check(info.sha256 == want, "the server's SHA-256 of the Put differs from the client's")
+    return want
+
+
+def get_large(b, name, want, size=GiB, during=None):
+    """Streams the object down, hashing as it comes; calls |during| once, half way."""
+    h = hashlib.sha256()
+    pos = 0
+    for c in b.Get(b.pb.GetRequest(name=name, chunk_size=PIECE), timeout=600):
+        check_eq(c.offset, pos, "chunk offset")
+        h.update(c.data)
+        pos += len(c.data)
+        if during is not None and pos >= size // 2:
+            during()
+            during = None
+    check_eq(pos, size, "bytes received by Get")
+    check(h.digest() == want, "the SHA-256 of the bytes received differs from the Put's")
+    check_eq(b.stat(name).sha256, want, "Stat sha256")
+
+
+@case("grpcio secure channel: 1 GiB Put and Get, SHA-256 checked on both ends", group="large")
+def _(ss):
+    srv = ss.start(tls_args())
+    with secure(srv) as ch:
+        b = Bulk(ch)
+        want = put_large(b, "tls-1g", 1)
+        get_large(b, "tls-1g", want)
+
+
+@case("mTLS: 1 GiB Put and Get with a client certificate; without one: UNAVAILABLE",
+      group="large")
+def _(ss):
+    srv = ss.start(tls_args(client_ca=pki("ca.pem")))
+    with secure(srv, client="client") as ch:
+        b = Bulk(ch)
+        want = put_large(b, "mtls-1g", 2)
+        get_large(b, "mtls-1g", want)
+    with secure(srv) as ch:
+        harness.expect_status(grpc.StatusCode.UNAVAILABLE, Bulk(ch).stat, "mtls-1g",
+                              timeout=WAIT_S)
+
+
+@case("SIGHUP during a 1 GiB TLS download: it completes intact; a new connection sees the new "
+      "certificate", group="large")
+def _(ss):
+    live = os.path.join(TMP, "live-large")
+    os.makedirs(live, exist_ok=True)
+    shutil.copy(pki("server.pem"), live)
+    shutil.copy(pki("server.key"), live)
+    srv = ss.start(tls_args(cert=os.path.join(live, "server.pem"),
+                            key=os.path.join(live, "server.key")))
+    second = os.path.join(TMP, "pki-large")
+    subprocess.run([os.path.join(harness.REPO, "scripts", "gen-test-certs.sh"), second,
+                    "second"], check=True, stdout=subprocess.DEVNULL)
+    check_eq(served_cn(srv.port), "first", "CN before the reload")
+
+    def reload():
+        shutil.copy(os.path.join(second, "server.pem"), live)
+        shutil.copy(os.path.join(second, "server.key"), live)
+        os.kill(srv.pid(), signal.SIGHUP)
+        wait_log(srv, "TLS certificate, key and client CA reloaded")
+        check_eq(served_cn(srv.port), "second", "CN of a new connection after the reload")
+
+    with secure(srv) as ch:
+        b = Bulk(ch)
+        want = put_large(b, "hup-1g", 3)
+        get_large(b, "hup-1g", want, during=reload)
+    check_eq(served_cn(srv.port), "second", "CN after the download")
 
 
 def wait_log(srv, text):

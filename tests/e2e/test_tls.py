@@ -33,6 +33,8 @@ ap = argparse.ArgumentParser(description="ringstream e2e: TLS")
 ap.add_argument("--server", required=True)
 ap.add_argument("--group", action="append", default=[])
 ap.add_argument("--only", default=None)
+ap.add_argument("--large-bytes", type=int, default=1 << 30,
+                help="object size of the large group (default 1 GiB; smaller under ASan)")
 ARGS = ap.parse_args()
 
 TMP = tempfile.mkdtemp(prefix="rs-tls-")
@@ -374,27 +376,27 @@ def _(ss):
           "nghttp: no :status 200 in:\n" + out[-1500:])
 
 
-# --- 1 GiB -----------------------------------------------------------------------------------
+# --- 1 GiB (--large-bytes) ------------------------------------------------------------------
 
-GiB = 1 << 30
+LARGE = ARGS.large_bytes
 PIECE = 1 << 20  # bytes per generated piece and per Put message
 
 
-def generate(seed, size=GiB):
+def generate(seed, size=LARGE):
     """Deterministic pseudo-random bytes, one piece at a time (never the whole object)."""
     rng = random.Random(seed)
     for off in range(0, size, PIECE):
         yield rng.randbytes(min(PIECE, size - off))
 
 
-def digest_of(seed, size=GiB):
+def digest_of(seed, size=LARGE):
     h = hashlib.sha256()
     for piece in generate(seed, size):
         h.update(piece)
     return h.digest()
 
 
-def put_large(b, name, seed, size=GiB):
+def put_large(b, name, seed, size=LARGE):
     """Streams a generated object up with its SHA-256 in the header: the server checks it (a
     mismatch fails the Put) and answers the digest it computed. Returns the digest."""
     pb = b.pb
@@ -412,7 +414,7 @@ def put_large(b, name, seed, size=GiB):
     return want
 
 
-def get_large(b, name, want, size=GiB, during=None):
+def get_large(b, name, want, size=LARGE, during=None):
     """Streams the object down, hashing as it comes; calls |during| once, half way."""
     h = hashlib.sha256()
     pos = 0
@@ -428,7 +430,8 @@ def get_large(b, name, want, size=GiB, during=None):
     check_eq(b.stat(name).sha256, want, "Stat sha256")
 
 
-@case("grpcio secure channel: 1 GiB Put and Get, SHA-256 checked on both ends", group="large")
+@case("grpcio secure channel: large (1 GiB) Put and Get, SHA-256 checked on both ends",
+      group="large")
 def _(ss):
     srv = ss.start(tls_args())
     with secure(srv) as ch:
@@ -437,7 +440,7 @@ def _(ss):
         get_large(b, "tls-1g", want)
 
 
-@case("mTLS: 1 GiB Put and Get with a client certificate; without one: UNAVAILABLE",
+@case("mTLS: large (1 GiB) Put and Get with a client certificate; without one: UNAVAILABLE",
       group="large")
 def _(ss):
     srv = ss.start(tls_args(client_ca=pki("ca.pem")))
@@ -450,8 +453,8 @@ def _(ss):
                               timeout=WAIT_S)
 
 
-@case("SIGHUP during a 1 GiB TLS download: it completes intact; a new connection sees the new "
-      "certificate", group="large")
+@case("SIGHUP during a large (1 GiB) TLS download: it completes intact; a new connection sees "
+      "the new certificate", group="large")
 def _(ss):
     live = os.path.join(TMP, "live-large")
     os.makedirs(live, exist_ok=True)

@@ -84,6 +84,37 @@ def served_cn(port):
     raise CaseFailure("no subject in s_client output:\n" + out[-800:])
 
 
+def closed(srv):
+    """ringstream_connections_closed_total by reason, summed over workers (GET /metrics over
+    TLS with curl; that connection itself is still open while it is served)."""
+    p = subprocess.run(["curl", "-sS", "--http2", "--cacert", pki("ca.pem"), "--max-time", "10",
+                        "https://localhost:%d/metrics" % srv.port],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=WAIT_S + 5)
+    out = p.stdout.decode(errors="replace")
+    check(p.returncode == 0, "curl /metrics: %r" % out[-500:])
+    got = {}
+    for line in out.splitlines():
+        m = re.match(r'ringstream_connections_closed_total\{worker="\d+",reason="(\w+)"\} (\d+)$',
+                     line)
+        if m:
+            got[m.group(1)] = got.get(m.group(1), 0) + int(m.group(2))
+    check("tls_handshake" in got and "tls" in got, "no TLS close reasons in /metrics:\n"
+          + out[-1500:])
+    return got
+
+
+def wait_closed(srv, reason, at_least):
+    """Polls /metrics (bounded) until |reason| counts |at_least| closed connections; a
+    connection is counted when the server frees it, just after the client saw it end."""
+    for _ in range(100):
+        got = closed(srv)
+        if got[reason] >= at_least:
+            return got
+        time.sleep(0.05)
+    raise CaseFailure("closed connections with reason %s: %d, want at least %d (%r)"
+                      % (reason, got[reason], at_least, got))
+
+
 class Servers:
     """Servers started by one case; all stopped (and checked) at the end of it."""
 
@@ -158,8 +189,11 @@ def _(ss):
         check("ALPN protocol: h2" in out and ("Protocol  : " + proto in out or
                                               "New, " + proto in out),
               "%s: no h2/%s in:\n%s" % (ver, proto, out[-1500:]))
+    before = closed(srv)
     out = s_client(srv.port, "-alpn", "http/1.1")
     check("no application protocol" in out, "ALPN http/1.1: no alert 120 in:\n" + out[-1500:])
+    after = wait_closed(srv, "tls_handshake", before["tls_handshake"] + 1)
+    check_eq(after["tls"], before["tls"], "closes counted as TLS record failures")
     with secure(srv) as ch:  # the server goes on
         harness.expect_status(grpc.StatusCode.NOT_FOUND, Bulk(ch).stat, "x")
 
@@ -238,11 +272,13 @@ def _(ss):
     with secure(srv) as ch:
         b = Bulk(ch)
         b.put("bystander", b"b" * 100000)
-        # garbage where a record should be: an alert, then close
+        # garbage where a record should be: an alert, then close (counted)
+        before = closed(srv)
         s, fd = tls_connect(srv.port)
         os.write(fd, b"\x17\x03\x03\x00\x20" + os.urandom(32))
         until_eof(fd)
         s.close()
+        wait_closed(srv, "tls", before["tls"] + 1)
         # a record header promising 16 KiB, 100 bytes of it, then the client's FIN
         s, fd = tls_connect(srv.port)
         os.write(fd, b"\x17\x03\x03\x40\x00" + b"x" * 100)
@@ -289,13 +325,27 @@ def _(ss):
 
 @case("mTLS: with a client certificate OK; without one, or from another CA, the handshake fails")
 def _(ss):
-    srv = ss.start(tls_args(client_ca=pki("ca.pem")) + ["--log-level", "debug"])
+    h2c_port = free_port()
+    srv = ss.start(tls_args(client_ca=pki("ca.pem")) +
+                   ["--log-level", "debug", "--listen", "h2c://127.0.0.1:%d" % h2c_port])
     with secure(srv, client="client") as ch:
         bulk_round_trip(ch, "mtls", 70000)
     for who in (None, "other-client"):
         with secure(srv, client=who) as ch:
             harness.expect_status(grpc.StatusCode.UNAVAILABLE, Bulk(ch).stat, "mtls",
                                   timeout=WAIT_S)
+    # counted (read over the plaintext listener: a TLS one wants a client certificate)
+    for _ in range(100):  # bounded poll: a connection is counted when the server frees it
+        p = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "--max-time", "10",
+                            "http://127.0.0.1:%d/metrics" % h2c_port], capture_output=True,
+                           text=True, timeout=WAIT_S + 5)
+        n = sum(int(m) for m in re.findall(
+            r'ringstream_connections_closed_total\{worker="\d+",reason="tls_handshake"\} (\d+)',
+            p.stdout))
+        if n >= 2:
+            break
+        time.sleep(0.05)
+    check(n >= 2, "rejected client certificates counted %d times, want at least 2" % n)
     # the verified identity reaches the handler (rs_call_peer_identity, logged at debug)
     wait_log(srv, "from subject=/CN=ringstream-test-client; san=")
     check("spiffe://test/client" in srv.stderr_text(), "no URI SAN in:\n" + srv.stderr_tail())

@@ -307,13 +307,17 @@ def _(ss):
         check_eq(Bulk(ch).stat("bystander").size, 100000, "Stat on a new connection")
 
 
-@case("startup: a key not matching the certificate, an unreadable file: one line, exit != 0")
+@case("startup: a key not matching the certificate, an unreadable file, a ticket key interval "
+      "over 24 h: one line, exit != 0")
 def _(ss):
     d = os.path.join(TMP, "start")
     os.makedirs(d, exist_ok=True)
     for args, want in ((tls_args(key=pki("wrong.key")), "does not match"),
                        (tls_args(cert=os.path.join(TMP, "nope.pem")), "cannot read"),
-                       (["--tls-cert", pki("server.pem")], "go together")):
+                       (["--tls-cert", pki("server.pem")], "go together"),
+                       # ticket keys rotate at least daily: no longer interval is accepted
+                       (tls_args() + ["--tls-ticket-hours", "25"],
+                        "invalid value '25' for --tls-ticket-hours")):
         p = subprocess.run([ARGS.server, "--listen", "127.0.0.1:%d" % free_port(), "--data-dir",
                             os.path.join(d, "data")] + args, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, timeout=WAIT_S)

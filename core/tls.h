@@ -80,9 +80,11 @@ int rs_tls_recv(struct rs_tls *t, const uint8_t *in, size_t len, uint8_t *scratc
                 rs_tls_plain_cb cb, void *arg);
 /* The handshake is complete: plaintext may be written. */
 bool rs_tls_ready(const struct rs_tls *t);
-/* Encrypts the bytes of |iov| into the output buffer, in records of up to 16 KiB (small pieces
- * are gathered into one record, not sent as many tiny ones). The caller may reuse the
- * plaintext at once. Returns 0, -EPROTO, -ENOBUFS (output bound) or -ENOMEM. */
+/* Encrypts the bytes of |iov| into the output buffer, in records of up to 16 KiB: a piece of
+ * 4 KiB or more is encrypted straight from where it lies (no copy of its plaintext), smaller
+ * pieces are gathered into one record, not sent as many tiny ones. |iov| is borrowed for the
+ * call only: the caller may reuse or release the plaintext at once. Returns 0, -EPROTO,
+ * -ENOBUFS (output bound: the connection is unusable) or -ENOMEM. */
 int rs_tls_write(struct rs_tls *t, const struct iovec *iov, int iovcnt);
 /* Queues close_notify (once). */
 void rs_tls_shutdown(struct rs_tls *t);

@@ -723,8 +723,12 @@ static int session_input(void *arg, const uint8_t *data, size_t len)
  * goes out, then the connection closes (rs_conn_run); no more input is read. */
 static void tls_end(struct rs_conn *c, int err)
 {
-    if (err == -ECONNRESET)
+    if (err == -ECONNRESET) {
         rs_tls_shutdown(c->tls); /* answer close_notify with ours */
+        rs_conn_note_close(c, RS_CLOSE_PEER);
+    } else {
+        rs_conn_note_close(c, rs_tls_ready(c->tls) ? RS_CLOSE_TLS : RS_CLOSE_TLS_HANDSHAKE);
+    }
     rs_log_debug("conn %u: TLS %s: %s", c->slot,
                  rs_tls_ready(c->tls) ? "connection ended" : "handshake failed",
                  err == -ENOBUFS ? "output bound reached" : rs_tls_error(c->tls));

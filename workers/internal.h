@@ -70,12 +70,16 @@ struct rs_server {
  * reason noted wins; one never noted is "other". */
 enum rs_close_reason {
     RS_CLOSE_OTHER = 0,
-    RS_CLOSE_PEER,      /* the peer closed or reset the TCP connection, or ended the session */
-    RS_CLOSE_ERROR,     /* a socket, TLS or HTTP/2 error, or the connection's memory share */
-    RS_CLOSE_HANDSHAKE, /* no HTTP/2 preface within --handshake-timeout-ms */
-    RS_CLOSE_GOAWAY,    /* we ended the session: idle or header timeout, protocol error */
-    RS_CLOSE_GLITCH,    /* the glitch budget ran out: GOAWAY ENHANCE_YOUR_CALM */
-    RS_CLOSE_DRAIN,     /* the drain time ran out */
+    RS_CLOSE_PEER,          /* the peer closed or reset the TCP connection, or ended the session */
+    RS_CLOSE_ERROR,         /* a socket or HTTP/2 error, or the connection's memory share */
+    RS_CLOSE_HANDSHAKE,     /* no HTTP/2 preface within --handshake-timeout-ms */
+    RS_CLOSE_GOAWAY,        /* we ended the session: idle or header timeout, protocol error */
+    RS_CLOSE_GLITCH,        /* the glitch budget ran out: GOAWAY ENHANCE_YOUR_CALM */
+    RS_CLOSE_DRAIN,         /* the drain time ran out */
+    RS_CLOSE_TLS_HANDSHAKE, /* the TLS handshake failed: not TLS, no h2 in ALPN, no suite in
+                             * common, client certificate missing or untrusted (alert sent) */
+    RS_CLOSE_TLS,           /* a TLS failure after the handshake: a record that does not
+                             * decrypt, a renegotiation, the output bound (alert sent) */
     RS_CLOSE_COUNT
 };
 

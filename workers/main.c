@@ -419,9 +419,9 @@ static const struct opt opts[] = {
       "PEM private key of tls-cert" },
     { "tls-client-ca", R, opt_str, print_str, ST(tls_client_ca), 0, 0, KEY | OPT_F_ZERO, "FILE",
       "require client certificates issued by these PEM CAs (mutual TLS)" },
-    { "tls-ticket-hours", R, NUM, CFG(tls_ticket_hours), 1, 168, KEY, "HOURS",
-      "rotate the session ticket key this often (default 24); a ticket is\n"
-      "accepted for one more interval after that; SIGHUP keeps the keys" },
+    { "tls-ticket-hours", R, NUM, CFG(tls_ticket_hours), 1, 24, KEY, "HOURS",
+      "rotate the session ticket key this often (default and most 24); a\n"
+      "ticket is accepted for one more interval; SIGHUP keeps the keys" },
     { "data-dir", R, opt_str, print_str, ST(data_dir), 0, 0, KEY, "DIR",
       "where the bulk store keeps objects; created if missing (required;\n"
       "needs O_TMPFILE and user xattrs, e.g. ext4, xfs); one server per\n"

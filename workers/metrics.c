@@ -353,14 +353,18 @@ static uint64_t get_queued(const struct rs_worker *w)
 
 static void render_closed(FILE *f, const struct rs_server *s)
 {
-    static const char *const reasons[RS_CLOSE_COUNT] = { "other",  "peer",   "error", "handshake",
-                                                         "goaway", "glitch", "drain" };
+    static const char *const reasons[RS_CLOSE_COUNT] = { "other",     "peer",          "error",
+                                                         "handshake", "goaway",        "glitch",
+                                                         "drain",     "tls_handshake", "tls" };
     unsigned i, r;
 
     family(f, "ringstream_connections_closed_total", "counter",
            "Connections closed, by reason: peer (closed or reset by the client), error (socket, "
-           "TLS, HTTP/2, memory share), handshake (no preface in time), goaway (idle or header "
-           "timeout, protocol error), glitch (ENHANCE_YOUR_CALM), drain (drain time over).");
+           "HTTP/2, memory share), handshake (no preface in time), goaway (idle or header "
+           "timeout, protocol error), glitch (ENHANCE_YOUR_CALM), drain (drain time over), "
+           "tls_handshake (TLS handshake failed: not TLS, no h2 in ALPN, client certificate "
+           "missing or untrusted), tls (TLS failure after the handshake: bad record, "
+           "renegotiation).");
     for (i = 0; i < s->cfg.workers; i++)
         for (r = 0; r < RS_CLOSE_COUNT; r++)
             fprintf(f, "ringstream_connections_closed_total{worker=\"%u\",reason=\"%s\"} %llu\n", i,

@@ -1,7 +1,7 @@
 # End-to-end tests: each entry runs one tests/e2e/*.py script (one case group) against its own
 # ringstreamd on a free 127.0.0.1 port with a fresh data dir. Included from tests/CMakeLists.txt.
-# Under RS_SANITIZE only the fast core bulk group is registered (label asan); the 100 MiB,
-# plain-HTTP/2 and h2load groups run in the normal build only.
+# Under RS_SANITIZE only the fast groups are registered (label asan), and the TLS suite with
+# 128 MiB objects; the 100 MiB, plain-HTTP/2 and h2load groups run in the normal build only.
 
 set(RS_E2E_PYTHON /usr/bin/python3)
 set(RS_E2E_DIR ${CMAKE_CURRENT_LIST_DIR})
@@ -26,6 +26,9 @@ if(RS_SANITIZE)
   rs_e2e_test(tls_quick test_tls.py 300 "e2e;asan;tls" --group quick)
   rs_e2e_test(reflection test_reflection.py 300 "e2e;asan;reflection") # ~2 s
   rs_e2e_test(upload test_upload.py 300 "e2e;asan;upload" --group core)
+  # the rest of the TLS suite under ASan, with 128 MiB instead of 1 GiB objects
+  rs_e2e_test(tls_full test_tls.py 600 "e2e;asan;tls" --group full --group large
+              --large-bytes 134217728)
 else()
   rs_e2e_test(limits test_limits.py 120 e2e)
   rs_e2e_test(conn_limits test_conn_limits.py 120 e2e)
@@ -59,7 +62,9 @@ else()
   # test falls back to the temp dir, ~4 GB of disk, when /dev/shm lacks room).
   rs_e2e_test(list_index_huge test_list_index.py 900 e2e --group huge)
   # TLS (issue 12): grpcio, curl and openssl s_client against --tls-cert servers
-  rs_e2e_test(tls test_tls.py 300 "e2e;tls")
+  rs_e2e_test(tls test_tls.py 300 "e2e;tls" --group quick --group full)
+  # 1 GiB Put and Get over TLS and mTLS, SIGHUP during a 1 GiB download
+  rs_e2e_test(tls_large test_tls.py 900 "e2e;tls" --group large)
 endif()
 
 # --- gRPC interop (grpc.testing.TestService) and grpc.health.v1.Health: normal build only ----

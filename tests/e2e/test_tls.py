@@ -2,11 +2,16 @@
 
 Each case starts the servers it needs (fresh data dir, free ports, stopped in finally); the
 test PKI is made by scripts/gen-test-certs.sh into a temp dir and removed at the end.
-Groups: quick (runs under ASan too) and full (adds the reload cases and the 64 MiB transfer).
+Groups: quick (runs under ASan too), full (adds the reload cases, the 64 MiB transfer, h2load,
+nghttp and grpc-js) and large (1 GiB Put and Get with and without client certificates, SIGHUP
+during a 1 GiB download; data generated on the fly, never held whole).
 """
 
 import argparse
+import hashlib
 import os
+import random
+import re
 import shutil
 import signal
 import socket
@@ -28,6 +33,8 @@ ap = argparse.ArgumentParser(description="ringstream e2e: TLS")
 ap.add_argument("--server", required=True)
 ap.add_argument("--group", action="append", default=[])
 ap.add_argument("--only", default=None)
+ap.add_argument("--large-bytes", type=int, default=1 << 30,
+                help="object size of the large group (default 1 GiB; smaller under ASan)")
 ARGS = ap.parse_args()
 
 TMP = tempfile.mkdtemp(prefix="rs-tls-")
@@ -75,6 +82,37 @@ def served_cn(port):
         if line.startswith("subject=") or line.startswith("subject ="):
             return line.split("CN", 1)[1].lstrip(" =").strip()
     raise CaseFailure("no subject in s_client output:\n" + out[-800:])
+
+
+def closed(srv):
+    """ringstream_connections_closed_total by reason, summed over workers (GET /metrics over
+    TLS with curl; that connection itself is still open while it is served)."""
+    p = subprocess.run(["curl", "-sS", "--http2", "--cacert", pki("ca.pem"), "--max-time", "10",
+                        "https://localhost:%d/metrics" % srv.port],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=WAIT_S + 5)
+    out = p.stdout.decode(errors="replace")
+    check(p.returncode == 0, "curl /metrics: %r" % out[-500:])
+    got = {}
+    for line in out.splitlines():
+        m = re.match(r'ringstream_connections_closed_total\{worker="\d+",reason="(\w+)"\} (\d+)$',
+                     line)
+        if m:
+            got[m.group(1)] = got.get(m.group(1), 0) + int(m.group(2))
+    check("tls_handshake" in got and "tls" in got, "no TLS close reasons in /metrics:\n"
+          + out[-1500:])
+    return got
+
+
+def wait_closed(srv, reason, at_least):
+    """Polls /metrics (bounded) until |reason| counts |at_least| closed connections; a
+    connection is counted when the server frees it, just after the client saw it end."""
+    for _ in range(100):
+        got = closed(srv)
+        if got[reason] >= at_least:
+            return got
+        time.sleep(0.05)
+    raise CaseFailure("closed connections with reason %s: %d, want at least %d (%r)"
+                      % (reason, got[reason], at_least, got))
 
 
 class Servers:
@@ -151,8 +189,11 @@ def _(ss):
         check("ALPN protocol: h2" in out and ("Protocol  : " + proto in out or
                                               "New, " + proto in out),
               "%s: no h2/%s in:\n%s" % (ver, proto, out[-1500:]))
+    before = closed(srv)
     out = s_client(srv.port, "-alpn", "http/1.1")
     check("no application protocol" in out, "ALPN http/1.1: no alert 120 in:\n" + out[-1500:])
+    after = wait_closed(srv, "tls_handshake", before["tls_handshake"] + 1)
+    check_eq(after["tls"], before["tls"], "closes counted as TLS record failures")
     with secure(srv) as ch:  # the server goes on
         harness.expect_status(grpc.StatusCode.NOT_FOUND, Bulk(ch).stat, "x")
 
@@ -231,11 +272,13 @@ def _(ss):
     with secure(srv) as ch:
         b = Bulk(ch)
         b.put("bystander", b"b" * 100000)
-        # garbage where a record should be: an alert, then close
+        # garbage where a record should be: an alert, then close (counted)
+        before = closed(srv)
         s, fd = tls_connect(srv.port)
         os.write(fd, b"\x17\x03\x03\x00\x20" + os.urandom(32))
         until_eof(fd)
         s.close()
+        wait_closed(srv, "tls", before["tls"] + 1)
         # a record header promising 16 KiB, 100 bytes of it, then the client's FIN
         s, fd = tls_connect(srv.port)
         os.write(fd, b"\x17\x03\x03\x40\x00" + b"x" * 100)
@@ -264,13 +307,17 @@ def _(ss):
         check_eq(Bulk(ch).stat("bystander").size, 100000, "Stat on a new connection")
 
 
-@case("startup: a key not matching the certificate, an unreadable file: one line, exit != 0")
+@case("startup: a key not matching the certificate, an unreadable file, a ticket key interval "
+      "over 24 h: one line, exit != 0")
 def _(ss):
     d = os.path.join(TMP, "start")
     os.makedirs(d, exist_ok=True)
     for args, want in ((tls_args(key=pki("wrong.key")), "does not match"),
                        (tls_args(cert=os.path.join(TMP, "nope.pem")), "cannot read"),
-                       (["--tls-cert", pki("server.pem")], "go together")):
+                       (["--tls-cert", pki("server.pem")], "go together"),
+                       # ticket keys rotate at least daily: no longer interval is accepted
+                       (tls_args() + ["--tls-ticket-hours", "25"],
+                        "invalid value '25' for --tls-ticket-hours")):
         p = subprocess.run([ARGS.server, "--listen", "127.0.0.1:%d" % free_port(), "--data-dir",
                             os.path.join(d, "data")] + args, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, timeout=WAIT_S)
@@ -282,13 +329,27 @@ def _(ss):
 
 @case("mTLS: with a client certificate OK; without one, or from another CA, the handshake fails")
 def _(ss):
-    srv = ss.start(tls_args(client_ca=pki("ca.pem")) + ["--log-level", "debug"])
+    h2c_port = free_port()
+    srv = ss.start(tls_args(client_ca=pki("ca.pem")) +
+                   ["--log-level", "debug", "--listen", "h2c://127.0.0.1:%d" % h2c_port])
     with secure(srv, client="client") as ch:
         bulk_round_trip(ch, "mtls", 70000)
     for who in (None, "other-client"):
         with secure(srv, client=who) as ch:
             harness.expect_status(grpc.StatusCode.UNAVAILABLE, Bulk(ch).stat, "mtls",
                                   timeout=WAIT_S)
+    # counted (read over the plaintext listener: a TLS one wants a client certificate)
+    for _ in range(100):  # bounded poll: a connection is counted when the server frees it
+        p = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "--max-time", "10",
+                            "http://127.0.0.1:%d/metrics" % h2c_port], capture_output=True,
+                           text=True, timeout=WAIT_S + 5)
+        n = sum(int(m) for m in re.findall(
+            r'ringstream_connections_closed_total\{worker="\d+",reason="tls_handshake"\} (\d+)',
+            p.stdout))
+        if n >= 2:
+            break
+        time.sleep(0.05)
+    check(n >= 2, "rejected client certificates counted %d times, want at least 2" % n)
     # the verified identity reaches the handler (rs_call_peer_identity, logged at debug)
     wait_log(srv, "from subject=/CN=ringstream-test-client; san=")
     check("spiffe://test/client" in srv.stderr_text(), "no URI SAN in:\n" + srv.stderr_tail())
@@ -326,6 +387,152 @@ def _(ss):
                            capture_output=True, text=True, errors="replace", timeout=60, cwd=here)
         check(p.returncode == 0, "grpc-js %s: exit %d\n%s" % (name, p.returncode,
                                                               (p.stdout + p.stderr)[-1500:]))
+
+
+def tool_output(cmd, timeout=60):
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+    return p.returncode, p.stdout.decode(errors="replace")
+
+
+def grpc_message(msg):
+    b = msg.SerializeToString()
+    return b"\0" + len(b).to_bytes(4, "big") + b
+
+
+@case("h2load https://: /healthz and gRPC Stat over TLS, every response 2xx", group="full")
+def _(ss):
+    srv = ss.start(tls_args())
+    with secure(srv) as ch:
+        Bulk(ch).put("h2load", b"h" * 1000)
+    body = os.path.join(TMP, "stat.bin")
+    with open(body, "wb") as f:
+        f.write(grpc_message(harness.pb2().StatRequest(name="h2load")))
+    base = "https://127.0.0.1:%d" % srv.port
+    for args in (["-n", "2000", "-c", "10", "-m", "10", base + "/healthz"],
+                 ["-n", "2000", "-c", "4", "-m", "20", "-d", body,
+                  "-H", "content-type: application/grpc", "-H", "te: trailers",
+                  base + "/ringstream.v1.Bulk/Stat"]):
+        rc, out = tool_output(["h2load"] + args)
+        check(rc == 0 and "2000 succeeded, 0 failed, 0 errored" in out and
+              "status codes: 2000 2xx, 0 3xx, 0 4xx, 0 5xx" in out,
+              "h2load %s:\n%s" % (args[-1], out[-1500:]))
+        check("TLS Protocol: TLSv1.3" in out and "Application protocol: h2" in out,
+              "h2load did not report TLS 1.3 with h2:\n" + out[-1500:])
+
+
+@case("nghttp -v https://: ALPN h2 negotiated, :status 200", group="full")
+def _(ss):
+    srv = ss.start(tls_args())
+    rc, out = tool_output(["nghttp", "-v", "https://localhost:%d/healthz" % srv.port])
+    check(rc == 0 and "The negotiated protocol: h2" in out,
+          "nghttp: no ALPN h2 in:\n" + out[-1500:])
+    check(re.search(r"recv \(stream_id=\d+\) :status: 200", out) is not None,
+          "nghttp: no :status 200 in:\n" + out[-1500:])
+
+
+# --- 1 GiB (--large-bytes) ------------------------------------------------------------------
+
+LARGE = ARGS.large_bytes
+PIECE = 1 << 20  # bytes per generated piece and per Put message
+
+
+def generate(seed, size=LARGE):
+    """Deterministic pseudo-random bytes, one piece at a time (never the whole object)."""
+    rng = random.Random(seed)
+    for off in range(0, size, PIECE):
+        yield rng.randbytes(min(PIECE, size - off))
+
+
+def digest_of(seed, size=LARGE):
+    h = hashlib.sha256()
+    for piece in generate(seed, size):
+        h.update(piece)
+    return h.digest()
+
+
+def put_large(b, name, seed, size=LARGE):
+    """Streams a generated object up with its SHA-256 in the header: the server checks it (a
+    mismatch fails the Put) and answers the digest it computed. Returns the digest."""
+    pb = b.pb
+    want = digest_of(seed, size)
+
+    def requests():
+        yield pb.PutRequest(header=pb.PutHeader(name=name, size=size, sha256=want,
+                                                overwrite=True))
+        for piece in generate(seed, size):
+            yield pb.PutRequest(data=piece)
+
+    info = b.Put(requests(), timeout=600)
+    check_eq(info.size, size, "Put size")
+    check(info.sha256 == want, "the server's SHA-256 of the Put differs from the client's")
+    return want
+
+
+def get_large(b, name, want, size=LARGE, during=None):
+    """Streams the object down, hashing as it comes; calls |during| once, half way."""
+    h = hashlib.sha256()
+    pos = 0
+    for c in b.Get(b.pb.GetRequest(name=name, chunk_size=PIECE), timeout=600):
+        check_eq(c.offset, pos, "chunk offset")
+        h.update(c.data)
+        pos += len(c.data)
+        if during is not None and pos >= size // 2:
+            during()
+            during = None
+    check_eq(pos, size, "bytes received by Get")
+    check(h.digest() == want, "the SHA-256 of the bytes received differs from the Put's")
+    check_eq(b.stat(name).sha256, want, "Stat sha256")
+
+
+@case("grpcio secure channel: large (1 GiB) Put and Get, SHA-256 checked on both ends",
+      group="large")
+def _(ss):
+    srv = ss.start(tls_args())
+    with secure(srv) as ch:
+        b = Bulk(ch)
+        want = put_large(b, "tls-1g", 1)
+        get_large(b, "tls-1g", want)
+
+
+@case("mTLS: large (1 GiB) Put and Get with a client certificate; without one: UNAVAILABLE",
+      group="large")
+def _(ss):
+    srv = ss.start(tls_args(client_ca=pki("ca.pem")))
+    with secure(srv, client="client") as ch:
+        b = Bulk(ch)
+        want = put_large(b, "mtls-1g", 2)
+        get_large(b, "mtls-1g", want)
+    with secure(srv) as ch:
+        harness.expect_status(grpc.StatusCode.UNAVAILABLE, Bulk(ch).stat, "mtls-1g",
+                              timeout=WAIT_S)
+
+
+@case("SIGHUP during a large (1 GiB) TLS download: it completes intact; a new connection sees "
+      "the new certificate", group="large")
+def _(ss):
+    live = os.path.join(TMP, "live-large")
+    os.makedirs(live, exist_ok=True)
+    shutil.copy(pki("server.pem"), live)
+    shutil.copy(pki("server.key"), live)
+    srv = ss.start(tls_args(cert=os.path.join(live, "server.pem"),
+                            key=os.path.join(live, "server.key")))
+    second = os.path.join(TMP, "pki-large")
+    subprocess.run([os.path.join(harness.REPO, "scripts", "gen-test-certs.sh"), second,
+                    "second"], check=True, stdout=subprocess.DEVNULL)
+    check_eq(served_cn(srv.port), "first", "CN before the reload")
+
+    def reload():
+        shutil.copy(os.path.join(second, "server.pem"), live)
+        shutil.copy(os.path.join(second, "server.key"), live)
+        os.kill(srv.pid(), signal.SIGHUP)
+        wait_log(srv, "TLS certificate, key and client CA reloaded")
+        check_eq(served_cn(srv.port), "second", "CN of a new connection after the reload")
+
+    with secure(srv) as ch:
+        b = Bulk(ch)
+        want = put_large(b, "hup-1g", 3)
+        get_large(b, "hup-1g", want, during=reload)
+    check_eq(served_cn(srv.port), "second", "CN after the download")
 
 
 def wait_log(srv, text):

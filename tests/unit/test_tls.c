@@ -183,18 +183,42 @@ static WOLFSSL *client(const char *alpn)
     return c;
 }
 
+/* Splits TLS records: stores each record's plaintext length (TLS 1.3: the record length less
+ * the inner content type byte and the 16-byte tag) in |len|. Returns the count, or -1 if the
+ * bytes do not end on a record boundary. */
+static int plain_records(const uint8_t *p, size_t n, size_t *len, int max)
+{
+    int k = 0;
+
+    while (n >= 5 && k < max) {
+        size_t r = (size_t)p[3] << 8 | p[4];
+
+        if (r < 17 || n < 5 + r)
+            return -1;
+        len[k++] = r - 17;
+        p += 5 + r;
+        n -= 5 + r;
+    }
+    return n == 0 ? k : -1;
+}
+
 static void test_handshake_alpn_and_data_both_ways(void)
 {
     struct rs_tls *t = rs_tls_new(sctx);
     WOLFSSL *c = client("h2");
     char *proto = NULL;
     unsigned short plen = 0;
-    static uint8_t big[40000], back[40014];
+    static uint8_t big[40000], big2[16384], mid[100], back[56507], want[56507];
     uint8_t hdr[9] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 };
-    struct iovec iov[3] = { { hdr, 9 }, { big, sizeof(big) }, { (void *)"tail!", 5 } };
+    struct iovec iov[6] = { { hdr, 9 }, { big, sizeof(big) }, { (void *)"tail!", 5 },
+                            { hdr, 9 }, { mid, sizeof(mid) }, { big2, sizeof(big2) } };
+    /* large pieces from where they lie, in records of 16 KiB; the small ones between them
+     * gathered into one record each time */
+    static const size_t records[] = { 9, 16384, 16384, 7232, 5 + 9 + 100, 16384 };
+    size_t lens[16];
     const uint8_t *p;
-    size_t i, n, before;
-    int r, total = 0;
+    size_t i, n, off, before;
+    int r, k, total = 0;
 
     reset();
     CU_ASSERT_PTR_NOT_NULL_FATAL(t);
@@ -210,28 +234,71 @@ static void test_handshake_alpn_and_data_both_ways(void)
     CU_ASSERT_EQUAL(client_to_server(t, 0), 0);
     CU_ASSERT(gotlen == 14 && memcmp(got, "PRI * HTTP/2.0", 14) == 0);
 
-    /* server -> client: three pieces gathered into full records: 40014 bytes make three
-     * records (16384 + 16384 + 7246), each TLS 1.3 record adding 22 bytes */
+    /* server -> client */
     for (i = 0; i < sizeof(big); i++)
         big[i] = (uint8_t)(i * 7);
+    for (i = 0; i < sizeof(big2); i++)
+        big2[i] = (uint8_t)(i * 13 + 1);
+    memset(mid, 'm', sizeof(mid));
+    for (i = 0, off = 0; i < 6; i++) {
+        memcpy(want + off, iov[i].iov_base, iov[i].iov_len);
+        off += iov[i].iov_len;
+    }
+    CU_ASSERT_EQUAL_FATAL(off, sizeof(want));
     server_to_client(t); /* anything left from the handshake (tickets) */
     before = to_client->len;
-    CU_ASSERT_EQUAL(rs_tls_write(t, iov, 3), 0);
+    CU_ASSERT_EQUAL(rs_tls_write(t, iov, 6), 0);
+    memset(big, 0xee, sizeof(big)); /* the plaintext is free again at once */
     n = rs_tls_out_take(t, &p);
-    CU_ASSERT_EQUAL_FATAL(n, 40014 + 3 * 22);
+    k = plain_records(p, n, lens, 16);
+    CU_ASSERT_EQUAL_FATAL(k, (int)(sizeof(records) / sizeof(records[0])));
+    for (i = 0; i < (size_t)k; i++)
+        CU_ASSERT_EQUAL(lens[i], records[i]);
+    CU_ASSERT_FATAL(to_client->len + n <= PIPE_CAP);
     memcpy(to_client->buf + to_client->len, p, n);
     to_client->len += n;
     rs_tls_out_done(t);
     CU_ASSERT(to_client->len > before);
-    for (i = 0; i < 10 && total < (int)sizeof(back); i++) {
+    for (i = 0; i < 20 && total < (int)sizeof(back); i++) {
         r = wolfSSL_read(c, back + total, (int)sizeof(back) - total);
         if (r <= 0)
             break;
         total += r;
     }
     CU_ASSERT_EQUAL(total, (int)sizeof(back));
-    CU_ASSERT(memcmp(back, hdr, 9) == 0 && memcmp(back + 9, big, sizeof(big)) == 0 &&
-              memcmp(back + 9 + sizeof(big), "tail!", 5) == 0);
+    CU_ASSERT(memcmp(back, want, sizeof(want)) == 0);
+    wolfSSL_free(c);
+    rs_tls_destroy(t);
+}
+
+/* Many small pieces (HEADERS, WINDOW_UPDATE, short messages) leave in full records, never one
+ * record per piece. */
+static void test_small_pieces_share_records(void)
+{
+    struct rs_tls *t = rs_tls_new(sctx);
+    WOLFSSL *c = client("h2");
+    static uint8_t small[64][600];
+    struct iovec iov[64];
+    size_t lens[16];
+    const uint8_t *p;
+    size_t i, n;
+    int k;
+
+    reset();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+    CU_ASSERT_EQUAL(handshake(t, c, 0), 0);
+    server_to_client(t);
+    for (i = 0; i < 64; i++) {
+        memset(small[i], (int)i, sizeof(small[i]));
+        iov[i].iov_base = small[i];
+        iov[i].iov_len = sizeof(small[i]);
+    }
+    CU_ASSERT_EQUAL(rs_tls_write(t, iov, 64), 0); /* 38400 bytes */
+    n = rs_tls_out_take(t, &p);
+    k = plain_records(p, n, lens, 16);
+    CU_ASSERT_EQUAL_FATAL(k, 3);
+    CU_ASSERT(lens[0] == 16384 && lens[1] == 16384 && lens[2] == 38400 - 2 * 16384);
+    rs_tls_out_done(t);
     wolfSSL_free(c);
     rs_tls_destroy(t);
 }
@@ -462,6 +529,7 @@ static void test_resumption_by_ticket_across_a_reload_and_one_rotation(void)
 static CU_TestInfo tests[] = {
     { "handshake, ALPN h2, data both ways in full records",
       test_handshake_alpn_and_data_both_ways },
+    { "small pieces share full records", test_small_pieces_share_records },
     { "handshake fed one byte at a time", test_handshake_fed_one_byte_at_a_time },
     { "ALPN without h2 gets no_application_protocol", test_alpn_without_h2_gets_an_alert },
     { "garbage after the handshake fails the connection",

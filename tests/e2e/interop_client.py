@@ -693,6 +693,7 @@ class CaseRun(TestRun):
         args.group = []
         args.only = None
         self.args = args
+        self.at_end = []  # TestRun's exit hooks (TestRun.__init__ is not called)
 
     def selected(self):
         return [c for c in self.cases if self.args.case in ("all", c[0])]

@@ -22,9 +22,13 @@
 #include <wolfssl/ssl.h>
 #include "proto/grpc.h"
 
-#define DEFAULT_PORT       "50051"
-#define OUT_HIGH           (256 * 1024) /* stop pulling frames from nghttp2 above this */
-#define IN_BUF             (64 * 1024)
+#define DEFAULT_PORT "50051"
+#define OUT_HIGH     (256 * 1024) /* stop pulling frames from nghttp2 above this */
+#define IN_BUF       (64 * 1024)
+/* TLS ciphertext read ahead: one recv() feeds wolfSSL many records. With its own socket reads
+ * wolfSSL asks for a 5-byte record header and then for the rest of the record, two recv()
+ * calls per record (four per 16 KiB DATA frame, sent as header and payload records). */
+#define RX_BUF             (256 * 1024)
 #define MAX_RECV_MSG       (16u * 1024 * 1024)
 #define STREAM_WINDOW      (8 * 1024 * 1024)
 #define CONN_WINDOW        (64 * 1024 * 1024)
@@ -66,6 +70,8 @@ struct rsc_conn {
     uint8_t *out;  /* bytes waiting for the socket: out[out_off..out_len) */
     size_t out_len, out_off, out_cap;
     uint8_t in[IN_BUF];
+    uint8_t *rx; /* owned, RX_BUF bytes (TLS only): ciphertext read, rx[rx_off..rx_len) unused */
+    size_t rx_off, rx_len;
     uint64_t rx_bytes;
     int64_t last_progress; /* monotonic ms of the last byte moved */
     struct call *calls;    /* open calls, owned; newest first */
@@ -195,6 +201,37 @@ static const char *tls_err(WOLFSSL *ssl, int ret)
     return buf;
 }
 
+/* wolfSSL's receive callback: serves ciphertext from c->rx, refilled by one recv() of up to
+ * RX_BUF bytes when it is used up. */
+static int on_tls_recv(WOLFSSL *ssl, char *buf, int sz, void *arg)
+{
+    struct rsc_conn *c = arg;
+    size_t n;
+
+    (void)ssl;
+    if (c->rx_off == c->rx_len) {
+        ssize_t got = recv(c->fd, c->rx, RX_BUF, 0);
+
+        if (got < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return WOLFSSL_CBIO_ERR_WANT_READ;
+            if (errno == EINTR)
+                return WOLFSSL_CBIO_ERR_ISR;
+            return errno == ECONNRESET ? WOLFSSL_CBIO_ERR_CONN_RST : WOLFSSL_CBIO_ERR_GENERAL;
+        }
+        if (got == 0)
+            return WOLFSSL_CBIO_ERR_CONN_CLOSE;
+        c->rx_off = 0;
+        c->rx_len = (size_t)got;
+    }
+    n = c->rx_len - c->rx_off;
+    if (n > (size_t)sz)
+        n = (size_t)sz;
+    memcpy(buf, c->rx + c->rx_off, n);
+    c->rx_off += n;
+    return (int)n;
+}
+
 static bool is_ip_literal(const char *host)
 {
     uint8_t a[16];
@@ -244,7 +281,14 @@ static int tls_setup(struct rsc_conn *c, const struct rsc_tls_opts *t, const cha
         seterr(err, errlen, "TLS: out of memory");
         return -1;
     }
-    wolfSSL_set_fd(c->tls, c->fd);
+    c->rx = malloc(RX_BUF);
+    if (c->rx == NULL) {
+        seterr(err, errlen, "TLS: out of memory");
+        return -1;
+    }
+    wolfSSL_set_fd(c->tls, c->fd); /* sends: wolfSSL's own; receives: on_tls_recv */
+    wolfSSL_SSLSetIORecv(c->tls, on_tls_recv);
+    wolfSSL_SetIOReadCtx(c->tls, c);
     wolfSSL_UseALPN(c->tls, alpn, sizeof(alpn) - 1, WOLFSSL_ALPN_FAILED_ON_MISMATCH);
     if (!is_ip_literal(name))
         wolfSSL_UseSNI(c->tls, WOLFSSL_SNI_HOST_NAME, name, (unsigned short)strlen(name));
@@ -691,6 +735,7 @@ void rsc_conn_close(struct rsc_conn *c)
     if (c->fd >= 0)
         close(c->fd);
     free(c->out);
+    free(c->rx);
     free(c);
 }
 
@@ -774,8 +819,8 @@ int rsc_conn_poll(struct rsc_conn *c, int timeout_ms)
         p = (struct pollfd){ .fd = c->fd, .events = POLLIN | (pending ? POLLOUT : 0) };
         if (c->dead) {
             /* the flush failed: fall through to failing the calls */
-        } else if (c->tls != NULL && wolfSSL_pending(c->tls) > 0) {
-            /* wolfSSL holds decrypted bytes the socket no longer shows */
+        } else if (c->tls != NULL && (wolfSSL_pending(c->tls) > 0 || c->rx_off < c->rx_len)) {
+            /* wolfSSL holds decrypted bytes, or c->rx ciphertext, the socket no longer shows */
             conn_read(c);
             c->last_progress = now_ms();
         } else {

@@ -39,6 +39,8 @@ struct rs_call *rs_stream_new(struct rs_conn *c, int32_t stream_id)
     rs_deframer_init(&call->rx, cfg->max_msg);
     rs_chunkq_init(&call->txq, cfg->stream_buffer, &c->w->pool);
     rs_chunkq_set_budget(&call->txq, &c->w->budget, &c->acct);
+    if (c->w->small.block_size != 0)
+        rs_chunkq_set_small(&call->txq, &c->w->small);
     rs_list_init(&call->ready_link);
     rs_list_insert_tail(&c->calls, &call->link);
     return call;
@@ -754,8 +756,23 @@ static int queue_prefix_and(struct rs_call *call, const struct iovec *iov, int i
                             bool compressed, size_t total)
 {
     uint8_t prefix[RS_GRPC_PREFIX_LEN];
+    uint8_t small[RS_POOL_SMALL_BLOCK];
+    size_t off;
     int i, ret;
 
+    /* A small message goes in with one append, prefix and body together: all or nothing, and
+     * the queue sees its whole size, so it can take a small block. */
+    if (RS_GRPC_PREFIX_LEN + total <= sizeof(small)) {
+        rs_grpc_prefix_write(small, compressed, (uint32_t)total);
+        off = RS_GRPC_PREFIX_LEN;
+        for (i = 0; i < iovcnt; i++) {
+            if (iov[i].iov_len > 0)
+                memcpy(small + off, iov[i].iov_base, iov[i].iov_len);
+            off += iov[i].iov_len;
+        }
+        ret = rs_chunkq_append(&call->txq, small, off);
+        return ret < 0 ? budget_refusal(call, ret) : 0;
+    }
     rs_grpc_prefix_write(prefix, compressed, (uint32_t)total);
     ret = rs_chunkq_append(&call->txq, prefix, sizeof(prefix));
     if (ret < 0)

@@ -39,6 +39,10 @@ enum rs_op {
 #define RS_RECV_BUFSIZE ((size_t)64 * 1024)
 #define RS_BUF_HEADROOM 64 /* room before a zero-copy buffer for its message's headers */
 #define RS_POOL_BLOCK   (64 * 1024 + RS_BUF_HEADROOM)
+/* Small blocks: a send queue's first message when it fits one (a unary response), so it pins
+ * a 1 KiB allocation (with struct rs_block and malloc's header) instead of a 64 KiB one. */
+#define RS_POOL_SMALL_BLOCK  960
+#define RS_POOL_SMALL_CACHED 1024 /* free small blocks a worker keeps: at most ~1 MiB */
 
 struct rs_server {
     struct rs_config cfg;
@@ -129,6 +133,8 @@ struct rs_worker {
     struct rs_ring ring;
     struct rs_server *srv; /* borrowed; read-only after start */
     struct rs_pool pool;   /* payload blocks of every send queue on this worker */
+    struct rs_pool small;  /* RS_POOL_SMALL_BLOCK blocks for small messages; unused when its
+                            * block_size is 0 (tests that build a worker by hand) */
     unsigned id;
     int listen_fds[RS_LISTEN_MAX]; /* srv->cfg.listen[i]; -1 = none */
     unsigned accepting;            /* bit i: the multishot accept on listen_fds[i] is armed */

@@ -597,6 +597,8 @@ int rs_stream_frame_data(struct rs_call *call, const uint8_t *framehd, size_t le
         got += c->iov[c->iovcnt + 1 + i].iov_len;
     if (got < length)
         return NGHTTP2_ERR_WOULDBLOCK; /* out of iovecs: the next sendmsg takes it */
+    if (c->out == NULL && (c->out = rs_worker_outbuf_get(c->w)) == NULL)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
     memcpy(c->out + c->outlen, framehd, 9);
     c->iov[c->iovcnt].iov_base = c->out + c->outlen;
     c->iov[c->iovcnt].iov_len = 9;

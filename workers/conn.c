@@ -456,6 +456,8 @@ static ssize_t on_send(nghttp2_session *h2, const uint8_t *data, size_t len, int
 
     if (room == 0 || c->iovcnt == RS_CONN_IOV)
         return NGHTTP2_ERR_WOULDBLOCK;
+    if (c->out == NULL && (c->out = rs_worker_outbuf_get(c->w)) == NULL)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
     if (len > room)
         len = room;
     memcpy(c->out + c->outlen, data, len);
@@ -572,11 +574,10 @@ struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t
     if (c == NULL)
         return NULL;
     /* The connection's own buffers are the first thing charged to its account. */
+    /* The output buffer is charged from the start (it is taken whenever there is something to
+     * send, and that may not fail for want of budget), though held only while sending. */
     if (rs_budget_charge(&w->budget, &c->acct, RS_CONN_CHARGE) < 0)
         goto err_free_conn;
-    c->out = malloc(RS_CONN_OUTBUF);
-    if (c->out == NULL)
-        goto err_uncharge;
     c->w = w;
     c->fd = fd;
     c->born_ms = rs_now_ms();
@@ -589,7 +590,7 @@ struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t
     rs_list_init(&c->ready);
     rs_list_init(&c->pending_link);
     if (nghttp2_session_callbacks_new(&cbs) != 0)
-        goto err_free_out;
+        goto err_uncharge;
     nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
@@ -602,7 +603,7 @@ struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t
     nghttp2_session_callbacks_set_send_data_callback(cbs, on_send_data);
     if (nghttp2_option_new(&opt) != 0) {
         nghttp2_session_callbacks_del(cbs);
-        goto err_free_out;
+        goto err_uncharge;
     }
     /* Receive windows are credited by hand: a stream's only once its bytes were consumed. */
     nghttp2_option_set_no_auto_window_update(opt, 1);
@@ -615,7 +616,7 @@ struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
     if (rv != 0)
-        goto err_free_out;
+        goto err_uncharge;
     if (submit_settings(c) != 0)
         goto err_del_session;
     if (tls != NULL) {
@@ -637,8 +638,6 @@ err_free_tls:
     }
 err_del_session:
     nghttp2_session_del(c->h2);
-err_free_out:
-    free(c->out);
 err_uncharge:
     rs_budget_release(&w->budget, &c->acct, RS_CONN_CHARGE);
 err_free_conn:
@@ -692,7 +691,7 @@ bool rs_conn_maybe_free(struct rs_conn *c)
         rs_tls_destroy(c->tls);
     }
     close(c->fd);
-    free(c->out);
+    rs_worker_outbuf_put(c->w, c->out);
     rs_budget_release(&c->w->budget, &c->acct, RS_CONN_CHARGE);
     if (c->acct.used != 0) /* every call was freed: nothing may still be charged */
         rs_log_bug("conn %u: %zu bytes still charged at free", c->slot, c->acct.used);
@@ -853,6 +852,10 @@ static void send_done(struct rs_conn *c)
     c->iovoff = 0;
     c->outlen = 0;
     c->send_failed = false;
+    if (c->tls == NULL) {
+        rs_worker_outbuf_put(c->w, c->out); /* an idle connection holds no output buffer */
+        c->out = NULL;
+    }
     rs_worker_mark_pending(c->w, c);
 }
 

@@ -32,13 +32,14 @@ enum rs_op {
     RS_OP_BACKOFF,    /* slot 0: the accept backoff after EMFILE/ENFILE is over */
 };
 
-#define RS_CONN_IOV     128 /* iovecs gathered into one sendmsg */
-#define RS_CONN_OUTBUF  ((size_t)64 * 1024)
-#define RS_CONN_TXREFS  64 /* DATA frames referenced by one sendmsg */
-#define RS_RECV_BUFS    64
-#define RS_RECV_BUFSIZE ((size_t)64 * 1024)
-#define RS_BUF_HEADROOM 64 /* room before a zero-copy buffer for its message's headers */
-#define RS_POOL_BLOCK   (64 * 1024 + RS_BUF_HEADROOM)
+#define RS_CONN_IOV      128 /* iovecs gathered into one sendmsg */
+#define RS_CONN_OUTBUF   ((size_t)64 * 1024)
+#define RS_OUTBUF_CACHED 128 /* free output buffers a worker keeps for its connections */
+#define RS_CONN_TXREFS   64  /* DATA frames referenced by one sendmsg */
+#define RS_RECV_BUFS     64
+#define RS_RECV_BUFSIZE  ((size_t)64 * 1024)
+#define RS_BUF_HEADROOM  64 /* room before a zero-copy buffer for its message's headers */
+#define RS_POOL_BLOCK    (64 * 1024 + RS_BUF_HEADROOM)
 /* Small blocks: a send queue's first message when it fits one (a unary response), so it pins
  * a 1 KiB allocation (with struct rs_block and malloc's header) instead of a 64 KiB one. */
 #define RS_POOL_SMALL_BLOCK  960
@@ -180,6 +181,11 @@ struct rs_worker {
     uint64_t errlog_s;         /* monotonic second of the server-error warn lines below */
     unsigned errlog_n;         /* server-error warn lines written in that second */
     unsigned errlog_dropped;   /* and left out (said in the next one written) */
+    /* output buffers (RS_CONN_OUTBUF bytes) no connection holds: a connection takes one when it
+     * has frames to send and gives it back when the send is over, so an idle connection holds
+     * none. A stack threaded through the buffers' first bytes; all-zero = empty. */
+    void *outbuf_free;
+    unsigned noutbuf_free; /* on the stack; <= RS_OUTBUF_CACHED */
     struct rs_worker_metrics metrics;
     uint8_t tls_plain[16384]; /* TLS receive: plaintext of one record, parsed at once */
 };
@@ -250,7 +256,8 @@ struct rs_conn {
     struct rs_list ready;        /* of rs_call.ready_link: calls with work to run */
     struct rs_list pending_link; /* in worker->pending */
     /* send: one sendmsg in flight at a time, gathered from out[] and queue blocks */
-    uint8_t *out;  /* owned, RS_CONN_OUTBUF bytes while the conn lives */
+    uint8_t *out;  /* owned, RS_CONN_OUTBUF bytes, from rs_worker_outbuf_get() while frames
+                    * are being gathered or sent; NULL otherwise */
     size_t outlen; /* bytes of out[] referenced by iov[] */
     struct iovec iov[RS_CONN_IOV];
     int iovcnt;
@@ -420,6 +427,11 @@ void rs_worker_rearm(struct rs_worker *w);
 /* True when the worker holds no connection. */
 bool rs_worker_idle(const struct rs_worker *w);
 void rs_worker_mark_pending(struct rs_worker *w, struct rs_conn *c);
+/* Returns owned RS_CONN_OUTBUF bytes (contents undefined), release with rs_worker_outbuf_put();
+ * NULL when malloc failed. */
+uint8_t *rs_worker_outbuf_get(struct rs_worker *w);
+/* Takes ownership of |buf| (NULL is accepted): cached for the next connection, or freed. */
+void rs_worker_outbuf_put(struct rs_worker *w, uint8_t *buf);
 int rs_worker_queue_io(struct rs_worker *w, struct rs_call *call, int kind, int fd, void *buf,
                        size_t len, uint64_t off, rs_call_io_cb cb, void *arg);
 /* Cancels every timer |call| has pending; their callbacks then run with -ECANCELED. */

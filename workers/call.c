@@ -237,7 +237,8 @@ void rs_stream_free(struct rs_call *call)
     free(call->content_type);
     free(call->grpc_encoding);
     free(call->status_msg);
-    free(call->state_mem);
+    if (call->state_mem != call->state_inline)
+        free(call->state_mem);
     free(call->http_owned);
     free(call->log_name);
     free(call);
@@ -496,8 +497,13 @@ void rs_stream_route(struct rs_call *call)
         call->req_gzip = true;
     }
     if (m->state_size > 0) {
-        call->state_mem =
-                rs_stream_charge(call, m->state_size) == 0 ? calloc(1, m->state_size) : NULL;
+        /* The call was calloc'ed: a small state is zeroed already and needs no malloc. */
+        if (rs_stream_charge(call, m->state_size) < 0)
+            call->state_mem = NULL;
+        else if (m->state_size <= sizeof(call->state_inline))
+            call->state_mem = call->state_inline;
+        else
+            call->state_mem = calloc(1, m->state_size);
         if (call->state_mem == NULL) {
             call->method = NULL;
             rs_call_finish(call, RS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
@@ -515,11 +521,17 @@ void rs_stream_route(struct rs_call *call)
 
 /* ---- the send path -------------------------------------------------------------------- */
 
-/* An array of |fixed| + the response metadata entries, the metadata already at the end. Returns
- * owned (release with free()), or NULL when out of memory. */
-static nghttp2_nv *nva_with_meta(const struct rs_call *call, size_t fixed)
+/* Entries of a header block built on the stack; more metadata than fits takes a malloc. */
+#define RS_NVA_LOCAL 8
+
+/* An array of |fixed| + the response metadata entries, the metadata already at the end: |local|
+ * (RS_NVA_LOCAL entries, the caller's) when they fit, else owned. Release with nva_free().
+ * NULL when out of memory. */
+static nghttp2_nv *nva_with_meta(const struct rs_call *call, size_t fixed, nghttp2_nv *local)
 {
-    nghttp2_nv *nva = malloc((fixed + call->nresp_meta) * sizeof(*nva));
+    nghttp2_nv *nva = fixed + call->nresp_meta <= RS_NVA_LOCAL
+                              ? local
+                              : malloc((fixed + call->nresp_meta) * sizeof(*nva));
     size_t i;
 
     if (nva == NULL)
@@ -532,23 +544,41 @@ static nghttp2_nv *nva_with_meta(const struct rs_call *call, size_t fixed)
     return nva;
 }
 
+static void nva_free(nghttp2_nv *nva, nghttp2_nv *local)
+{
+    if (nva != local)
+        free(nva);
+}
+
+/* "0".."16": a gRPC status code as text, without printf. */
+static void status_text(char out[4], enum rs_grpc_status status)
+{
+    unsigned v = (unsigned)status % 100, i = 0;
+
+    if (v >= 10)
+        out[i++] = (char)('0' + v / 10);
+    out[i++] = (char)('0' + v % 10);
+    out[i] = '\0';
+}
+
 /* The trailers after the messages: FINISHED -> TRAILERS_SENT. Returns 0 or an nghttp2 error. */
 static int submit_trailers(struct rs_call *call)
 {
-    nghttp2_nv *nva = nva_with_meta(call, 2), *p;
+    nghttp2_nv local[RS_NVA_LOCAL];
+    nghttp2_nv *nva = nva_with_meta(call, 2, local), *p;
     char code[4];
     int rv;
 
     if (nva == NULL)
         return NGHTTP2_ERR_NOMEM;
-    snprintf(code, sizeof(code), "%d", (int)call->status);
+    status_text(code, call->status);
     p = nva + (call->status_msg != NULL ? 0 : 1);
     p[0] = (nghttp2_nv)MAKE_NV("grpc-status", code, strlen(code));
     if (call->status_msg != NULL)
         p[1] = (nghttp2_nv)MAKE_NV("grpc-message", call->status_msg, strlen(call->status_msg));
     rv = nghttp2_submit_trailer(h2_of(call), call->stream_id, p,
                                 (size_t)(nva + 2 - p) + call->nresp_meta);
-    free(nva);
+    nva_free(nva, local);
     if (rv == 0)
         rs_stream_set_state(call, RS_STREAM_TRAILERS_SENT);
     return rv;
@@ -616,7 +646,8 @@ int rs_stream_frame_data(struct rs_call *call, const uint8_t *framehd, size_t le
 
 static int submit_response_headers(struct rs_call *call)
 {
-    nghttp2_nv *nva = nva_with_meta(call, 4), *p;
+    nghttp2_nv local[RS_NVA_LOCAL];
+    nghttp2_nv *nva = nva_with_meta(call, 4, local), *p;
     nghttp2_data_provider prd = rs_stream_data_provider;
     int rv;
 
@@ -631,7 +662,7 @@ static int submit_response_headers(struct rs_call *call)
     prd.source.ptr = call;
     rv = nghttp2_submit_response(h2_of(call), call->stream_id, p,
                                  (size_t)(nva + 4 - p) + call->nresp_meta, &prd);
-    free(nva);
+    nva_free(nva, local);
     /* nghttp2 copied the headers; what is added from now on goes into the trailers */
     free_meta(call->resp_meta, call->nresp_meta);
     call->resp_meta = NULL;
@@ -645,12 +676,13 @@ static int submit_response_headers(struct rs_call *call)
 /* A trailers-only response (an immediate status): FINISHED -> TRAILERS_SENT. */
 static void submit_trailers_only(struct rs_call *call)
 {
-    nghttp2_nv *nva = nva_with_meta(call, 5), *p;
+    nghttp2_nv local[RS_NVA_LOCAL];
+    nghttp2_nv *nva = nva_with_meta(call, 5, local), *p;
     char code[4];
     int rv = NGHTTP2_ERR_NOMEM;
 
     if (nva != NULL) {
-        snprintf(code, sizeof(code), "%d", (int)call->status);
+        status_text(code, call->status);
         p = nva + (call->status_msg != NULL ? 0 : 1);
         p[0] = (nghttp2_nv)MAKE_NV(":status", "200", 3);
         p[1] = (nghttp2_nv)MAKE_NV("content-type", "application/grpc", 16);
@@ -660,7 +692,7 @@ static void submit_trailers_only(struct rs_call *call)
             p[4] = (nghttp2_nv)MAKE_NV("grpc-message", call->status_msg, strlen(call->status_msg));
         rv = nghttp2_submit_response(h2_of(call), call->stream_id, p,
                                      (size_t)(nva + 5 - p) + call->nresp_meta, NULL);
-        free(nva);
+        nva_free(nva, local);
     }
     call->flags |= RS_CALL_F_RESP_SUBMITTED;
     if (rv == 0) {

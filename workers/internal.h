@@ -5,6 +5,7 @@
 #include <nghttp2/nghttp2.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include "core/budget.h"
@@ -367,10 +368,12 @@ struct rs_call {
     enum rs_grpc_status status;
     char *status_msg; /* owned, percent-encoded */
     enum rs_route route;
-    void *state_mem;         /* owned, method->state_size bytes (rs_call_state()) */
-    const char *http_status; /* static; the plain HTTP answer owed once the request ended */
-    const char *http_allow;  /* static or NULL */
-    const char *http_body;   /* static body of a plain HTTP answer */
+    void *state_mem;             /* method->state_size bytes (rs_call_state()): state_inline when
+                                  * they fit, else owned */
+    max_align_t state_inline[4]; /* a small method state, without a malloc per call */
+    const char *http_status;     /* static; the plain HTTP answer owed once the request ended */
+    const char *http_allow;      /* static or NULL */
+    const char *http_body;       /* static body of a plain HTTP answer */
     size_t http_len;
     size_t http_off;
     char *http_owned; /* owned body of a generated answer (/metrics), or NULL */

@@ -94,6 +94,32 @@ static bool closed(const struct rs_call *call)
     return call->state >= RS_STREAM_CLOSED;
 }
 
+char *rs_call_strdup(struct rs_call *call, const uint8_t *p, size_t n)
+{
+    char *s;
+
+    if (n < sizeof(call->str_inline) - call->str_used) {
+        s = call->str_inline + call->str_used;
+        call->str_used += n + 1;
+    } else {
+        s = malloc(n + 1);
+        if (s == NULL)
+            return NULL;
+    }
+    if (n > 0)
+        memcpy(s, p, n);
+    s[n] = '\0';
+    return s;
+}
+
+void rs_call_strfree(struct rs_call *call, char *s)
+{
+    uintptr_t at = (uintptr_t)s, lo = (uintptr_t)call->str_inline;
+
+    if (at - lo >= sizeof(call->str_inline)) /* also when below: the difference wraps */
+        free(s);
+}
+
 static void free_meta(struct rs_meta *m, size_t n)
 {
     size_t i;
@@ -216,6 +242,7 @@ static void call_ended(struct rs_call *call)
 void rs_stream_free(struct rs_call *call)
 {
     struct rs_conn *c = call->conn;
+    size_t i;
 
     assert(rs_stream_reapable(call));
     if (call->route == RS_ROUTE_GRPC)
@@ -230,12 +257,17 @@ void rs_stream_free(struct rs_call *call)
     call->inflated_len = 0;
     rs_stream_rx_account(call); /* releases: nothing is buffered any more */
     rs_budget_release(&c->w->budget, &c->acct, call->charged + call->bufs_charged);
-    free_meta(call->meta, call->nmeta);
+    for (i = 0; i < call->nmeta; i++) {
+        rs_call_strfree(call, call->meta[i].name);
+        rs_call_strfree(call, call->meta[i].value);
+    }
+    if (call->meta != call->meta_inline)
+        free(call->meta);
     free_meta(call->resp_meta, call->nresp_meta);
-    free(call->path);
-    free(call->method_name);
-    free(call->content_type);
-    free(call->grpc_encoding);
+    rs_call_strfree(call, call->path);
+    rs_call_strfree(call, call->method_name);
+    rs_call_strfree(call, call->content_type);
+    rs_call_strfree(call, call->grpc_encoding);
     free(call->status_msg);
     if (call->state_mem != call->state_inline)
         free(call->state_mem);

@@ -222,17 +222,6 @@ static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *frame, voi
     return 0;
 }
 
-static char *dup_n(const uint8_t *p, size_t n)
-{
-    char *s = malloc(n + 1);
-
-    if (s != NULL) {
-        memcpy(s, p, n);
-        s[n] = '\0';
-    }
-    return s;
-}
-
 static bool name_is(const uint8_t *name, size_t len, const char *lit)
 {
     size_t n = strlen(lit);
@@ -288,8 +277,8 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
     else if (name_is(name, namelen, "grpc-encoding"))
         slot = &call->grpc_encoding;
     if (slot != NULL) {
-        free(*slot);
-        *slot = dup_n(value, valuelen);
+        rs_call_strfree(call, *slot);
+        *slot = rs_call_strdup(call, value, valuelen);
         return *slot == NULL ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
     }
     if (namelen > 0 && name[0] == ':')
@@ -309,17 +298,27 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
     }
     if (name_is(name, namelen, "te"))
         return 0;
-    m = realloc(call->meta, (call->nmeta + 1) * sizeof(*m));
-    if (m == NULL)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    call->meta = m;
+    if (call->nmeta < RS_CALL_META_INLINE) {
+        call->meta = call->meta_inline;
+    } else if (call->meta == call->meta_inline) {
+        m = malloc((call->nmeta + 1) * sizeof(*m));
+        if (m == NULL)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        memcpy(m, call->meta_inline, sizeof(call->meta_inline));
+        call->meta = m;
+    } else {
+        m = realloc(call->meta, (call->nmeta + 1) * sizeof(*m));
+        if (m == NULL)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        call->meta = m;
+    }
     m = &call->meta[call->nmeta];
-    m->name = dup_n(name, namelen);
-    m->value = dup_n(value, valuelen);
+    m->name = rs_call_strdup(call, name, namelen);
+    m->value = rs_call_strdup(call, value, valuelen);
     m->value_len = valuelen;
     if (m->name == NULL || m->value == NULL) {
-        free(m->name);
-        free(m->value);
+        rs_call_strfree(call, m->name);
+        rs_call_strfree(call, m->value);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
     call->nmeta++;

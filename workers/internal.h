@@ -322,6 +322,9 @@ enum rs_stream_state {
     RS_STREAM_DONE,             /* on_done delivered; reaped once nothing references the call */
 };
 
+#define RS_CALL_META_INLINE 4
+#define RS_CALL_STR_INLINE  256
+
 /* One HTTP/2 stream; for gRPC paths, one call. Freed only by the reap at the end of
  * rs_conn_run(), once it is DONE, no I/O is in flight and no queued byte is referenced by a
  * sendmsg. */
@@ -353,14 +356,20 @@ struct rs_call {
     /* send */
     struct rs_chunkq txq;
     size_t tx_framed; /* bytes at the front of txq referenced by DATA frames being sent */
-    /* request headers */
+    /* request headers; their strings come from rs_call_strdup() (release with rs_call_strfree) */
     char *path;        /* owned; NULL when the request had no :path (CONNECT) */
     char *method_name; /* owned :method; NULL when missing */
     char *content_type;
     char *grpc_encoding;
-    struct rs_meta *meta; /* owned array */
+    struct rs_meta *meta; /* meta_inline, or an owned array past RS_CALL_META_INLINE entries */
     size_t nmeta;
     size_t header_bytes;
+    /* A request's few short header strings and metadata entries live in the call itself, so
+     * a unary call does not pay a malloc and a free for each (perf: they were the top malloc
+     * site); what does not fit is malloc'ed. */
+    struct rs_meta meta_inline[RS_CALL_META_INLINE];
+    size_t str_used;                     /* bytes of str_inline handed out */
+    char str_inline[RS_CALL_STR_INLINE]; /* bump-allocated, never given back before the call goes */
     /* response */
     struct rs_meta *resp_meta; /* owned; headers before the first message, else trailers */
     size_t nresp_meta;
@@ -409,6 +418,12 @@ enum {
  * the client's SETTINGS_MAX_HEADER_LIST_SIZE, at most this, less room for our own fields. */
 #define RS_CALL_META_BYTES    ((size_t)16 * 1024)
 #define RS_CALL_META_RESERVED ((size_t)1536) /* :status, content-type, grpc-status/-message */
+
+/* call.c: a NUL-terminated copy of |n| bytes at |p|, owned by |call| (its inline space while
+ * there is room, else malloc'ed); release with rs_call_strfree(), which accepts NULL. NULL
+ * when out of memory. */
+char *rs_call_strdup(struct rs_call *call, const uint8_t *p, size_t n);
+void rs_call_strfree(struct rs_call *call, char *s);
 
 /* worker.c */
 /* Sets up |w| (its srv, id and wake_fd come from rs_server_new()) on the calling thread, which

@@ -606,6 +606,10 @@ struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t
     }
     /* Receive windows are credited by hand: a stream's only once its bytes were consumed. */
     nghttp2_option_set_no_auto_window_update(opt, 1);
+    /* A server keeps closed streams in RFC 7540's priority tree by default, up to
+     * SETTINGS_MAX_CONCURRENT_STREAMS of them per connection (nghttp2_stream + its
+     * bookkeeping on every close): memory and CPU for a dependency tree gRPC never uses. */
+    nghttp2_option_set_no_closed_streams(opt, 1);
     /* nghttp2's rapid-reset limiter follows the glitch budget: the same burst, refilled at the
      * same pace (budget per 10 s), so --glitch-budget is the one knob for both. */
     nghttp2_option_set_stream_reset_rate_limit(

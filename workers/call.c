@@ -582,11 +582,15 @@ static void nva_free(nghttp2_nv *nva, nghttp2_nv *local)
         free(nva);
 }
 
-/* "0".."16": a gRPC status code as text, without printf. */
+/* A gRPC status code as text: "0".."16" without printf. */
 static void status_text(char out[4], enum rs_grpc_status status)
 {
-    unsigned v = (unsigned)status % 100, i = 0;
+    unsigned v = (unsigned)status, i = 0;
 
+    if (v > 99) { /* not a status gRPC defines: as it always was */
+        snprintf(out, 4, "%d", (int)status);
+        return;
+    }
     if (v >= 10)
         out[i++] = (char)('0' + v / 10);
     out[i++] = (char)('0' + v % 10);

@@ -3,6 +3,7 @@
 #include "core/budget.h"
 #include "core/pool.h"
 #include <assert.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <string.h>
 
@@ -12,6 +13,7 @@ void rs_chunkq_init(struct rs_chunkq *q, size_t cap, struct rs_pool *pool)
     q->used = 0;
     q->cap = cap;
     q->pool = pool;
+    q->small = NULL;
     q->budget = NULL;
     q->acct = NULL;
 }
@@ -24,23 +26,39 @@ void rs_chunkq_set_budget(struct rs_chunkq *q, struct rs_budget *budget,
     q->acct = acct;
 }
 
-/* A block for the queue: charged first, then taken from the pool. NULL with *err set. */
-static struct rs_block *take_block(struct rs_chunkq *q, int *err)
+void rs_chunkq_set_small(struct rs_chunkq *q, struct rs_pool *small)
 {
+    assert(rs_list_empty(&q->blocks));
+    assert(small == NULL || small->block_size < q->pool->block_size);
+    q->small = small;
+}
+
+/* Can the |len| bytes about to be queued go into one small block? Only into an empty queue, so
+ * a queue holds at most one small block, at its front. */
+static bool fits_small(const struct rs_chunkq *q, size_t len)
+{
+    return q->small != NULL && len <= q->small->block_size && rs_list_empty(&q->blocks);
+}
+
+/* A block for the queue (a small one if |small|): charged first, then taken from the pool.
+ * NULL with *err set. */
+static struct rs_block *take_block(struct rs_chunkq *q, bool small, int *err)
+{
+    struct rs_pool *pool = small ? q->small : q->pool;
     struct rs_block *b;
     int ret;
 
     if (q->budget != NULL) {
-        ret = rs_budget_charge(q->budget, q->acct, q->pool->block_size);
+        ret = rs_budget_charge(q->budget, q->acct, pool->block_size);
         if (ret < 0) {
             *err = ret;
             return NULL;
         }
     }
-    b = rs_pool_get(q->pool);
+    b = rs_pool_get(pool);
     if (b == NULL) {
         if (q->budget != NULL)
-            rs_budget_release(q->budget, q->acct, q->pool->block_size);
+            rs_budget_release(q->budget, q->acct, pool->block_size);
         *err = -ENOMEM;
     }
     return b;
@@ -48,9 +66,11 @@ static struct rs_block *take_block(struct rs_chunkq *q, int *err)
 
 static void give_block(struct rs_chunkq *q, struct rs_block *b)
 {
-    rs_pool_put(q->pool, b);
+    size_t size = b->size;
+
+    rs_pool_put(q->small != NULL && size == q->small->block_size ? q->small : q->pool, b);
     if (q->budget != NULL)
-        rs_budget_release(q->budget, q->acct, q->pool->block_size);
+        rs_budget_release(q->budget, q->acct, size);
 }
 
 static struct rs_block *last_block(const struct rs_chunkq *q)
@@ -61,10 +81,9 @@ static struct rs_block *last_block(const struct rs_chunkq *q)
 }
 
 /* Copies into the free space of |b| (never before its tail, so views do not move). */
-static size_t fill_block(struct rs_block *b, size_t block_size, const unsigned char *src,
-                         size_t len)
+static size_t fill_block(struct rs_block *b, const unsigned char *src, size_t len)
 {
-    size_t n = block_size - b->tail;
+    size_t n = b->size - b->tail;
 
     if (n > len)
         n = len;
@@ -76,7 +95,6 @@ static size_t fill_block(struct rs_block *b, size_t block_size, const unsigned c
 ssize_t rs_chunkq_push(struct rs_chunkq *q, const void *data, size_t len)
 {
     const unsigned char *src = data;
-    size_t bs = q->pool->block_size;
     size_t want = rs_chunkq_room(q);
     size_t done = 0;
     struct rs_block *b;
@@ -86,16 +104,16 @@ ssize_t rs_chunkq_push(struct rs_chunkq *q, const void *data, size_t len)
         want = len;
     b = last_block(q);
     if (b != NULL)
-        done = fill_block(b, bs, src, want);
+        done = fill_block(b, src, want);
     while (done < want) {
-        b = take_block(q, &err);
+        b = take_block(q, fits_small(q, want), &err);
         if (b == NULL) {
             if (done == 0)
                 return err;
             break;
         }
         rs_list_insert_tail(&q->blocks, &b->link);
-        done += fill_block(b, bs, src + done, want - done);
+        done += fill_block(b, src + done, want - done);
     }
     q->used += done;
     return (ssize_t)done;
@@ -104,9 +122,9 @@ ssize_t rs_chunkq_push(struct rs_chunkq *q, const void *data, size_t len)
 int rs_chunkq_append(struct rs_chunkq *q, const void *data, size_t len)
 {
     const unsigned char *src = data;
-    size_t bs = q->pool->block_size;
     struct rs_block *tail = last_block(q);
-    size_t in_tail = tail != NULL ? bs - tail->tail : 0;
+    size_t in_tail = tail != NULL ? tail->size - tail->tail : 0;
+    bool small = fits_small(q, len);
     struct rs_list fresh;
     struct rs_list *e, *next;
     struct rs_block *b;
@@ -118,20 +136,20 @@ int rs_chunkq_append(struct rs_chunkq *q, const void *data, size_t len)
         in_tail = len;
     /* Take every block first, so a failure leaves |q| untouched. */
     rs_list_init(&fresh);
-    for (need = len - in_tail; need > 0; need -= need < bs ? need : bs) {
-        b = take_block(q, &err);
+    for (need = len - in_tail; need > 0; need -= need < b->size ? need : b->size) {
+        b = take_block(q, small, &err);
         if (b == NULL)
             goto err_put_fresh;
         rs_list_insert_tail(&fresh, &b->link);
     }
     if (tail != NULL)
-        done = fill_block(tail, bs, src, in_tail);
+        done = fill_block(tail, src, in_tail);
     for (e = fresh.next; e != &fresh; e = next) {
         next = e->next;
         b = rs_container_of(e, struct rs_block, link);
         rs_list_unlink(e);
         rs_list_insert_tail(&q->blocks, e);
-        done += fill_block(b, bs, src + done, len - done);
+        done += fill_block(b, src + done, len - done);
     }
     assert(done == len);
     q->used += len;
@@ -215,7 +233,7 @@ static size_t blocks_held(const struct rs_chunkq *q, size_t *slack)
     for (e = q->blocks.next; e != &q->blocks; e = e->next)
         n++;
     if (n > 0)
-        *slack = q->pool->block_size - last_block(q)->tail;
+        *slack = last_block(q)->size - last_block(q)->tail;
     return n;
 }
 
@@ -240,9 +258,9 @@ int rs_chunkq_append_block(struct rs_chunkq *q, struct rs_block *b)
 {
     int ret;
 
-    assert(b->head <= b->tail && b->tail <= q->pool->block_size);
+    assert(b->head <= b->tail && b->tail <= b->size && b->size == q->pool->block_size);
     if (q->budget != NULL) {
-        ret = rs_budget_charge(q->budget, q->acct, q->pool->block_size);
+        ret = rs_budget_charge(q->budget, q->acct, b->size);
         if (ret < 0)
             return ret;
     }

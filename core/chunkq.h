@@ -13,6 +13,7 @@ struct rs_chunkq {
     size_t used;           /* bytes queued */
     size_t cap;            /* soft capacity, fixed at init; used <= cap except after _append */
     struct rs_pool *pool;  /* borrowed; must outlive the queue */
+    struct rs_pool *small; /* borrowed or NULL: smaller blocks, for a message that fits one */
     /* memory accounting (core/budget.h): every block linked here is charged to |acct| and
      * |budget| for as long as it is linked; NULL = not accounted */
     struct rs_budget *budget;    /* borrowed; must outlive the queue */
@@ -27,6 +28,11 @@ void rs_chunkq_init(struct rs_chunkq *q, size_t cap, struct rs_pool *pool);
  * queue. */
 void rs_chunkq_set_budget(struct rs_chunkq *q, struct rs_budget *budget,
                           struct rs_budget_acct *acct);
+/* Lets an empty queue take its first block from |small| (borrowed, must outlive the queue,
+ * blocks smaller than the main pool's) when everything being queued fits in one: a small
+ * message then pins a small block, not a large one (a unary response of a few dozen bytes in
+ * a 64 KiB block churns malloc and spreads RSS over the whole heap). Only on an empty queue. */
+void rs_chunkq_set_small(struct rs_chunkq *q, struct rs_pool *small);
 /* Copies up to min(len, cap - used) bytes in. Returns bytes taken (0 when full) or, when
  * nothing could be taken (|q| unchanged):
  *   -ENOMEM   pool exhausted;
@@ -45,7 +51,8 @@ size_t rs_chunkq_peek(const struct rs_chunkq *q, size_t off, size_t max, struct 
 /* Drops |len| (<= used) oldest bytes, returning emptied blocks to the pool. */
 void rs_chunkq_consume(struct rs_chunkq *q, size_t len);
 /* Bytes of pool blocks the queue would hold after appending |len| more bytes (0: now). Whole
- * blocks count, so this is the memory the queue pins, not only the bytes it holds. */
+ * blocks count, so this is the memory the queue pins, not only the bytes it holds; a small
+ * block counts as a main pool block (an upper bound). */
 size_t rs_chunkq_footprint_after(const struct rs_chunkq *q, size_t len);
 /* The most bytes an append may bring while the footprint stays within the capacity (the whole
  * capacity when the queue is empty). */

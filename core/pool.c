@@ -48,6 +48,7 @@ struct rs_block *rs_pool_get(struct rs_pool *p)
         if (b == NULL)
             return NULL;
         rs_list_init(&b->link);
+        b->size = p->block_size;
         p->nlive++;
     }
     b->head = 0;

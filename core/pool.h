@@ -11,7 +11,8 @@
 struct rs_block {
     struct rs_list link; /* in a chunkq, or in the pool's free cache */
     size_t head;         /* first unread byte of data[] */
-    size_t tail;         /* one past the last written byte; head <= tail <= pool block_size */
+    size_t tail;         /* one past the last written byte; head <= tail <= size */
+    size_t size;         /* usable bytes of data[]: the block_size of the pool it came from */
     unsigned char data[];
 };
 

@@ -39,6 +39,8 @@ struct rs_call *rs_stream_new(struct rs_conn *c, int32_t stream_id)
     rs_deframer_init(&call->rx, cfg->max_msg);
     rs_chunkq_init(&call->txq, cfg->stream_buffer, &c->w->pool);
     rs_chunkq_set_budget(&call->txq, &c->w->budget, &c->acct);
+    if (c->w->small.block_size != 0)
+        rs_chunkq_set_small(&call->txq, &c->w->small);
     rs_list_init(&call->ready_link);
     rs_list_insert_tail(&c->calls, &call->link);
     return call;
@@ -90,6 +92,32 @@ static bool finished(const struct rs_call *call)
 static bool closed(const struct rs_call *call)
 {
     return call->state >= RS_STREAM_CLOSED;
+}
+
+char *rs_call_strdup(struct rs_call *call, const uint8_t *p, size_t n)
+{
+    char *s;
+
+    if (n < sizeof(call->str_inline) - call->str_used) {
+        s = call->str_inline + call->str_used;
+        call->str_used += n + 1;
+    } else {
+        s = malloc(n + 1);
+        if (s == NULL)
+            return NULL;
+    }
+    if (n > 0)
+        memcpy(s, p, n);
+    s[n] = '\0';
+    return s;
+}
+
+void rs_call_strfree(struct rs_call *call, char *s)
+{
+    uintptr_t at = (uintptr_t)s, lo = (uintptr_t)call->str_inline;
+
+    if (at - lo >= sizeof(call->str_inline)) /* also when below: the difference wraps */
+        free(s);
 }
 
 static void free_meta(struct rs_meta *m, size_t n)
@@ -214,6 +242,7 @@ static void call_ended(struct rs_call *call)
 void rs_stream_free(struct rs_call *call)
 {
     struct rs_conn *c = call->conn;
+    size_t i;
 
     assert(rs_stream_reapable(call));
     if (call->route == RS_ROUTE_GRPC)
@@ -228,14 +257,20 @@ void rs_stream_free(struct rs_call *call)
     call->inflated_len = 0;
     rs_stream_rx_account(call); /* releases: nothing is buffered any more */
     rs_budget_release(&c->w->budget, &c->acct, call->charged + call->bufs_charged);
-    free_meta(call->meta, call->nmeta);
+    for (i = 0; i < call->nmeta; i++) {
+        rs_call_strfree(call, call->meta[i].name);
+        rs_call_strfree(call, call->meta[i].value);
+    }
+    if (call->meta != call->meta_inline)
+        free(call->meta);
     free_meta(call->resp_meta, call->nresp_meta);
-    free(call->path);
-    free(call->method_name);
-    free(call->content_type);
-    free(call->grpc_encoding);
+    rs_call_strfree(call, call->path);
+    rs_call_strfree(call, call->method_name);
+    rs_call_strfree(call, call->content_type);
+    rs_call_strfree(call, call->grpc_encoding);
     free(call->status_msg);
-    free(call->state_mem);
+    if (call->state_mem != call->state_inline)
+        free(call->state_mem);
     free(call->http_owned);
     free(call->log_name);
     free(call);
@@ -494,8 +529,13 @@ void rs_stream_route(struct rs_call *call)
         call->req_gzip = true;
     }
     if (m->state_size > 0) {
-        call->state_mem =
-                rs_stream_charge(call, m->state_size) == 0 ? calloc(1, m->state_size) : NULL;
+        /* The call was calloc'ed: a small state is zeroed already and needs no malloc. */
+        if (rs_stream_charge(call, m->state_size) < 0)
+            call->state_mem = NULL;
+        else if (m->state_size <= sizeof(call->state_inline))
+            call->state_mem = call->state_inline;
+        else
+            call->state_mem = calloc(1, m->state_size);
         if (call->state_mem == NULL) {
             call->method = NULL;
             rs_call_finish(call, RS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
@@ -513,11 +553,17 @@ void rs_stream_route(struct rs_call *call)
 
 /* ---- the send path -------------------------------------------------------------------- */
 
-/* An array of |fixed| + the response metadata entries, the metadata already at the end. Returns
- * owned (release with free()), or NULL when out of memory. */
-static nghttp2_nv *nva_with_meta(const struct rs_call *call, size_t fixed)
+/* Entries of a header block built on the stack; more metadata than fits takes a malloc. */
+#define RS_NVA_LOCAL 8
+
+/* An array of |fixed| + the response metadata entries, the metadata already at the end: |local|
+ * (RS_NVA_LOCAL entries, the caller's) when they fit, else owned. Release with nva_free().
+ * NULL when out of memory. */
+static nghttp2_nv *nva_with_meta(const struct rs_call *call, size_t fixed, nghttp2_nv *local)
 {
-    nghttp2_nv *nva = malloc((fixed + call->nresp_meta) * sizeof(*nva));
+    nghttp2_nv *nva = fixed + call->nresp_meta <= RS_NVA_LOCAL
+                              ? local
+                              : malloc((fixed + call->nresp_meta) * sizeof(*nva));
     size_t i;
 
     if (nva == NULL)
@@ -530,23 +576,45 @@ static nghttp2_nv *nva_with_meta(const struct rs_call *call, size_t fixed)
     return nva;
 }
 
+static void nva_free(nghttp2_nv *nva, nghttp2_nv *local)
+{
+    if (nva != local)
+        free(nva);
+}
+
+/* A gRPC status code as text: "0".."16" without printf. */
+static void status_text(char out[4], enum rs_grpc_status status)
+{
+    unsigned v = (unsigned)status, i = 0;
+
+    if (v > 99) { /* not a status gRPC defines: as it always was */
+        snprintf(out, 4, "%d", (int)status);
+        return;
+    }
+    if (v >= 10)
+        out[i++] = (char)('0' + v / 10);
+    out[i++] = (char)('0' + v % 10);
+    out[i] = '\0';
+}
+
 /* The trailers after the messages: FINISHED -> TRAILERS_SENT. Returns 0 or an nghttp2 error. */
 static int submit_trailers(struct rs_call *call)
 {
-    nghttp2_nv *nva = nva_with_meta(call, 2), *p;
+    nghttp2_nv local[RS_NVA_LOCAL];
+    nghttp2_nv *nva = nva_with_meta(call, 2, local), *p;
     char code[4];
     int rv;
 
     if (nva == NULL)
         return NGHTTP2_ERR_NOMEM;
-    snprintf(code, sizeof(code), "%d", (int)call->status);
+    status_text(code, call->status);
     p = nva + (call->status_msg != NULL ? 0 : 1);
     p[0] = (nghttp2_nv)MAKE_NV("grpc-status", code, strlen(code));
     if (call->status_msg != NULL)
         p[1] = (nghttp2_nv)MAKE_NV("grpc-message", call->status_msg, strlen(call->status_msg));
     rv = nghttp2_submit_trailer(h2_of(call), call->stream_id, p,
                                 (size_t)(nva + 2 - p) + call->nresp_meta);
-    free(nva);
+    nva_free(nva, local);
     if (rv == 0)
         rs_stream_set_state(call, RS_STREAM_TRAILERS_SENT);
     return rv;
@@ -595,6 +663,8 @@ int rs_stream_frame_data(struct rs_call *call, const uint8_t *framehd, size_t le
         got += c->iov[c->iovcnt + 1 + i].iov_len;
     if (got < length)
         return NGHTTP2_ERR_WOULDBLOCK; /* out of iovecs: the next sendmsg takes it */
+    if (c->out == NULL && (c->out = rs_worker_outbuf_get(c->w)) == NULL)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
     memcpy(c->out + c->outlen, framehd, 9);
     c->iov[c->iovcnt].iov_base = c->out + c->outlen;
     c->iov[c->iovcnt].iov_len = 9;
@@ -612,7 +682,8 @@ int rs_stream_frame_data(struct rs_call *call, const uint8_t *framehd, size_t le
 
 static int submit_response_headers(struct rs_call *call)
 {
-    nghttp2_nv *nva = nva_with_meta(call, 4), *p;
+    nghttp2_nv local[RS_NVA_LOCAL];
+    nghttp2_nv *nva = nva_with_meta(call, 4, local), *p;
     nghttp2_data_provider prd = rs_stream_data_provider;
     int rv;
 
@@ -627,7 +698,7 @@ static int submit_response_headers(struct rs_call *call)
     prd.source.ptr = call;
     rv = nghttp2_submit_response(h2_of(call), call->stream_id, p,
                                  (size_t)(nva + 4 - p) + call->nresp_meta, &prd);
-    free(nva);
+    nva_free(nva, local);
     /* nghttp2 copied the headers; what is added from now on goes into the trailers */
     free_meta(call->resp_meta, call->nresp_meta);
     call->resp_meta = NULL;
@@ -641,12 +712,13 @@ static int submit_response_headers(struct rs_call *call)
 /* A trailers-only response (an immediate status): FINISHED -> TRAILERS_SENT. */
 static void submit_trailers_only(struct rs_call *call)
 {
-    nghttp2_nv *nva = nva_with_meta(call, 5), *p;
+    nghttp2_nv local[RS_NVA_LOCAL];
+    nghttp2_nv *nva = nva_with_meta(call, 5, local), *p;
     char code[4];
     int rv = NGHTTP2_ERR_NOMEM;
 
     if (nva != NULL) {
-        snprintf(code, sizeof(code), "%d", (int)call->status);
+        status_text(code, call->status);
         p = nva + (call->status_msg != NULL ? 0 : 1);
         p[0] = (nghttp2_nv)MAKE_NV(":status", "200", 3);
         p[1] = (nghttp2_nv)MAKE_NV("content-type", "application/grpc", 16);
@@ -656,7 +728,7 @@ static void submit_trailers_only(struct rs_call *call)
             p[4] = (nghttp2_nv)MAKE_NV("grpc-message", call->status_msg, strlen(call->status_msg));
         rv = nghttp2_submit_response(h2_of(call), call->stream_id, p,
                                      (size_t)(nva + 5 - p) + call->nresp_meta, NULL);
-        free(nva);
+        nva_free(nva, local);
     }
     call->flags |= RS_CALL_F_RESP_SUBMITTED;
     if (rv == 0) {
@@ -754,8 +826,23 @@ static int queue_prefix_and(struct rs_call *call, const struct iovec *iov, int i
                             bool compressed, size_t total)
 {
     uint8_t prefix[RS_GRPC_PREFIX_LEN];
+    uint8_t small[RS_POOL_SMALL_BLOCK];
+    size_t off;
     int i, ret;
 
+    /* A small message goes in with one append, prefix and body together: all or nothing, and
+     * the queue sees its whole size, so it can take a small block. */
+    if (RS_GRPC_PREFIX_LEN + total <= sizeof(small)) {
+        rs_grpc_prefix_write(small, compressed, (uint32_t)total);
+        off = RS_GRPC_PREFIX_LEN;
+        for (i = 0; i < iovcnt; i++) {
+            if (iov[i].iov_len > 0)
+                memcpy(small + off, iov[i].iov_base, iov[i].iov_len);
+            off += iov[i].iov_len;
+        }
+        ret = rs_chunkq_append(&call->txq, small, off);
+        return ret < 0 ? budget_refusal(call, ret) : 0;
+    }
     rs_grpc_prefix_write(prefix, compressed, (uint32_t)total);
     ret = rs_chunkq_append(&call->txq, prefix, sizeof(prefix));
     if (ret < 0)

@@ -174,7 +174,7 @@ static bool headers_id_invalid(struct rs_conn *c, nghttp2_session *h2, int32_t i
 static int on_begin_frame(nghttp2_session *h2, const nghttp2_frame_hd *hd, void *user_data)
 {
     struct rs_conn *c = user_data;
-    uint64_t now = rs_now_ms();
+    uint64_t now = c->active_ms; /* the parser's callbacks run on bytes that just arrived */
 
     c->progress_ms = now;
     if (hd->type == NGHTTP2_CONTINUATION)
@@ -222,17 +222,6 @@ static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *frame, voi
     return 0;
 }
 
-static char *dup_n(const uint8_t *p, size_t n)
-{
-    char *s = malloc(n + 1);
-
-    if (s != NULL) {
-        memcpy(s, p, n);
-        s[n] = '\0';
-    }
-    return s;
-}
-
 static bool name_is(const uint8_t *name, size_t len, const char *lit)
 {
     size_t n = strlen(lit);
@@ -269,7 +258,7 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
     char **slot = NULL;
     struct rs_meta *m;
 
-    c->progress_ms = rs_now_ms();
+    c->progress_ms = c->active_ms;
     if (call == NULL || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0; /* refused stream, or request trailers: nothing we use */
     /* RFC 9113 counts 32 bytes of overhead per field, as SETTINGS_MAX_HEADER_LIST_SIZE does. */
@@ -288,8 +277,8 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
     else if (name_is(name, namelen, "grpc-encoding"))
         slot = &call->grpc_encoding;
     if (slot != NULL) {
-        free(*slot);
-        *slot = dup_n(value, valuelen);
+        rs_call_strfree(call, *slot);
+        *slot = rs_call_strdup(call, value, valuelen);
         return *slot == NULL ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
     }
     if (namelen > 0 && name[0] == ':')
@@ -309,17 +298,27 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
     }
     if (name_is(name, namelen, "te"))
         return 0;
-    m = realloc(call->meta, (call->nmeta + 1) * sizeof(*m));
-    if (m == NULL)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    call->meta = m;
+    if (call->nmeta < RS_CALL_META_INLINE) {
+        call->meta = call->meta_inline;
+    } else if (call->meta == call->meta_inline) {
+        m = malloc((call->nmeta + 1) * sizeof(*m));
+        if (m == NULL)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        memcpy(m, call->meta_inline, sizeof(call->meta_inline));
+        call->meta = m;
+    } else {
+        m = realloc(call->meta, (call->nmeta + 1) * sizeof(*m));
+        if (m == NULL)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        call->meta = m;
+    }
     m = &call->meta[call->nmeta];
-    m->name = dup_n(name, namelen);
-    m->value = dup_n(value, valuelen);
+    m->name = rs_call_strdup(call, name, namelen);
+    m->value = rs_call_strdup(call, value, valuelen);
     m->value_len = valuelen;
     if (m->name == NULL || m->value == NULL) {
-        free(m->name);
-        free(m->value);
+        rs_call_strfree(call, m->name);
+        rs_call_strfree(call, m->value);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
     call->nmeta++;
@@ -332,7 +331,7 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *
     struct rs_call *call;
 
     c->got_frame = true;
-    c->progress_ms = rs_now_ms();
+    c->progress_ms = c->active_ms;
     if (frame->hd.type == NGHTTP2_SETTINGS && (frame->hd.flags & NGHTTP2_FLAG_ACK))
         c->window_floor = c->window; /* nghttp2 applies our last SETTINGS now */
     if (frame->hd.type == NGHTTP2_HEADERS)
@@ -381,7 +380,7 @@ static int on_data_chunk_recv(nghttp2_session *h2, uint8_t flags, int32_t stream
     struct rs_call *call = stream_call(h2, stream_id);
     int ret;
 
-    c->progress_ms = rs_now_ms();
+    c->progress_ms = c->active_ms;
     if (call == NULL || call->route != RS_ROUTE_GRPC || call->state != RS_STREAM_OPEN ||
         (call->flags & RS_CALL_F_FAILED)) {
         /* Nobody will read these bytes: give the window back at once. */
@@ -456,6 +455,8 @@ static ssize_t on_send(nghttp2_session *h2, const uint8_t *data, size_t len, int
 
     if (room == 0 || c->iovcnt == RS_CONN_IOV)
         return NGHTTP2_ERR_WOULDBLOCK;
+    if (c->out == NULL && (c->out = rs_worker_outbuf_get(c->w)) == NULL)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
     if (len > room)
         len = room;
     memcpy(c->out + c->outlen, data, len);
@@ -572,11 +573,10 @@ struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t
     if (c == NULL)
         return NULL;
     /* The connection's own buffers are the first thing charged to its account. */
+    /* The output buffer is charged from the start (it is taken whenever there is something to
+     * send, and that may not fail for want of budget), though held only while sending. */
     if (rs_budget_charge(&w->budget, &c->acct, RS_CONN_CHARGE) < 0)
         goto err_free_conn;
-    c->out = malloc(RS_CONN_OUTBUF);
-    if (c->out == NULL)
-        goto err_uncharge;
     c->w = w;
     c->fd = fd;
     c->born_ms = rs_now_ms();
@@ -589,7 +589,7 @@ struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t
     rs_list_init(&c->ready);
     rs_list_init(&c->pending_link);
     if (nghttp2_session_callbacks_new(&cbs) != 0)
-        goto err_free_out;
+        goto err_uncharge;
     nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
@@ -602,10 +602,14 @@ struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t
     nghttp2_session_callbacks_set_send_data_callback(cbs, on_send_data);
     if (nghttp2_option_new(&opt) != 0) {
         nghttp2_session_callbacks_del(cbs);
-        goto err_free_out;
+        goto err_uncharge;
     }
     /* Receive windows are credited by hand: a stream's only once its bytes were consumed. */
     nghttp2_option_set_no_auto_window_update(opt, 1);
+    /* A server keeps closed streams in RFC 7540's priority tree by default, up to
+     * SETTINGS_MAX_CONCURRENT_STREAMS of them per connection (nghttp2_stream + its
+     * bookkeeping on every close): memory and CPU for a dependency tree gRPC never uses. */
+    nghttp2_option_set_no_closed_streams(opt, 1);
     /* nghttp2's rapid-reset limiter follows the glitch budget: the same burst, refilled at the
      * same pace (budget per 10 s), so --glitch-budget is the one knob for both. */
     nghttp2_option_set_stream_reset_rate_limit(
@@ -615,7 +619,7 @@ struct rs_conn *rs_conn_new(struct rs_worker *w, int fd, uint32_t slot, uint32_t
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
     if (rv != 0)
-        goto err_free_out;
+        goto err_uncharge;
     if (submit_settings(c) != 0)
         goto err_del_session;
     if (tls != NULL) {
@@ -637,8 +641,6 @@ err_free_tls:
     }
 err_del_session:
     nghttp2_session_del(c->h2);
-err_free_out:
-    free(c->out);
 err_uncharge:
     rs_budget_release(&w->budget, &c->acct, RS_CONN_CHARGE);
 err_free_conn:
@@ -692,7 +694,7 @@ bool rs_conn_maybe_free(struct rs_conn *c)
         rs_tls_destroy(c->tls);
     }
     close(c->fd);
-    free(c->out);
+    rs_worker_outbuf_put(c->w, c->out);
     rs_budget_release(&c->w->budget, &c->acct, RS_CONN_CHARGE);
     if (c->acct.used != 0) /* every call was freed: nothing may still be charged */
         rs_log_bug("conn %u: %zu bytes still charged at free", c->slot, c->acct.used);
@@ -764,6 +766,8 @@ void rs_conn_on_recv(struct rs_conn *c, const struct rs_ring_cqe *cqe)
 
     if (cqe->flags & RS_RING_F_BUFFER) {
         if (cqe->res > 0 && !(c->flags & (RS_CONN_F_CLOSING | RS_CONN_F_TERM | RS_CONN_F_LINGER))) {
+            /* Also the time of every parser callback on these bytes (progress, header block
+             * start): one clock read per recv, not one per frame and header field. */
             c->active_ms = rs_now_ms();
             rs_metric_add(&w->metrics.bytes_in, (uint64_t)cqe->res);
             transport_input(c, rs_ring_buf(&w->ring, cqe->bid), (size_t)cqe->res);
@@ -857,6 +861,10 @@ static void send_done(struct rs_conn *c)
     c->iovoff = 0;
     c->outlen = 0;
     c->send_failed = false;
+    if (c->tls == NULL) {
+        rs_worker_outbuf_put(c->w, c->out); /* an idle connection holds no output buffer */
+        c->out = NULL;
+    }
     rs_worker_mark_pending(c->w, c);
 }
 

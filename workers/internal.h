@@ -5,6 +5,7 @@
 #include <nghttp2/nghttp2.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include "core/budget.h"
@@ -32,13 +33,18 @@ enum rs_op {
     RS_OP_BACKOFF,    /* slot 0: the accept backoff after EMFILE/ENFILE is over */
 };
 
-#define RS_CONN_IOV     128 /* iovecs gathered into one sendmsg */
-#define RS_CONN_OUTBUF  ((size_t)64 * 1024)
-#define RS_CONN_TXREFS  64 /* DATA frames referenced by one sendmsg */
-#define RS_RECV_BUFS    64
-#define RS_RECV_BUFSIZE ((size_t)64 * 1024)
-#define RS_BUF_HEADROOM 64 /* room before a zero-copy buffer for its message's headers */
-#define RS_POOL_BLOCK   (64 * 1024 + RS_BUF_HEADROOM)
+#define RS_CONN_IOV      128 /* iovecs gathered into one sendmsg */
+#define RS_CONN_OUTBUF   ((size_t)64 * 1024)
+#define RS_OUTBUF_CACHED 128 /* free output buffers a worker keeps for its connections */
+#define RS_CONN_TXREFS   64  /* DATA frames referenced by one sendmsg */
+#define RS_RECV_BUFS     64
+#define RS_RECV_BUFSIZE  ((size_t)64 * 1024)
+#define RS_BUF_HEADROOM  64 /* room before a zero-copy buffer for its message's headers */
+#define RS_POOL_BLOCK    (64 * 1024 + RS_BUF_HEADROOM)
+/* Small blocks: a send queue's first message when it fits one (a unary response), so it pins
+ * a 1 KiB allocation (with struct rs_block and malloc's header) instead of a 64 KiB one. */
+#define RS_POOL_SMALL_BLOCK  960
+#define RS_POOL_SMALL_CACHED 1024 /* free small blocks a worker keeps: at most ~1 MiB */
 
 struct rs_server {
     struct rs_config cfg;
@@ -133,6 +139,8 @@ struct rs_worker {
     struct rs_ring ring;
     struct rs_server *srv; /* borrowed; read-only after start */
     struct rs_pool pool;   /* payload blocks of every send queue on this worker */
+    struct rs_pool small;  /* RS_POOL_SMALL_BLOCK blocks for small messages; unused when its
+                            * block_size is 0 (tests that build a worker by hand) */
     unsigned id;
     int listen_fds[RS_LISTEN_MAX]; /* srv->cfg.listen[i]; -1 = none */
     unsigned accepting;            /* bit i: the multishot accept on listen_fds[i] is armed */
@@ -178,6 +186,11 @@ struct rs_worker {
     uint64_t errlog_s;         /* monotonic second of the server-error warn lines below */
     unsigned errlog_n;         /* server-error warn lines written in that second */
     unsigned errlog_dropped;   /* and left out (said in the next one written) */
+    /* output buffers (RS_CONN_OUTBUF bytes) no connection holds: a connection takes one when it
+     * has frames to send and gives it back when the send is over, so an idle connection holds
+     * none. A stack threaded through the buffers' first bytes; all-zero = empty. */
+    void *outbuf_free;
+    unsigned noutbuf_free; /* on the stack; <= RS_OUTBUF_CACHED */
     struct rs_worker_metrics metrics;
     uint8_t tls_plain[16384]; /* TLS receive: plaintext of one record, parsed at once */
 };
@@ -248,7 +261,8 @@ struct rs_conn {
     struct rs_list ready;        /* of rs_call.ready_link: calls with work to run */
     struct rs_list pending_link; /* in worker->pending */
     /* send: one sendmsg in flight at a time, gathered from out[] and queue blocks */
-    uint8_t *out;  /* owned, RS_CONN_OUTBUF bytes while the conn lives */
+    uint8_t *out;  /* owned, RS_CONN_OUTBUF bytes, from rs_worker_outbuf_get() while frames
+                    * are being gathered or sent; NULL otherwise */
     size_t outlen; /* bytes of out[] referenced by iov[] */
     struct iovec iov[RS_CONN_IOV];
     int iovcnt;
@@ -312,6 +326,9 @@ enum rs_stream_state {
     RS_STREAM_DONE,             /* on_done delivered; reaped once nothing references the call */
 };
 
+#define RS_CALL_META_INLINE 4
+#define RS_CALL_STR_INLINE  256
+
 /* One HTTP/2 stream; for gRPC paths, one call. Freed only by the reap at the end of
  * rs_conn_run(), once it is DONE, no I/O is in flight and no queued byte is referenced by a
  * sendmsg. */
@@ -343,14 +360,20 @@ struct rs_call {
     /* send */
     struct rs_chunkq txq;
     size_t tx_framed; /* bytes at the front of txq referenced by DATA frames being sent */
-    /* request headers */
+    /* request headers; their strings come from rs_call_strdup() (release with rs_call_strfree) */
     char *path;        /* owned; NULL when the request had no :path (CONNECT) */
     char *method_name; /* owned :method; NULL when missing */
     char *content_type;
     char *grpc_encoding;
-    struct rs_meta *meta; /* owned array */
+    struct rs_meta *meta; /* meta_inline, or an owned array past RS_CALL_META_INLINE entries */
     size_t nmeta;
     size_t header_bytes;
+    /* A request's few short header strings and metadata entries live in the call itself, so
+     * a unary call does not pay a malloc and a free for each (perf: they were the top malloc
+     * site); what does not fit is malloc'ed. */
+    struct rs_meta meta_inline[RS_CALL_META_INLINE];
+    size_t str_used;                     /* bytes of str_inline handed out */
+    char str_inline[RS_CALL_STR_INLINE]; /* bump-allocated, never given back before the call goes */
     /* response */
     struct rs_meta *resp_meta; /* owned; headers before the first message, else trailers */
     size_t nresp_meta;
@@ -358,10 +381,12 @@ struct rs_call {
     enum rs_grpc_status status;
     char *status_msg; /* owned, percent-encoded */
     enum rs_route route;
-    void *state_mem;         /* owned, method->state_size bytes (rs_call_state()) */
-    const char *http_status; /* static; the plain HTTP answer owed once the request ended */
-    const char *http_allow;  /* static or NULL */
-    const char *http_body;   /* static body of a plain HTTP answer */
+    void *state_mem;             /* method->state_size bytes (rs_call_state()): state_inline when
+                                  * they fit, else owned */
+    max_align_t state_inline[4]; /* a small method state, without a malloc per call */
+    const char *http_status;     /* static; the plain HTTP answer owed once the request ended */
+    const char *http_allow;      /* static or NULL */
+    const char *http_body;       /* static body of a plain HTTP answer */
     size_t http_len;
     size_t http_off;
     char *http_owned; /* owned body of a generated answer (/metrics), or NULL */
@@ -398,6 +423,12 @@ enum {
 #define RS_CALL_META_BYTES    ((size_t)16 * 1024)
 #define RS_CALL_META_RESERVED ((size_t)1536) /* :status, content-type, grpc-status/-message */
 
+/* call.c: a NUL-terminated copy of |n| bytes at |p|, owned by |call| (its inline space while
+ * there is room, else malloc'ed); release with rs_call_strfree(), which accepts NULL. NULL
+ * when out of memory. */
+char *rs_call_strdup(struct rs_call *call, const uint8_t *p, size_t n);
+void rs_call_strfree(struct rs_call *call, char *s);
+
 /* worker.c */
 /* Sets up |w| (its srv, id and wake_fd come from rs_server_new()) on the calling thread, which
  * then owns its ring: ring, receive buffers, pool, slot tables; arms the accept (when there is
@@ -418,6 +449,11 @@ void rs_worker_rearm(struct rs_worker *w);
 /* True when the worker holds no connection. */
 bool rs_worker_idle(const struct rs_worker *w);
 void rs_worker_mark_pending(struct rs_worker *w, struct rs_conn *c);
+/* Returns owned RS_CONN_OUTBUF bytes (contents undefined), release with rs_worker_outbuf_put();
+ * NULL when malloc failed. */
+uint8_t *rs_worker_outbuf_get(struct rs_worker *w);
+/* Takes ownership of |buf| (NULL is accepted): cached for the next connection, or freed. */
+void rs_worker_outbuf_put(struct rs_worker *w, uint8_t *buf);
 int rs_worker_queue_io(struct rs_worker *w, struct rs_call *call, int kind, int fd, void *buf,
                        size_t len, uint64_t off, rs_call_io_cb cb, void *arg);
 /* Cancels every timer |call| has pending; their callbacks then run with -ECANCELED. */

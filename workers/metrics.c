@@ -237,7 +237,11 @@ static uint64_t get_pool_blocks(const struct rs_worker *w)
 }
 static uint64_t get_pool_bytes(const struct rs_worker *w)
 {
-    return get_pool_blocks(w) * w->pool.block_size; /* block_size is fixed at init */
+    size_t slive = ldz(&w->small.nlive), scached = ldz(&w->small.ncached);
+
+    /* block sizes are fixed at init */
+    return get_pool_blocks(w) * w->pool.block_size +
+           (slive > scached ? slive - scached : 0) * w->small.block_size;
 }
 static uint64_t get_timers(const struct rs_worker *w)
 {

@@ -384,6 +384,7 @@ int rs_worker_init(struct rs_worker *w, char *err, size_t errlen)
         return ret;
     }
     rs_pool_init(&w->pool, RS_POOL_BLOCK, cfg->pool_bytes / RS_POOL_BLOCK + 1, 64);
+    rs_pool_init(&w->small, RS_POOL_SMALL_BLOCK, cfg->pool_bytes / 1024 + 1, RS_POOL_SMALL_CACHED);
     ret = rs_budget_init(&w->budget, cfg->worker_budget, cfg->conn_share);
     if (ret < 0) {
         snprintf(err, errlen, "invalid memory budget (%zu, share %zu)", cfg->worker_budget,
@@ -424,11 +425,43 @@ int rs_worker_init(struct rs_worker *w, char *err, size_t errlen)
     return 0;
 }
 
+uint8_t *rs_worker_outbuf_get(struct rs_worker *w)
+{
+    uint8_t *buf = w->outbuf_free;
+
+    if (buf == NULL)
+        return malloc(RS_CONN_OUTBUF);
+    memcpy(&w->outbuf_free, buf, sizeof(void *));
+    w->noutbuf_free--;
+    return buf;
+}
+
+void rs_worker_outbuf_put(struct rs_worker *w, uint8_t *buf)
+{
+    if (buf == NULL)
+        return;
+    if (w->noutbuf_free >= RS_OUTBUF_CACHED) {
+        free(buf);
+        return;
+    }
+    /* Most recently used on top: its first page is the likeliest to be resident and cached. */
+    memcpy(buf, &w->outbuf_free, sizeof(void *));
+    w->outbuf_free = buf;
+    w->noutbuf_free++;
+}
+
+static void outbufs_free_all(struct rs_worker *w)
+{
+    while (w->outbuf_free != NULL)
+        free(rs_worker_outbuf_get(w));
+}
+
 static void timers_free_all(struct rs_worker *w);
 
 void rs_worker_fini(struct rs_worker *w)
 {
     timers_free_all(w);
+    outbufs_free_all(w);
     /* A started server's counters outlive the worker's thread: another worker (or the
      * metrics-listen thread) may be rendering them while this one has stopped, so
      * rs_server_destroy() frees them once every thread is joined. */
@@ -446,6 +479,9 @@ void rs_worker_fini(struct rs_worker *w)
     if (w->pool.block_size != 0)
         rs_pool_fini(&w->pool);
     w->pool.block_size = 0;
+    if (w->small.block_size != 0)
+        rs_pool_fini(&w->small);
+    w->small.block_size = 0;
 }
 
 void rs_worker_mark_pending(struct rs_worker *w, struct rs_conn *c)

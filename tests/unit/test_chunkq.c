@@ -1,5 +1,6 @@
 /* tests/unit/test_chunkq.c: the block pool and the bounded chunk queue over it. */
 #include "core/chunkq.h"
+#include "core/budget.h"
 #include "core/pool.h"
 #include "tests/unit/runner.h"
 #include <errno.h>
@@ -391,6 +392,48 @@ static void test_free_returns_every_block(void)
     CU_ASSERT_EQUAL(rs_chunkq_push(&q, pattern, 1), 1);
 }
 
+/* A message that fits a small block takes one (charged its own size), only into an empty queue;
+ * what follows goes into main pool blocks after filling the small one. */
+static void test_small_block_for_a_small_message(void)
+{
+    struct rs_pool small;
+    struct rs_budget budget;
+    struct rs_budget_acct acct = { 0 };
+    struct rs_chunkq sq;
+    unsigned char out[64];
+
+    CU_ASSERT_EQUAL_FATAL(rs_pool_init(&small, 8, 4, 4), 0);
+    CU_ASSERT_EQUAL_FATAL(rs_budget_init(&budget, 4096, 1024), 0);
+    rs_chunkq_init(&sq, 1000, &pool);
+    rs_chunkq_set_budget(&sq, &budget, &acct);
+    rs_chunkq_set_small(&sq, &small);
+    /* too big for a small block: main blocks, as before */
+    CU_ASSERT_EQUAL(rs_chunkq_append(&sq, pattern, 9), 0);
+    CU_ASSERT_EQUAL(small.nlive, 0);
+    CU_ASSERT_EQUAL(acct.used, 1 * BS);
+    rs_chunkq_consume(&sq, 9);
+    CU_ASSERT_EQUAL(acct.used, 0);
+    /* fits: one small block, charged 8 */
+    CU_ASSERT_EQUAL(rs_chunkq_append(&sq, pattern, 6), 0);
+    CU_ASSERT_EQUAL(small.nlive - small.ncached, 1);
+    CU_ASSERT_EQUAL(blocks_in_use(), 0);
+    CU_ASSERT_EQUAL(acct.used, 8);
+    /* the queue is not empty: the next bytes fill the small block, then take main blocks */
+    CU_ASSERT_EQUAL(rs_chunkq_push(&sq, pattern + 6, 4), 4);
+    CU_ASSERT_EQUAL(small.nlive - small.ncached, 1);
+    CU_ASSERT_EQUAL(blocks_in_use(), 1);
+    CU_ASSERT_EQUAL(acct.used, 8 + BS);
+    CU_ASSERT_EQUAL(gather(&sq, 0, 10, out), 10);
+    CU_ASSERT_EQUAL(memcmp(out, pattern, 10), 0);
+    /* the small block goes back to its own pool, the charge with it */
+    rs_chunkq_consume(&sq, 10);
+    CU_ASSERT_EQUAL(small.nlive, small.ncached);
+    CU_ASSERT_EQUAL(blocks_in_use(), 0);
+    CU_ASSERT_EQUAL(acct.used, 0);
+    rs_chunkq_free(&sq);
+    rs_pool_fini(&small);
+}
+
 static CU_TestInfo tests[] = {
     { "pool init rejects zero sizes", test_pool_init_rejects_zero },
     { "pool caps live blocks and resets reused ones", test_pool_cap_and_reset },
@@ -411,6 +454,7 @@ static CU_TestInfo tests[] = {
     { "consume of everything empties the queue", test_consume_everything_at_once },
     { "free accepts an empty queue", test_free_on_empty_queue },
     { "free returns every block", test_free_returns_every_block },
+    { "a small message takes a small block", test_small_block_for_a_small_message },
     CU_TEST_INFO_NULL,
 };
 

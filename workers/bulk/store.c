@@ -47,21 +47,6 @@ int rs_store_aux_name(char out[RS_STORE_AUX_LEN + 1], const char *kind)
     return 0;
 }
 
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
 int rs_store_meta_decode(const uint8_t *buf, int res, struct rs_store_meta *m)
 {
     size_t n;
@@ -71,8 +56,8 @@ int rs_store_meta_decode(const uint8_t *buf, int res, struct rs_store_meta *m)
     n = (size_t)res;
     if (n <= RS_STORE_META_FIXED || n > RS_STORE_META_MAX || memcmp(buf, META_MAGIC, 4) != 0)
         return -EBADMSG;
-    m->size = get_le64(buf + 4);
-    m->modified_unix_ms = (int64_t)get_le64(buf + 12);
+    m->size = rs_get_le64(buf + 4);
+    m->modified_unix_ms = (int64_t)rs_get_le64(buf + 12);
     memcpy(m->sha256, buf + 20, RS_SHA256_LEN);
     m->name_len = n - RS_STORE_META_FIXED;
     memcpy(m->name, buf + RS_STORE_META_FIXED, m->name_len);
@@ -94,8 +79,8 @@ size_t rs_store_meta_encode(const struct rs_store_meta *m, uint8_t buf[RS_STORE_
     if (m->name_len == 0 || m->name_len > RS_BULK_NAME_MAX)
         return 0;
     memcpy(buf, META_MAGIC, 4);
-    put_le64(buf + 4, m->size);
-    put_le64(buf + 12, (uint64_t)m->modified_unix_ms);
+    rs_put_le64(buf + 4, m->size);
+    rs_put_le64(buf + 12, (uint64_t)m->modified_unix_ms);
     memcpy(buf + 20, m->sha256, RS_SHA256_LEN);
     memcpy(buf + RS_STORE_META_FIXED, m->name, m->name_len);
     return RS_STORE_META_FIXED + m->name_len;

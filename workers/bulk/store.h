@@ -30,6 +30,22 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <pthread.h>
+
+/* Little-endian 64-bit fields of the store's on-disk records (object and upload xattrs). */
+static inline void rs_put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint64_t rs_get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
 #include "core/sha256.h"
 #include "workers/bulk/name.h"
 

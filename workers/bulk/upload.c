@@ -24,21 +24,6 @@ enum {
     HDR_F_IF_MATCH = 1u << 2,
 };
 
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
 size_t rs_upload_hdr_encode(const struct rs_upload_hdr *h, uint8_t buf[RS_UPLOAD_HDR_MAX])
 {
     if (h->name_len == 0 || h->name_len > RS_BULK_NAME_MAX)
@@ -46,7 +31,7 @@ size_t rs_upload_hdr_encode(const struct rs_upload_hdr *h, uint8_t buf[RS_UPLOAD
     memcpy(buf, HDR_MAGIC, 4);
     buf[4] = (uint8_t)((h->overwrite ? HDR_F_OVERWRITE : 0) | (h->check_sha ? HDR_F_SHA : 0) |
                        (h->has_if_match ? HDR_F_IF_MATCH : 0));
-    put_le64(buf + 5, h->want_size);
+    rs_put_le64(buf + 5, h->want_size);
     if (h->check_sha)
         memcpy(buf + 13, h->want_sha, RS_SHA256_LEN);
     else
@@ -74,7 +59,7 @@ int rs_upload_hdr_decode(const uint8_t *buf, size_t len, struct rs_upload_hdr *h
     h->overwrite = flags & HDR_F_OVERWRITE;
     h->check_sha = flags & HDR_F_SHA;
     h->has_if_match = flags & HDR_F_IF_MATCH;
-    h->want_size = get_le64(buf + 5);
+    h->want_size = rs_get_le64(buf + 5);
     if (h->check_sha)
         memcpy(h->want_sha, buf + 13, RS_SHA256_LEN);
     if (h->has_if_match)
@@ -115,6 +100,22 @@ static struct rs_upload *find(struct rs_uploads *u, const char *id, size_t len)
         if (u->v[i]->state != RS_UPLOAD_DEAD && memcmp(u->v[i]->id, id, len) == 0)
             return u->v[i];
     return NULL;
+}
+
+/* The open upload |id| when no stream holds it: 0, or -ENOENT (unknown, expired, discarded),
+ * -EBUSY (an Upload stream holds it), -EALREADY (published). Called with the lock held. */
+static int find_idle(struct rs_uploads *u, const char *id, size_t len, struct rs_upload **out)
+{
+    struct rs_upload *up = find(u, id, len);
+
+    if (up == NULL)
+        return -ENOENT;
+    if (up->busy)
+        return -EBUSY;
+    if (up->state == RS_UPLOAD_PUBLISHED)
+        return -EALREADY;
+    *out = up;
+    return 0;
 }
 
 static int insert(struct rs_uploads *u, struct rs_upload *up)
@@ -522,17 +523,11 @@ int rs_uploads_query(struct rs_uploads *u, const char *id, size_t len, struct rs
 int rs_uploads_abort(struct rs_uploads *u, const char *id, size_t len, struct rs_upload_status *st)
 {
     struct rs_upload *up;
-    int ret = 0;
+    int ret;
 
     pthread_mutex_lock(&u->lock);
-    up = find(u, id, len);
-    if (up == NULL) {
-        ret = -ENOENT;
-    } else if (up->busy) {
-        ret = -EBUSY;
-    } else if (up->state == RS_UPLOAD_PUBLISHED) {
-        ret = -EALREADY;
-    } else {
+    ret = find_idle(u, id, len, &up);
+    if (ret == 0) {
         status_of(u, up, st);
         up->state = RS_UPLOAD_DEAD;
         u->nopen--;
@@ -548,17 +543,11 @@ int rs_uploads_acquire(struct rs_uploads *u, const char *id, size_t len, struct 
                        struct rs_sha256 *sha)
 {
     struct rs_upload *up;
-    int ret = 0;
+    int ret;
 
     pthread_mutex_lock(&u->lock);
-    up = find(u, id, len);
-    if (up == NULL) {
-        ret = -ENOENT;
-    } else if (up->busy) {
-        ret = -EBUSY;
-    } else if (up->state == RS_UPLOAD_PUBLISHED) {
-        ret = -EALREADY;
-    } else {
+    ret = find_idle(u, id, len, &up);
+    if (ret == 0) {
         up->busy = true;
         *sha = up->sha;
         up->sha.impl = NULL;

@@ -245,6 +245,27 @@ static int add_members(struct loader *ld, struct rs_pb_view v, uint32_t tag, con
     return ret;
 }
 
+/* The named declaration |v| (its name is field 1) as a |kind| symbol in |scope|; |bad| is the
+ * error's format when it has no name (one %.*s, the file). On success *full is a malloc'd copy of
+ * its full name (*full_len bytes), the scope of its members: the symbol array may move as they are
+ * added. Free it. */
+static int add_scope(struct loader *ld, struct rs_pb_view v, const char *scope, size_t scope_len,
+                     uint32_t file, enum sym_kind kind, const char *bad, char **full,
+                     size_t *full_len)
+{
+    struct rs_pb_view name;
+    int ret;
+
+    if (string_field(v, 1, &name) < 0)
+        return fail(ld, bad, (const char *)ld->r->files[file].name.p, ld->r->files[file].name.len);
+    ret = add_sym(ld, scope, scope_len, name, file, kind);
+    if (ret < 0)
+        return ret;
+    *full_len = ld->r->syms[ret].len;
+    *full = strndup(ld->r->syms[ret].name, *full_len);
+    return *full == NULL ? -ENOMEM : 0;
+}
+
 /* An EnumDescriptorProto: the enum in |scope|, and its values under two names: beside the
  * enum, their protobuf full name ("pkg.VALUE", what grpc-go answers since it resolves names
  * with protoregistry), and inside it ("pkg.Enum.VALUE", what grpc-go up to 1.4x indexed, and
@@ -253,21 +274,13 @@ static int add_members(struct loader *ld, struct rs_pb_view v, uint32_t tag, con
 static int add_enum(struct loader *ld, struct rs_pb_view v, const char *scope, size_t scope_len,
                     uint32_t file)
 {
-    struct rs_pb_view name;
     size_t full_len;
     char *full;
-    int ret;
+    int ret = add_scope(ld, v, scope, scope_len, file, SYM_ENUM, "malformed enum in file %.*s",
+                        &full, &full_len);
 
-    if (string_field(v, 1, &name) < 0)
-        return fail(ld, "malformed enum in file %.*s", (const char *)ld->r->files[file].name.p,
-                    ld->r->files[file].name.len);
-    ret = add_sym(ld, scope, scope_len, name, file, SYM_ENUM);
     if (ret < 0)
         return ret;
-    full_len = ld->r->syms[ret].len;
-    full = strndup(ld->r->syms[ret].name, full_len);
-    if (full == NULL)
-        return -ENOMEM;
     ret = add_members(ld, v, 2, scope, scope_len, file, false);
     if (ret == 0)
         ret = add_members(ld, v, 2, full, full_len, file, false);
@@ -280,26 +293,18 @@ static int add_message(struct loader *ld, struct rs_pb_view v, const char *scope
                        uint32_t file, int depth)
 {
     pb_istream_t s = pb_istream_from_buffer(v.p, v.len);
-    struct rs_pb_view name;
     struct field f;
-    const char *full;
+    char *full;
     size_t full_len;
     int ret;
 
     if (depth > MAX_DEPTH)
         return fail(ld, "messages nested too deeply in file %.*s",
                     (const char *)ld->r->files[file].name.p, ld->r->files[file].name.len);
-    if (string_field(v, 1, &name) < 0)
-        return fail(ld, "malformed message in file %.*s", (const char *)ld->r->files[file].name.p,
-                    ld->r->files[file].name.len);
-    ret = add_sym(ld, scope, scope_len, name, file, SYM_MESSAGE);
+    ret = add_scope(ld, v, scope, scope_len, file, SYM_MESSAGE, "malformed message in file %.*s",
+                    &full, &full_len);
     if (ret < 0)
         return ret;
-    /* The array may move as symbols are added: copy the scope's name out first. */
-    full_len = ld->r->syms[ret].len;
-    full = strndup(ld->r->syms[ret].name, full_len);
-    if (full == NULL)
-        return -ENOMEM;
     ret = add_members(ld, v, 2, full, full_len, file, false); /* fields */
     if (ret == 0)
         ret = add_members(ld, v, 8, full, full_len, file, false); /* oneofs */
@@ -315,7 +320,7 @@ static int add_message(struct loader *ld, struct rs_pb_view v, const char *scope
                 break;
         }
     }
-    free((char *)full);
+    free(full);
     return ret;
 }
 
@@ -323,21 +328,13 @@ static int add_message(struct loader *ld, struct rs_pb_view v, const char *scope
 static int add_service(struct loader *ld, struct rs_pb_view v, const char *scope, size_t scope_len,
                        uint32_t file)
 {
-    struct rs_pb_view name;
     size_t full_len;
     char *full;
-    int ret;
+    int ret = add_scope(ld, v, scope, scope_len, file, SYM_SERVICE,
+                        "malformed service in file %.*s", &full, &full_len);
 
-    if (string_field(v, 1, &name) < 0)
-        return fail(ld, "malformed service in file %.*s", (const char *)ld->r->files[file].name.p,
-                    ld->r->files[file].name.len);
-    ret = add_sym(ld, scope, scope_len, name, file, SYM_SERVICE);
     if (ret < 0)
         return ret;
-    full_len = ld->r->syms[ret].len;
-    full = strndup(ld->r->syms[ret].name, full_len);
-    if (full == NULL)
-        return -ENOMEM;
     ret = add_members(ld, v, 2, full, full_len, file, false);
     free(full);
     return ret;

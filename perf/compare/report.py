@@ -22,7 +22,9 @@ END = "<!-- compare:end -->"
 PEERS = ["grpc-go", "grpc-cpp", "h2o", "nghttpd"]
 ONE_STREAM = ["get-64k", "get-1m", "put-64k", "put-1m", "echo-64k", "echo-1m"]
 ORDER = ["unary", "root", "get-64k", "get-1m", "put-64k", "put-1m", "echo-64k", "echo-1m",
-         "get-8s", "get-8c", "conns-1000", "conns-10000", "iperf"]
+         "get-8s", "get-8c", "conns-100", "conns-1000", "conns-10000", "iperf"]
+# h2load's --warm-up-time per scenario (its CPU time is read over the whole run).
+WARM = {"conns-100": 2, "conns-1000": 3, "conns-10000": 5}
 
 
 def describe(sc, size, seconds):
@@ -38,6 +40,7 @@ def describe(sc, size, seconds):
         "echo-1m": "Echo %s, 1 stream, 1 MiB messages (per direction)" % big,
         "get-8s": "8 x Get %s, 8 streams on 1 conn" % big,
         "get-8c": "8 x Get %s, 8 conns" % big,
+        "conns-100": "UnaryCall 32 B, 100 conns x 1 stream, %ss" % seconds,
         "conns-1000": "UnaryCall 32 B, 1,000 conns x 1 stream, %ss" % seconds,
         "conns-10000": "UnaryCall 32 B, 10,000 conns x 1 stream, %ss" % seconds,
         "iperf": "iperf3, 1 TCP stream on loopback, %ss" % seconds,
@@ -66,6 +69,13 @@ class Cell:
         ckey = "cpu_ms_per_gib" if self.is_bytes else "cpu_us_per_req"
         self.cpu = [num(r[ckey]) for r in ok if num(r[ckey]) is not None]
         self.gave_up = sum(1 for r in rows if r["quiet"] == "no")
+        # h2load's CPU time over its wall time (warm-up included): near 100 % means the one
+        # client thread, not the server, set the pace.
+        self.client = []
+        for r in ok:
+            c, t = num(r.get("client_cpu_s")), num(r["seconds"])
+            if c is not None and t:
+                self.client.append(100 * c / (t + WARM.get(r["scenario"], 0)))
 
     def median(self):
         return statistics.median(self.tput) if self.tput and not self.failed else None
@@ -158,12 +168,28 @@ def render(rows, args, csv_rel):
         out.append("| " + " | ".join(line) + " |")
     if iperf:
         out.append("| %s | %s | | | | | 100 %% |" % (describe("iperf", args.size, args.seconds), iperf.tput_text()))
+    rs_of = {sc: cells.get(sc, {}).get("ringstreamd") for sc in ("unary", "conns-100", "conns-1000", "conns-10000")}
+    med_of = {sc: (c.median() if c else None) for sc, c in rs_of.items()}
+    if med_of["conns-100"] and (med_of["conns-1000"] or med_of["conns-10000"]):
+        parts = []
+        for sc, label in (("conns-1000", "1,000"), ("conns-10000", "10,000")):
+            if med_of[sc]:
+                parts.append("%s connections %.2f" % (label, med_of[sc] / med_of["conns-100"]))
+        line = ("Many connections, ringstreamd, throughput over the 100-connection figure of the same "
+                "shape (1 stream per connection): " + ", ".join(parts))
+        if med_of["unary"] and med_of["conns-10000"]:
+            line += ("; 10,000 x 1 over the unary 100 x 10 scenario: %.2f"
+                     % (med_of["conns-10000"] / med_of["unary"]))
+        out.append("")
+        out.append(line + ".")
     out.append("")
     out.append("Every server, every scenario (median, min-max over the runs; peak RSS = VmHWM of the server "
-               "process, CPU = its utime + stime over the h2load run, all threads, per call or per GiB moved):")
+               "process, CPU = its utime + stime over the h2load run, all threads, per call or per GiB moved; "
+               "h2load CPU = the client's user + system time over its wall time, one thread, so 100 % is a "
+               "saturated client):")
     out.append("")
-    out.append("| scenario | server | throughput | % of iperf3 | p99 ms | peak RSS MiB | CPU | runs |")
-    out.append("|---|---|--:|--:|--:|--:|--:|--:|")
+    out.append("| scenario | server | throughput | % of iperf3 | p99 ms | peak RSS MiB | CPU | h2load CPU | runs |")
+    out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|")
     for sc in ORDER:
         if sc not in cells:
             continue
@@ -183,8 +209,9 @@ def render(rows, args, csv_rel):
                 runs_text += ", **%d FAILED**" % len(c.failed)
             if c.gave_up:
                 runs_text += ", %d busy" % c.gave_up
-            out.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
-                sc, srv, c.tput_text(), pct, med(c.p99, "%.2f"), rss, cpu, runs_text))
+            out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                sc, srv, c.tput_text(), pct, med(c.p99, "%.2f"), rss, cpu,
+                med(c.client, "%.0f %%"), runs_text))
     out.append("")
     out.append("h2load arguments (the same for every server; `-d` files are 5-byte-prefixed gRPC messages "
                "written by `perf/compare/rpc.py`, sent with `content-type: application/grpc` and `te: trailers`):")

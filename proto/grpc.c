@@ -109,6 +109,7 @@ void rs_deframer_init(struct rs_deframer *d, size_t max_msg)
     d->tail = 0;
     d->cap = 0;
     d->max_msg = max_msg;
+    d->room = 0;
     d->held = false;
 }
 
@@ -173,24 +174,37 @@ static int deframer_make_room(struct rs_deframer *d, size_t need, const uint8_t 
     return 0;
 }
 
-/* After a pop: a large buffer holding only a small remainder shrinks to what is needed. */
+/* After a pop. The remainder moves to the front only when the popped bytes before it are at
+ * least four times its size: with a small-message stream, every pop moving the rest of a
+ * 16 KiB DATA frame copied it over and over (8 times the data for 1,000-byte messages). A
+ * large buffer holding only a small remainder shrinks, but not below the remainder's message
+ * plus the room the next rs_deframer_next() will reserve again: shrinking to the message alone
+ * made every message of a stream realloc down and back up. */
 static void deframer_shrink(struct rs_deframer *d)
 {
     size_t used = d->tail - d->head, ncap;
     uint8_t *nbuf;
 
+    if (d->head / 4 >= used) {
+        memmove(d->buf, d->buf + d->head, used);
+        d->head = 0;
+        d->tail = used;
+    }
     if (d->cap <= DEFRAMER_SHRINK_OVER || used > d->cap / 4)
         return;
-    memmove(d->buf, d->buf + d->head, used);
-    d->head = 0;
-    d->tail = used;
     ncap = head_msg_size(d, NULL, 0);
     if (ncap < used)
         ncap = used;
     if (ncap < DEFRAMER_MIN_CAP)
         ncap = DEFRAMER_MIN_CAP;
-    if (ncap > d->cap / 2)
+    if (d->room >= d->cap / 2 || ncap > d->cap / 2 - d->room)
         return;
+    ncap += d->room;
+    if (d->head > 0) {
+        memmove(d->buf, d->buf + d->head, used);
+        d->head = 0;
+        d->tail = used;
+    }
     nbuf = realloc(d->buf, ncap);
     if (nbuf == NULL)
         return; /* keeping the larger buffer is fine */
@@ -250,6 +264,7 @@ int rs_deframer_next(struct rs_deframer *d, size_t room, struct rs_grpc_msg *m)
     }
     if (avail - RS_GRPC_PREFIX_LEN < len)
         return 0;
+    d->room = room;
     if (d->held) {
         if (d->cap - d->tail < room)
             return -ENOSPC;

@@ -57,13 +57,17 @@ struct rs_grpc_msg {
  * that exists only while bytes are buffered: an idle stream holds none. It is sized exactly:
  * once a message's prefix is known it grows once to that message (at most max_msg plus the
  * prefix) plus any room reserved by rs_deframer_next(), never by doubling, and shrinks again
- * after a large message when only a small remainder is left. */
+ * after a large message when only a small remainder is left (to that remainder's message plus
+ * the room the last rs_deframer_next() reserved, which the next one will want again). Popped
+ * bytes are reclaimed by moving the remainder to the front only once they are at least four
+ * times the remainder, so a stream of small messages is not copied again at every pop. */
 struct rs_deframer {
     uint8_t *buf;   /* owned; NULL when nothing is buffered */
     size_t head;    /* first unparsed byte */
     size_t tail;    /* one past the last buffered byte; head <= tail <= cap */
     size_t cap;     /* allocated bytes of buf */
     size_t max_msg; /* largest accepted message payload, fixed at init */
+    size_t room;    /* what the last rs_deframer_next() reserved */
     bool held;      /* a view from rs_deframer_next() is outstanding: buf must not move */
 };
 

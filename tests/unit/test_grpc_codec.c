@@ -470,6 +470,95 @@ static void test_shrinks_after_large_message(void)
     free(s);
 }
 
+/* Popping a small message from the front of many does not move the rest to the front each
+ * time (which copied a 16 KiB DATA frame of 100-byte messages about 80 times over): only once
+ * the popped bytes are four times what is left. The room reserved makes the buffer larger than
+ * 64 KiB, as a stream's window does. */
+static void test_small_messages_not_moved_each_pop(void)
+{
+    enum {
+        N = 100,
+        LEN = 10,
+        FRAMED = RS_GRPC_PREFIX_LEN + LEN,
+        ROOM = 100000
+    };
+    uint8_t s[N * FRAMED + 2];
+    struct rs_grpc_msg m;
+    size_t k, moves = 0, head_before;
+
+    for (k = 0; k < N; k++) {
+        rs_grpc_prefix_write(s + k * FRAMED, false, LEN);
+        memset(s + k * FRAMED + RS_GRPC_PREFIX_LEN, (int)k, LEN);
+    }
+    s[N * FRAMED] = 0; /* two bytes of a next prefix keep the buffer */
+    s[N * FRAMED + 1] = 0;
+    CU_ASSERT_EQUAL_FATAL(rs_deframer_push(&d, s, sizeof(s)), 0);
+    for (k = 0; k < N; k++) {
+        CU_ASSERT_EQUAL_FATAL(rs_deframer_next(&d, ROOM, &m), 1);
+        CU_ASSERT_EQUAL_FATAL(m.len, LEN);
+        CU_ASSERT_EQUAL_FATAL(m.data[0], (uint8_t)k);
+        CU_ASSERT_EQUAL_FATAL(m.data[LEN - 1], (uint8_t)k);
+        head_before = d.head;
+        rs_deframer_pop(&d);
+        if (d.head != head_before + FRAMED) {
+            moves++;
+            CU_ASSERT_EQUAL(d.head, 0);
+            CU_ASSERT(head_before + FRAMED >= 4 * rs_deframer_buffered(&d));
+        }
+    }
+    CU_ASSERT_EQUAL(rs_deframer_buffered(&d), 2);
+    CU_ASSERT(moves <= 3);
+}
+
+/* A stream of messages with room reserved for each one (as a stream that keeps its window open
+ * does) settles on one buffer: the shrink after a pop keeps the room the next message reserves
+ * again, instead of giving it back and reallocating it at every message. */
+static void test_reserved_room_kept_across_messages(void)
+{
+    enum {
+        N = 200,
+        LEN = 1000,
+        FRAMED = RS_GRPC_PREFIX_LEN + LEN,
+        PIECE = 16384,
+        ROOM = 100000
+    };
+    struct rs_deframer bd;
+    struct rs_grpc_msg m;
+    uint8_t *s = malloc((size_t)N * FRAMED);
+    size_t k, off, n, seen = 0, resizes = 0, cap = 0;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    rs_deframer_init(&bd, 4096);
+    for (k = 0; k < N; k++) {
+        rs_grpc_prefix_write(s + k * FRAMED, false, LEN);
+        memset(s + k * FRAMED + RS_GRPC_PREFIX_LEN, (int)k, LEN);
+    }
+    for (off = 0; off < (size_t)N * FRAMED; off += n) {
+        n = (size_t)N * FRAMED - off;
+        if (n > PIECE)
+            n = PIECE;
+        CU_ASSERT_EQUAL_FATAL(rs_deframer_push(&bd, s + off, n), 0);
+        while (rs_deframer_next(&bd, ROOM, &m) == 1) {
+            CU_ASSERT_EQUAL_FATAL(m.data[0], (uint8_t)seen);
+            CU_ASSERT(bd.cap - bd.tail >= ROOM);
+            CU_ASSERT(bd.cap <= PIECE + ROOM + FRAMED);
+            seen++;
+            rs_deframer_pop(&bd);
+            if (bd.buf != NULL && bd.cap != cap) {
+                resizes++;
+                cap = bd.cap;
+            }
+        }
+    }
+    CU_ASSERT_EQUAL(seen, N);
+    /* Sized once, then a few small growths while the largest remainder grows (4 here); it was
+     * two reallocations per message (400). */
+    CU_ASSERT(resizes <= 8);
+    CU_ASSERT_PTR_NULL(bd.buf);
+    rs_deframer_free(&bd);
+    free(s);
+}
+
 static CU_TestInfo tests[] = {
     { "prefix write layout", test_prefix_write_layout },
     { "prefix parse round trip", test_prefix_parse_roundtrip },
@@ -488,6 +577,8 @@ static CU_TestInfo tests[] = {
     { "grows once per message", test_grows_once_per_message },
     { "reserved room on top of the message", test_reserved_room_on_top_of_message },
     { "shrinks after a large message", test_shrinks_after_large_message },
+    { "small messages not moved at every pop", test_small_messages_not_moved_each_pop },
+    { "reserved room kept across messages", test_reserved_room_kept_across_messages },
     CU_TEST_INFO_NULL,
 };
 

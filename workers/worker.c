@@ -386,6 +386,7 @@ int rs_worker_init(struct rs_worker *w, char *err, size_t errlen)
     }
     rs_pool_init(&w->pool, RS_POOL_BLOCK, cfg->pool_bytes / RS_POOL_BLOCK + 1, 64);
     rs_pool_init(&w->small, RS_POOL_SMALL_BLOCK, cfg->pool_bytes / 1024 + 1, RS_POOL_SMALL_CACHED);
+    rs_pool_init(&w->tiny, RS_POOL_TINY_BLOCK, cfg->pool_bytes / 256 + 1, RS_POOL_TINY_CACHED);
     ret = rs_budget_init(&w->budget, cfg->worker_budget, cfg->conn_share);
     if (ret < 0) {
         snprintf(err, errlen, "invalid memory budget (%zu, share %zu)", cfg->worker_budget,
@@ -487,6 +488,9 @@ void rs_worker_fini(struct rs_worker *w)
     if (w->small.block_size != 0)
         rs_pool_fini(&w->small);
     w->small.block_size = 0;
+    if (w->tiny.block_size != 0)
+        rs_pool_fini(&w->tiny);
+    w->tiny.block_size = 0;
 }
 
 void rs_worker_mark_pending(struct rs_worker *w, struct rs_conn *c)

@@ -7,7 +7,7 @@
 set -euo pipefail
 old=$1 new=$2 rounds=${3:-3} secs=${4:-5} conns=${5:-100}
 body=${UNARY_BODY:-/work/cache/compare/bodies-67108864/unary.bin}
-port=$((52000 + RANDOM % 1000))
+port=$((20000 + RANDOM % 10000)) # below the ephemeral range (32768-60999): no clash with clients
 data=$(mktemp -d)
 spid=
 trap '[ -n "$spid" ] && kill "$spid" 2>/dev/null; rm -rf "$data"' EXIT

@@ -192,11 +192,14 @@ struct rs_worker {
     uint64_t errlog_s;         /* monotonic second of the server-error warn lines below */
     unsigned errlog_n;         /* server-error warn lines written in that second */
     unsigned errlog_dropped;   /* and left out (said in the next one written) */
-    /* output buffers (RS_CONN_OUTBUF bytes) no connection holds: a connection takes one when it
-     * has frames to send and gives it back when the send is over, so an idle connection holds
-     * none. A stack threaded through the buffers' first bytes; all-zero = empty. */
-    void *outbuf_free;
-    unsigned noutbuf_free; /* on the stack; <= RS_OUTBUF_CACHED */
+    /* output buffers (RS_CONN_OUTBUF bytes): a connection takes one when it has frames to send
+     * and gives it back when the send is over, so an idle connection holds none. The first
+     * RS_OUTBUF_CACHED come from one mapping per worker, page-aligned (a flush of a few small
+     * frames dirties one page) and never freed; past them a burst takes malloc'ed ones, freed
+     * when given back. */
+    uint8_t *outslab;      /* owned (mmap): RS_OUTBUF_CACHED * RS_CONN_OUTBUF bytes, or NULL */
+    unsigned outslab_used; /* slab buffers ever handed out (the rest untouched) */
+    void *outbuf_free;     /* free slab buffers: a stack threaded through their first bytes */
     struct rs_worker_metrics metrics;
     uint8_t tls_plain[16384]; /* TLS receive: plaintext of one record, parsed at once */
 };

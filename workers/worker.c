@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include "core/log.h"
 #include "workers/internal.h"
@@ -411,8 +412,12 @@ int rs_worker_init(struct rs_worker *w, char *err, size_t errlen)
     w->ioreqs = calloc(w->nioreqs, sizeof(*w->ioreqs));
     rs_timerheap_init(&w->timers);
     w->zconn = calloc(w->nconns, sizeof(*w->zconn));
+    w->outslab = mmap(NULL, (size_t)RS_OUTBUF_CACHED * RS_CONN_OUTBUF, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (w->outslab == MAP_FAILED)
+        w->outslab = NULL;
     if (w->conns == NULL || w->conn_gen == NULL || w->ioreqs == NULL || w->zconn == NULL ||
-        rs_metrics_init(w) < 0) {
+        w->outslab == NULL || rs_metrics_init(w) < 0) {
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
@@ -433,33 +438,36 @@ uint8_t *rs_worker_outbuf_get(struct rs_worker *w)
 {
     uint8_t *buf = w->outbuf_free;
 
-    /* Page-aligned: a flush of a few small frames, the usual one, dirties one page of the
-     * buffer instead of two. */
-    if (buf == NULL)
-        return aligned_alloc(4096, RS_CONN_OUTBUF);
-    memcpy(&w->outbuf_free, buf, sizeof(void *));
-    w->noutbuf_free--;
-    return buf;
+    if (buf != NULL) {
+        memcpy(&w->outbuf_free, buf, sizeof(void *));
+        return buf;
+    }
+    if (w->outslab != NULL && w->outslab_used < RS_OUTBUF_CACHED)
+        return w->outslab + (size_t)w->outslab_used++ * RS_CONN_OUTBUF;
+    return malloc(RS_CONN_OUTBUF);
 }
 
 void rs_worker_outbuf_put(struct rs_worker *w, uint8_t *buf)
 {
     if (buf == NULL)
         return;
-    if (w->noutbuf_free >= RS_OUTBUF_CACHED) {
+    if (w->outslab == NULL || buf < w->outslab ||
+        buf >= w->outslab + (size_t)RS_OUTBUF_CACHED * RS_CONN_OUTBUF) {
         free(buf);
         return;
     }
     /* Most recently used on top: its first page is the likeliest to be resident and cached. */
     memcpy(buf, &w->outbuf_free, sizeof(void *));
     w->outbuf_free = buf;
-    w->noutbuf_free++;
 }
 
 static void outbufs_free_all(struct rs_worker *w)
 {
-    while (w->outbuf_free != NULL)
-        free(rs_worker_outbuf_get(w));
+    if (w->outslab != NULL)
+        munmap(w->outslab, (size_t)RS_OUTBUF_CACHED * RS_CONN_OUTBUF);
+    w->outslab = NULL;
+    w->outslab_used = 0;
+    w->outbuf_free = NULL;
 }
 
 static void timers_free_all(struct rs_worker *w);

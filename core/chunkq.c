@@ -3,7 +3,6 @@
 #include "core/budget.h"
 #include "core/pool.h"
 #include <assert.h>
-#include <stdbool.h>
 #include <errno.h>
 #include <string.h>
 
@@ -14,6 +13,7 @@ void rs_chunkq_init(struct rs_chunkq *q, size_t cap, struct rs_pool *pool)
     q->cap = cap;
     q->pool = pool;
     q->small = NULL;
+    q->tiny = NULL;
     q->budget = NULL;
     q->acct = NULL;
 }
@@ -33,18 +33,30 @@ void rs_chunkq_set_small(struct rs_chunkq *q, struct rs_pool *small)
     q->small = small;
 }
 
-/* Can the |len| bytes about to be queued go into one small block? Only into an empty queue, so
- * a queue holds at most one small block, at its front. */
-static bool fits_small(const struct rs_chunkq *q, size_t len)
+void rs_chunkq_set_tiny(struct rs_chunkq *q, struct rs_pool *tiny)
 {
-    return q->small != NULL && len <= q->small->block_size && rs_list_empty(&q->blocks);
+    assert(rs_list_empty(&q->blocks));
+    assert(tiny == NULL || q->small == NULL || tiny->block_size < q->small->block_size);
+    q->tiny = tiny;
 }
 
-/* A block for the queue (a small one if |small|): charged first, then taken from the pool.
- * NULL with *err set. */
-static struct rs_block *take_block(struct rs_chunkq *q, bool small, int *err)
+/* The pool the blocks for |len| bytes about to be queued come from: the tiny or the small one
+ * when they fit one such block, only into an empty queue (so a queue holds at most one tiny
+ * or small block, at its front); else the main pool. */
+static struct rs_pool *pick_pool(const struct rs_chunkq *q, size_t len)
 {
-    struct rs_pool *pool = small ? q->small : q->pool;
+    if (!rs_list_empty(&q->blocks))
+        return q->pool;
+    if (q->tiny != NULL && len <= q->tiny->block_size)
+        return q->tiny;
+    if (q->small != NULL && len <= q->small->block_size)
+        return q->small;
+    return q->pool;
+}
+
+/* A block for the queue from |pool|: charged first, then taken. NULL with *err set. */
+static struct rs_block *take_block(struct rs_chunkq *q, struct rs_pool *pool, int *err)
+{
     struct rs_block *b;
     int ret;
 
@@ -68,7 +80,12 @@ static void give_block(struct rs_chunkq *q, struct rs_block *b)
 {
     size_t size = b->size;
 
-    rs_pool_put(q->small != NULL && size == q->small->block_size ? q->small : q->pool, b);
+    if (q->tiny != NULL && size == q->tiny->block_size)
+        rs_pool_put(q->tiny, b);
+    else if (q->small != NULL && size == q->small->block_size)
+        rs_pool_put(q->small, b);
+    else
+        rs_pool_put(q->pool, b);
     if (q->budget != NULL)
         rs_budget_release(q->budget, q->acct, size);
 }
@@ -106,7 +123,7 @@ ssize_t rs_chunkq_push(struct rs_chunkq *q, const void *data, size_t len)
     if (b != NULL)
         done = fill_block(b, src, want);
     while (done < want) {
-        b = take_block(q, fits_small(q, want), &err);
+        b = take_block(q, pick_pool(q, want), &err);
         if (b == NULL) {
             if (done == 0)
                 return err;
@@ -124,7 +141,7 @@ int rs_chunkq_append(struct rs_chunkq *q, const void *data, size_t len)
     const unsigned char *src = data;
     struct rs_block *tail = last_block(q);
     size_t in_tail = tail != NULL ? tail->size - tail->tail : 0;
-    bool small = fits_small(q, len);
+    struct rs_pool *pool = pick_pool(q, len);
     struct rs_list fresh;
     struct rs_list *e, *next;
     struct rs_block *b;
@@ -137,7 +154,7 @@ int rs_chunkq_append(struct rs_chunkq *q, const void *data, size_t len)
     /* Take every block first, so a failure leaves |q| untouched. */
     rs_list_init(&fresh);
     for (need = len - in_tail; need > 0; need -= need < b->size ? need : b->size) {
-        b = take_block(q, small, &err);
+        b = take_block(q, pool, &err);
         if (b == NULL)
             goto err_put_fresh;
         rs_list_insert_tail(&fresh, &b->link);

@@ -14,6 +14,7 @@ struct rs_chunkq {
     size_t cap;            /* soft capacity, fixed at init; used <= cap except after _append */
     struct rs_pool *pool;  /* borrowed; must outlive the queue */
     struct rs_pool *small; /* borrowed or NULL: smaller blocks, for a message that fits one */
+    struct rs_pool *tiny;  /* borrowed or NULL: smaller still, tried before |small| */
     /* memory accounting (core/budget.h): every block linked here is charged to |acct| and
      * |budget| for as long as it is linked; NULL = not accounted */
     struct rs_budget *budget;    /* borrowed; must outlive the queue */
@@ -33,6 +34,10 @@ void rs_chunkq_set_budget(struct rs_chunkq *q, struct rs_budget *budget,
  * message then pins a small block, not a large one (a unary response of a few dozen bytes in
  * a 64 KiB block churns malloc and spreads RSS over the whole heap). Only on an empty queue. */
 void rs_chunkq_set_small(struct rs_chunkq *q, struct rs_pool *small);
+/* The same with |tiny| (blocks smaller than the small pool's when both are set), tried first: a
+ * unary response of a few dozen bytes then pins a ~256-byte block, not a 1 KiB one. Only on an
+ * empty queue. */
+void rs_chunkq_set_tiny(struct rs_chunkq *q, struct rs_pool *tiny);
 /* Copies up to min(len, cap - used) bytes in. Returns bytes taken (0 when full) or, when
  * nothing could be taken (|q| unchanged):
  *   -ENOMEM   pool exhausted;

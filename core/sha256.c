@@ -1,5 +1,5 @@
-/* core/sha256.c: SHA-256 through OpenSSL's libcrypto EVP interface. libcrypto picks its
- * SHA-NI code path itself (from its own CPUID probe); we only report what the CPU offers.
+/* core/sha256.c: SHA-256 through OpenSSL's libcrypto (its low-level SHA256_* functions). libcrypto
+ * picks its SHA-NI code path itself (from its own CPUID probe); we only report what the CPU offers.
  *
  * Built with -DRS_SHA256=wolfcrypt (CMake), the same interface runs on wolfCrypt instead: only
  * to measure the alternative side by side (perf/RESULTS.md), never the default. */
@@ -76,19 +76,27 @@ const char *rs_sha256_provider(void)
            " SHA-256 (comparison build, RS_SHA256=wolfcrypt)";
 }
 #else
+/* The low-level SHA256_* functions, not EVP: they run the same libcrypto code (the default
+ * provider's SHA-256 is a wrapper around them, and both take libcrypto's SHA-NI path from its
+ * CPUID probe), but without OpenSSL's provider machinery. The first EVP digest initialises
+ * that machinery (library init, config file, default provider, algorithm tables), which makes
+ * about 1.8 MiB more of libcrypto resident in every ringstreamd for nothing we use, and each
+ * EVP context is a fetch plus two allocations. OpenSSL 3 marks these functions deprecated
+ * (in favour of EVP) but keeps them; the warning is silenced here alone. */
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <string.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
+#include <openssl/sha.h>
 
 int rs_sha256_init(struct rs_sha256 *h)
 {
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    SHA256_CTX *ctx = malloc(sizeof(*ctx));
 
     h->impl = NULL;
     if (ctx == NULL)
         return -ENOMEM;
-    if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
-        /* libcrypto reports allocation failure and a missing provider alike. */
-        EVP_MD_CTX_free(ctx);
+    if (SHA256_Init(ctx) != 1) {
+        free(ctx);
         return -ENOMEM;
     }
     h->impl = ctx;
@@ -101,40 +109,40 @@ int rs_sha256_update(struct rs_sha256 *h, const void *data, size_t len)
         return -EIO;
     if (len == 0)
         return 0;
-    if (EVP_DigestUpdate(h->impl, data, len) != 1)
+    if (SHA256_Update(h->impl, data, len) != 1)
         return -EIO;
     return 0;
 }
 
 int rs_sha256_final(struct rs_sha256 *h, uint8_t out[RS_SHA256_LEN])
 {
-    unsigned int n = 0;
-
     if (h->impl == NULL)
         return -EIO;
-    if (EVP_DigestFinal_ex(h->impl, out, &n) != 1 || n != RS_SHA256_LEN)
+    if (SHA256_Final(out, h->impl) != 1)
         return -EIO;
     return 0;
 }
 
 int rs_sha256_copy(struct rs_sha256 *dst, const struct rs_sha256 *src)
 {
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    SHA256_CTX *ctx;
 
     dst->impl = NULL;
+    if (src->impl == NULL)
+        return -EIO;
+    ctx = malloc(sizeof(*ctx));
     if (ctx == NULL)
         return -ENOMEM;
-    if (src->impl == NULL || EVP_MD_CTX_copy_ex(ctx, src->impl) != 1) {
-        EVP_MD_CTX_free(ctx);
-        return -EIO;
-    }
+    memcpy(ctx, src->impl, sizeof(*ctx)); /* the whole state: no pointers inside */
     dst->impl = ctx;
     return 0;
 }
 
 void rs_sha256_free(struct rs_sha256 *h)
 {
-    EVP_MD_CTX_free(h->impl); /* accepts NULL */
+    if (h->impl != NULL)
+        OPENSSL_cleanse(h->impl, sizeof(SHA256_CTX));
+    free(h->impl);
     h->impl = NULL;
 }
 

@@ -1,5 +1,5 @@
 /* core/sha256.h: the one SHA-256 interface of ringstream. The provider (OpenSSL's libcrypto,
- * whose EVP digests use SHA-NI where the CPU has it) lives in core/sha256.c alone. */
+ * whose SHA-256 uses SHA-NI where the CPU has it) lives in core/sha256.c alone. */
 #ifndef RS_CORE_SHA256_H
 #define RS_CORE_SHA256_H
 #include <stddef.h>

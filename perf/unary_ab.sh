@@ -4,17 +4,19 @@
 # req/s (h2load), server CPU per call (utime + stime of all threads, /proc/PID/stat, over the
 # h2load run) and peak RSS (VmHWM).
 # Usage: perf/unary_ab.sh OLD_BUILD_DIR NEW_BUILD_DIR [ROUNDS] [SECONDS] [CONNS]
+# MAX_CONNS=N in the environment sets the servers' --max-conns (default 4096; perf/compare
+# passes its fd limit's share, 9900 with ulimit -n 20000 on 2 CPUs).
 set -euo pipefail
 old=$1 new=$2 rounds=${3:-3} secs=${4:-5} conns=${5:-100}
 body=${UNARY_BODY:-/work/cache/compare/bodies-67108864/unary.bin}
-port=$((52000 + RANDOM % 1000))
+port=$((20000 + RANDOM % 10000)) # below the ephemeral range (32768-60999): no clash with clients
 data=$(mktemp -d)
 spid=
 trap '[ -n "$spid" ] && kill "$spid" 2>/dev/null; rm -rf "$data"' EXIT
 hz=$(getconf CLK_TCK)
 run() {
     local b=$1 out t0 t1 reqs
-    "$b/ringstreamd" --listen "127.0.0.1:$port" --data-dir "$data" --max-conns 4096 2>/dev/null &
+    "$b/ringstreamd" --listen "127.0.0.1:$port" --data-dir "$data" --max-conns "${MAX_CONNS:-4096}" 2>/dev/null &
     spid=$!
     for _ in $(seq 50); do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break

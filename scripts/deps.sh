@@ -20,7 +20,7 @@ esac
 SERVE_PACKAGES=(
     cmake gcc pkg-config
     liburing-dev libnghttp2-dev libnanopb-dev nanopb protobuf-compiler
-    libwolfssl-dev libssl-dev zlib1g-dev libsystemd-dev
+    libwolfssl-dev libssl-dev zlib1g-dev
     liblmdb-dev # the bulk store's sorted index of names (workers/bulk/index.c)
     libinih-dev # ringstreamd --config FILE (INI) parsing (workers/main.c)
     libisal-dev # CRC32C of ChecksummedData and Chunk.crc32c (core/crc32c.c, Intel ISA-L)

@@ -117,8 +117,13 @@ int rs_ring_bufs_init(struct rs_ring *r, uint16_t bgid, unsigned nbufs, size_t b
     mem = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (mem == MAP_FAILED)
         return -errno;
-    r->bufs = malloc(nbufs * bufsize);
-    if (r->bufs == NULL) {
+    /* The buffers are mapped, not malloc'ed: page-aligned, so a small receive dirties one
+     * page of its buffer rather than two (the kernel takes buffers in ring order, so with
+     * small messages every buffer gets written), and untouched pages stay unallocated. */
+    r->bufs =
+            mmap(NULL, nbufs * bufsize, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (r->bufs == MAP_FAILED) {
+        r->bufs = NULL;
         munmap(mem, ring_bytes);
         return -ENOMEM;
     }
@@ -128,7 +133,7 @@ int rs_ring_bufs_init(struct rs_ring *r, uint16_t bgid, unsigned nbufs, size_t b
     reg.bgid = bgid;
     ret = io_uring_register_buf_ring(r->ring, &reg, 0);
     if (ret < 0) {
-        free(r->bufs);
+        munmap(r->bufs, nbufs * bufsize);
         r->bufs = NULL;
         munmap(mem, ring_bytes);
         return ret;
@@ -153,9 +158,9 @@ void rs_ring_fini(struct rs_ring *r)
         io_uring_unregister_buf_ring(r->ring, r->bgid);
         munmap(r->br, r->nbufs * sizeof(struct io_uring_buf));
         r->br = NULL;
+        munmap(r->bufs, r->nbufs * r->bufsize);
+        r->bufs = NULL;
     }
-    free(r->bufs);
-    r->bufs = NULL;
     io_uring_queue_exit(r->ring);
     free(r->ring);
     r->ring = NULL;

@@ -21,7 +21,7 @@ struct statx;
 struct rs_ring {
     struct io_uring *ring;        /* owned */
     struct io_uring_buf_ring *br; /* owned mmap of the provided-buffer ring, or NULL */
-    uint8_t *bufs;                /* owned: nbufs * bufsize bytes of receive buffers */
+    uint8_t *bufs;                /* owned (mmap): nbufs * bufsize bytes of receive buffers */
     unsigned nbufs;               /* power of two */
     size_t bufsize;
     uint16_t bgid; /* buffer group id of |br| */

@@ -41,6 +41,8 @@ struct rs_call *rs_stream_new(struct rs_conn *c, int32_t stream_id)
     rs_chunkq_set_budget(&call->txq, &c->w->budget, &c->acct);
     if (c->w->small.block_size != 0)
         rs_chunkq_set_small(&call->txq, &c->w->small);
+    if (c->w->tiny.block_size != 0)
+        rs_chunkq_set_tiny(&call->txq, &c->w->tiny);
     rs_list_init(&call->ready_link);
     rs_list_insert_tail(&c->calls, &call->link);
     return call;

@@ -22,9 +22,6 @@
 #include <zlib.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/crypto.h>
-#ifdef RS_HAVE_SYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
 #include "core/fault.h"
 #include "core/log.h"
 #include "core/tlsinfo.h"
@@ -33,6 +30,7 @@
 #include "workers/health/health.h"
 #include "workers/interop/interop.h"
 #include "workers/reflection/reflection.h"
+#include "workers/sdnotify.h"
 #include "workers/server.h"
 
 static int parse_size(const char *s, size_t min, size_t max, size_t *out)
@@ -815,12 +813,11 @@ static int lock_data_dir(const char *dir, char *err, size_t errlen)
  * workers accept on it instead of binding listen. Returns 0 (none passed is fine) or -1. */
 static int passed_socket(struct rs_config *cfg, char *err, size_t errlen)
 {
-#ifdef RS_HAVE_SYSTEMD
     socklen_t len = sizeof(cfg->listen[0].addr);
-    int n = sd_listen_fds(1), fd = SD_LISTEN_FDS_START;
+    int n = rs_sd_listen_fds(), fd = RS_SD_LISTEN_FDS_START;
 
     if (n < 0) {
-        snprintf(err, errlen, "sd_listen_fds: %s", strerror(-n));
+        snprintf(err, errlen, "LISTEN_FDS: %s", strerror(-n));
         return -1;
     }
     if (n == 0)
@@ -832,7 +829,7 @@ static int passed_socket(struct rs_config *cfg, char *err, size_t errlen)
                  n);
         return -1;
     }
-    if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0 ||
+    if (rs_sd_is_listening_stream(fd) <= 0 ||
         getsockname(fd, (struct sockaddr *)&cfg->listen[0].addr, &len) < 0 ||
         (cfg->listen[0].addr.ss_family != AF_INET && cfg->listen[0].addr.ss_family != AF_INET6)) {
         snprintf(err, errlen, "the socket systemd passed is not a listening TCP socket");
@@ -841,15 +838,9 @@ static int passed_socket(struct rs_config *cfg, char *err, size_t errlen)
     cfg->listen[0].addrlen = len;
     cfg->nlisten = 1; /* the passed socket replaces every --listen */
     cfg->listen_fd = fd;
-#else
-    (void)cfg;
-    (void)err;
-    (void)errlen;
-#endif
     return 0;
 }
 
-#ifdef RS_HAVE_SYSTEMD
 static uint64_t mono_ms(void)
 {
     struct timespec ts;
@@ -857,7 +848,6 @@ static uint64_t mono_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
-#endif
 
 #define RS_STATUS_INTERVAL_MS 5000u /* STATUS= refresh */
 #define RS_STALL_MS           5000u /* a worker ticks every second: 5 s without is a hang */
@@ -868,14 +858,13 @@ static uint64_t mono_ms(void)
 static int wait_for_stop(struct rs_server *srv, const struct rs_config *cfg, const sigset_t *sigs,
                          const char *addr)
 {
-#ifdef RS_HAVE_SYSTEMD
     uint64_t wd_usec = 0, now, last_status = 0, last_wd = 0, wd_ms = 0;
     struct rs_server_stats st;
     struct timespec ts;
     bool stalled_logged = false;
     int sig;
 
-    if (sd_watchdog_enabled(0, &wd_usec) > 0)
+    if (rs_sd_watchdog_usec(&wd_usec) > 0)
         wd_ms = wd_usec / 2000 > 0 ? wd_usec / 2000 : 1;
     for (;;) {
         uint64_t wait_ms = wd_ms > 0 && wd_ms < 1000 ? wd_ms : 1000;
@@ -893,7 +882,7 @@ static int wait_for_stop(struct rs_server *srv, const struct rs_config *cfg, con
         if (wd_ms > 0 && now - last_wd >= wd_ms) {
             rs_server_stats(srv, RS_STALL_MS, &st);
             if (st.workers_stalled == 0) {
-                sd_notify(0, "WATCHDOG=1");
+                rs_sd_notify("WATCHDOG=1");
                 last_wd = now;
                 stalled_logged = false;
             } else if (!stalled_logged) {
@@ -905,27 +894,15 @@ static int wait_for_stop(struct rs_server *srv, const struct rs_config *cfg, con
         }
         if (now - last_status >= RS_STATUS_INTERVAL_MS) {
             rs_server_stats(srv, RS_STALL_MS, &st);
-            sd_notifyf(0,
-                       "STATUS=serving on %s: %llu connections, %llu streams, %llu calls done, "
-                       "%llu MiB in, %llu MiB out",
-                       addr, (unsigned long long)st.conns_open, (unsigned long long)st.streams_open,
-                       (unsigned long long)st.calls, (unsigned long long)(st.bytes_in >> 20),
-                       (unsigned long long)(st.bytes_out >> 20));
+            rs_sd_notifyf("STATUS=serving on %s: %llu connections, %llu streams, %llu calls done, "
+                          "%llu MiB in, %llu MiB out",
+                          addr, (unsigned long long)st.conns_open,
+                          (unsigned long long)st.streams_open, (unsigned long long)st.calls,
+                          (unsigned long long)(st.bytes_in >> 20),
+                          (unsigned long long)(st.bytes_out >> 20));
             last_status = now;
         }
     }
-#else
-    int sig;
-
-    (void)addr;
-    do {
-        if (sigwait(sigs, &sig) != 0)
-            sig = SIGTERM;
-        if (sig == SIGHUP)
-            reload_tls(srv, cfg);
-    } while (sig == SIGPIPE || sig == SIGHUP);
-    return sig;
-#endif
 }
 
 int main(int argc, char **argv)
@@ -1082,13 +1059,9 @@ int main(int argc, char **argv)
     rs_log_info("crypto: %s", rs_tls_describe());
     rs_log_info("listening on %s%s, %u workers, data dir %s", addr,
                 cfg.listen_fd >= 0 ? " (socket passed by systemd)" : "", cfg.workers, data_dir);
-#ifdef RS_HAVE_SYSTEMD
-    sd_notifyf(0, "READY=1\nSTATUS=serving on %s", addr); /* no-op outside systemd */
-#endif
+    rs_sd_notifyf("READY=1\nSTATUS=serving on %s", addr); /* no-op outside systemd */
     sig = wait_for_stop(srv, &cfg, &sigs, addr);
-#ifdef RS_HAVE_SYSTEMD
-    sd_notify(0, "STOPPING=1");
-#endif
+    rs_sd_notify("STOPPING=1");
     rs_log_info("%s: draining for up to %u ms", strsignal(sig), cfg.drain_ms);
     rs_server_stop(srv);
     /* A second SIGTERM or SIGINT during the drain exits at once (the operator means it; the
@@ -1098,15 +1071,13 @@ int main(int argc, char **argv)
     for (unsigned turn = 0; !rs_server_stopped(srv); turn++) {
         struct timespec ts = { .tv_sec = 0, .tv_nsec = 50 * 1000000 };
 
-#ifdef RS_HAVE_SYSTEMD
         if (turn % 20 == 0) {
             struct rs_server_stats now;
 
             rs_server_stats(srv, RS_STALL_MS, &now);
-            sd_notifyf(0, "STATUS=draining: %llu connections, %llu streams left",
-                       (unsigned long long)now.conns_open, (unsigned long long)now.streams_open);
+            rs_sd_notifyf("STATUS=draining: %llu connections, %llu streams left",
+                          (unsigned long long)now.conns_open, (unsigned long long)now.streams_open);
         }
-#endif
         sig = sigtimedwait(&sigs, NULL, &ts);
         if (sig == SIGTERM || sig == SIGINT) {
             rs_log_warn("%s again: exiting without waiting for the drain", strsignal(sig));

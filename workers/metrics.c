@@ -238,10 +238,12 @@ static uint64_t get_pool_blocks(const struct rs_worker *w)
 static uint64_t get_pool_bytes(const struct rs_worker *w)
 {
     size_t slive = ldz(&w->small.nlive), scached = ldz(&w->small.ncached);
+    size_t tlive = ldz(&w->tiny.nlive), tcached = ldz(&w->tiny.ncached);
 
     /* block sizes are fixed at init */
     return get_pool_blocks(w) * w->pool.block_size +
-           (slive > scached ? slive - scached : 0) * w->small.block_size;
+           (slive > scached ? slive - scached : 0) * w->small.block_size +
+           (tlive > tcached ? tlive - tcached : 0) * w->tiny.block_size;
 }
 static uint64_t get_timers(const struct rs_worker *w)
 {

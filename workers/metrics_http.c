@@ -1,8 +1,14 @@
 /* workers/metrics_http.c: --metrics-listen, GET /metrics over HTTP/1.1 (what Prometheus and
  * curl speak) from libmicrohttpd's own thread, off the workers' rings. The text is
  * rs_metrics_render()'s, the same as GET /metrics on the gRPC port: every worker's counters
- * read with relaxed atomic loads, so scraping takes no lock a worker waits on. Linked into
- * ringstreamd only (the unit tests' fake-ring workers library does not need libmicrohttpd). */
+ * read with relaxed atomic loads, so scraping takes no lock a worker waits on. Built into
+ * ringstreamd only (the unit tests' fake-ring workers library does not need libmicrohttpd).
+ *
+ * libmicrohttpd is opened with dlopen() when --metrics-listen is set, not linked: Debian's
+ * build pulls in GnuTLS and with it p11-kit, nettle, hogweed, gmp, libunistring, libidn2,
+ * libtasn1 and libffi, whose pages cost every ringstreamd about 2.4 MiB of resident memory
+ * (GnuTLS's constructor initialises it at load time) whether or not anyone scrapes it. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +22,56 @@
 #define RS_METRICS_HTTP_CONNS     16 /* scrapers at once; more are refused by libmicrohttpd */
 #define RS_METRICS_HTTP_TIMEOUT_S 10 /* an idle scraper connection is closed after this */
 
+/* libmicrohttpd's functions this file calls, from dlopen(RS_MHD_SONAME); set once by
+ * mhd_load() in the main thread before the daemon's thread starts, read-only afterwards. */
+static struct {
+    void *lib;
+    struct MHD_Daemon *(*start_daemon)(unsigned int, uint16_t, MHD_AcceptPolicyCallback, void *,
+                                       MHD_AccessHandlerCallback, void *, ...);
+    void (*stop_daemon)(struct MHD_Daemon *);
+    struct MHD_Response *(*create_response_from_buffer)(size_t, void *,
+                                                        enum MHD_ResponseMemoryMode);
+    enum MHD_Result (*add_response_header)(struct MHD_Response *, const char *, const char *);
+    enum MHD_Result (*queue_response)(struct MHD_Connection *, unsigned int, struct MHD_Response *);
+    void (*destroy_response)(struct MHD_Response *);
+} mhd;
+
+static int mhd_sym(void **fn, const char *name, char *err, size_t errlen)
+{
+    *fn = dlsym(mhd.lib, name);
+    if (*fn == NULL) {
+        snprintf(err, errlen, "%s has no %s: %s", RS_MHD_SONAME, name, dlerror());
+        return -1;
+    }
+    return 0;
+}
+
+/* Returns 0 once libmicrohttpd is loaded with every function resolved, or -1 with err set
+ * (naming the library and what to install). */
+static int mhd_load(char *err, size_t errlen)
+{
+    if (mhd.lib != NULL)
+        return 0;
+    mhd.lib = dlopen(RS_MHD_SONAME, RTLD_NOW | RTLD_LOCAL);
+    if (mhd.lib == NULL) {
+        snprintf(err, errlen, "cannot load %s (install libmicrohttpd, e.g. Debian's %s): %s",
+                 RS_MHD_SONAME, RS_MHD_PACKAGE, dlerror());
+        return -1;
+    }
+    if (mhd_sym((void **)&mhd.start_daemon, "MHD_start_daemon", err, errlen) < 0 ||
+        mhd_sym((void **)&mhd.stop_daemon, "MHD_stop_daemon", err, errlen) < 0 ||
+        mhd_sym((void **)&mhd.create_response_from_buffer, "MHD_create_response_from_buffer", err,
+                errlen) < 0 ||
+        mhd_sym((void **)&mhd.add_response_header, "MHD_add_response_header", err, errlen) < 0 ||
+        mhd_sym((void **)&mhd.queue_response, "MHD_queue_response", err, errlen) < 0 ||
+        mhd_sym((void **)&mhd.destroy_response, "MHD_destroy_response", err, errlen) < 0) {
+        dlclose(mhd.lib);
+        memset(&mhd, 0, sizeof(mhd));
+        return -1;
+    }
+    return 0;
+}
+
 struct rs_metrics_http {
     struct MHD_Daemon *mhd;
     const struct rs_server *srv; /* borrowed; outlives the daemon (stop before destroying it) */
@@ -24,7 +80,7 @@ struct rs_metrics_http {
 static enum MHD_Result answer(struct MHD_Connection *conn, unsigned code, char *body, size_t len,
                               enum MHD_ResponseMemoryMode mode, const char *type)
 {
-    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, mode);
+    struct MHD_Response *resp = mhd.create_response_from_buffer(len, body, mode);
     enum MHD_Result ret;
 
     if (resp == NULL) {
@@ -32,11 +88,11 @@ static enum MHD_Result answer(struct MHD_Connection *conn, unsigned code, char *
             free(body);
         return MHD_NO;
     }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    mhd.add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     if (code == MHD_HTTP_METHOD_NOT_ALLOWED)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
-    ret = MHD_queue_response(conn, code, resp);
-    MHD_destroy_response(resp);
+        mhd.add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+    ret = mhd.queue_response(conn, code, resp);
+    mhd.destroy_response(resp);
     return ret;
 }
 
@@ -76,6 +132,8 @@ int rs_metrics_http_listen(const struct sockaddr *addr, socklen_t addrlen, char 
 {
     int fd, one = 1;
 
+    if (mhd_load(err, errlen) < 0)
+        return -1;
     fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(err, errlen, "socket: %s", strerror(errno));
@@ -100,7 +158,7 @@ struct rs_metrics_http *rs_metrics_http_start(const struct rs_server *srv, int f
         goto err_close;
     }
     m->srv = srv;
-    m->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | 0, 0, NULL,
+    m->mhd = mhd.start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | 0, 0, NULL,
                               NULL, on_request, m, MHD_OPTION_LISTEN_SOCKET, fd,
                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)RS_METRICS_HTTP_CONNS,
                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)RS_METRICS_HTTP_TIMEOUT_S,
@@ -121,6 +179,6 @@ void rs_metrics_http_stop(struct rs_metrics_http *m)
 {
     if (m == NULL)
         return;
-    MHD_stop_daemon(m->mhd); /* joins its thread and closes the listening socket */
+    mhd.stop_daemon(m->mhd); /* joins its thread and closes the listening socket */
     free(m);
 }

@@ -86,8 +86,9 @@ bool rs_server_stopped(const struct rs_server *s);
  * keep theirs. On a bad file the old ones stay. Returns 0 (also without TLS) or -errno with a
  * one-line reason in |err|. Safe from any thread. */
 int rs_server_reload_tls(struct rs_server *s, char *err, size_t errlen);
-/* --metrics-listen (workers/metrics_http.c, in ringstreamd only). Binds and listens on |addr|
- * (before the workers start, so a taken port fails early and connections wait in the
+/* --metrics-listen (workers/metrics_http.c, in ringstreamd only). Loads libmicrohttpd
+ * (dlopen: only this feature needs it), then binds and listens on |addr| (before the workers
+ * start, so a missing library or a taken port fails early and connections wait in the
  * backlog). Returns the socket, or -1 with a one-line reason in |err|. */
 int rs_metrics_http_listen(const struct sockaddr *addr, socklen_t addrlen, char *err,
                            size_t errlen);

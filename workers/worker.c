@@ -11,12 +11,14 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include "core/log.h"
 #include "workers/internal.h"
 
-#define RS_IOREQ_INITIAL         4096u
-#define RS_IOREQ_PER_CONN        64u /* the table's bound: this many per allowed connection */
+#define RS_IOREQ_INITIAL         256u  /* slots at start: 10 KiB; io_grow() doubles on demand */
+#define RS_IOREQ_FLOOR           4096u /* the table's bound is never lower than this */
+#define RS_IOREQ_PER_CONN        64u   /* the table's bound: this many per allowed connection */
 #define RS_IOREQ_LIMIT           (1u << 22)
 #define RS_ACCEPT_BACKOFF_MIN_MS 100u
 #define RS_ACCEPT_BACKOFF_MAX_MS 1000u /* also the interval between two refusal log lines */
@@ -369,6 +371,25 @@ void rs_worker_rearm(struct rs_worker *w)
         timers_arm(w);
 }
 
+/* Zeroed memory for the per-slot arrays (--max-conns + 1 entries each): mapped, so only the
+ * pages of slots in use become resident. calloc would have written all of it (a thread's
+ * arena clears what it reuses): 124 KiB a worker at --max-conns 9900, before any connection.
+ * Slots are handed out round-robin, so a server that has cycled through them all holds every
+ * page again; a fresh one, or one that never had many connections, does not. NULL when out of
+ * memory. */
+static void *slots_alloc(size_t n, size_t size)
+{
+    void *p = mmap(NULL, n * size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void slots_free(void *p, size_t n, size_t size)
+{
+    if (p != NULL)
+        munmap(p, n * size);
+}
+
 int rs_worker_init(struct rs_worker *w, char *err, size_t errlen)
 {
     const struct rs_config *cfg = &w->srv->cfg;
@@ -385,6 +406,7 @@ int rs_worker_init(struct rs_worker *w, char *err, size_t errlen)
     }
     rs_pool_init(&w->pool, RS_POOL_BLOCK, cfg->pool_bytes / RS_POOL_BLOCK + 1, 64);
     rs_pool_init(&w->small, RS_POOL_SMALL_BLOCK, cfg->pool_bytes / 1024 + 1, RS_POOL_SMALL_CACHED);
+    rs_pool_init(&w->tiny, RS_POOL_TINY_BLOCK, cfg->pool_bytes / 256 + 1, RS_POOL_TINY_CACHED);
     ret = rs_budget_init(&w->budget, cfg->worker_budget, cfg->conn_share);
     if (ret < 0) {
         snprintf(err, errlen, "invalid memory budget (%zu, share %zu)", cfg->worker_budget,
@@ -392,23 +414,29 @@ int rs_worker_init(struct rs_worker *w, char *err, size_t errlen)
         return ret;
     }
     w->nconns = cfg->max_conns + 1;
-    w->conns = calloc(w->nconns, sizeof(*w->conns));
-    w->conn_gen = calloc(w->nconns, sizeof(*w->conn_gen));
-    /* The I/O table starts small and grows on demand (io_grow) up to 64 slots per allowed
-     * connection: slots are held only while a file operation is in flight (timers live in
-     * the timer heap), so a bound in proportion to --max-conns is reached only when every
-     * connection keeps that many operations in flight at once. */
+    w->conns = slots_alloc(w->nconns, sizeof(*w->conns));
+    w->conn_gen = slots_alloc(w->nconns, sizeof(*w->conn_gen));
+    /* The I/O table starts small (4,096 slots were 160 KiB a worker, every page written by
+     * the free list below, for the file operations only Bulk calls issue) and grows on
+     * demand (io_grow) up to 64 slots per allowed connection: slots are held only while a file
+     * operation is in flight (timers live in the timer heap), so a bound in proportion to
+     * --max-conns is reached only when every connection keeps that many operations in flight at
+     * once. */
     w->nioreqs = RS_IOREQ_INITIAL;
-    w->nioreqs_max = cfg->max_conns > RS_IOREQ_INITIAL / RS_IOREQ_PER_CONN
+    w->nioreqs_max = cfg->max_conns > RS_IOREQ_FLOOR / RS_IOREQ_PER_CONN
                              ? cfg->max_conns * RS_IOREQ_PER_CONN
-                             : RS_IOREQ_INITIAL;
+                             : RS_IOREQ_FLOOR;
     if (w->nioreqs_max > RS_IOREQ_LIMIT)
         w->nioreqs_max = RS_IOREQ_LIMIT;
     w->ioreqs = calloc(w->nioreqs, sizeof(*w->ioreqs));
     rs_timerheap_init(&w->timers);
-    w->zconn = calloc(w->nconns, sizeof(*w->zconn));
+    w->zconn = slots_alloc(w->nconns, sizeof(*w->zconn));
+    w->outslab = mmap(NULL, (size_t)RS_OUTBUF_CACHED * RS_CONN_OUTBUF, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (w->outslab == MAP_FAILED)
+        w->outslab = NULL;
     if (w->conns == NULL || w->conn_gen == NULL || w->ioreqs == NULL || w->zconn == NULL ||
-        rs_metrics_init(w) < 0) {
+        w->outslab == NULL || rs_metrics_init(w) < 0) {
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
@@ -429,31 +457,36 @@ uint8_t *rs_worker_outbuf_get(struct rs_worker *w)
 {
     uint8_t *buf = w->outbuf_free;
 
-    if (buf == NULL)
-        return malloc(RS_CONN_OUTBUF);
-    memcpy(&w->outbuf_free, buf, sizeof(void *));
-    w->noutbuf_free--;
-    return buf;
+    if (buf != NULL) {
+        memcpy(&w->outbuf_free, buf, sizeof(void *));
+        return buf;
+    }
+    if (w->outslab != NULL && w->outslab_used < RS_OUTBUF_CACHED)
+        return w->outslab + (size_t)w->outslab_used++ * RS_CONN_OUTBUF;
+    return malloc(RS_CONN_OUTBUF);
 }
 
 void rs_worker_outbuf_put(struct rs_worker *w, uint8_t *buf)
 {
     if (buf == NULL)
         return;
-    if (w->noutbuf_free >= RS_OUTBUF_CACHED) {
+    if (w->outslab == NULL || buf < w->outslab ||
+        buf >= w->outslab + (size_t)RS_OUTBUF_CACHED * RS_CONN_OUTBUF) {
         free(buf);
         return;
     }
     /* Most recently used on top: its first page is the likeliest to be resident and cached. */
     memcpy(buf, &w->outbuf_free, sizeof(void *));
     w->outbuf_free = buf;
-    w->noutbuf_free++;
 }
 
 static void outbufs_free_all(struct rs_worker *w)
 {
-    while (w->outbuf_free != NULL)
-        free(rs_worker_outbuf_get(w));
+    if (w->outslab != NULL)
+        munmap(w->outslab, (size_t)RS_OUTBUF_CACHED * RS_CONN_OUTBUF);
+    w->outslab = NULL;
+    w->outslab_used = 0;
+    w->outbuf_free = NULL;
 }
 
 static void timers_free_all(struct rs_worker *w);
@@ -467,11 +500,11 @@ void rs_worker_fini(struct rs_worker *w)
      * rs_server_destroy() frees them once every thread is joined. */
     if (w->srv == NULL || !w->srv->started)
         rs_metrics_fini(w);
-    free(w->zconn);
+    slots_free(w->zconn, w->nconns, sizeof(*w->zconn));
     w->zconn = NULL;
-    free(w->conns);
+    slots_free(w->conns, w->nconns, sizeof(*w->conns));
     w->conns = NULL;
-    free(w->conn_gen);
+    slots_free(w->conn_gen, w->nconns, sizeof(*w->conn_gen));
     w->conn_gen = NULL;
     free(w->ioreqs);
     w->ioreqs = NULL;
@@ -482,6 +515,9 @@ void rs_worker_fini(struct rs_worker *w)
     if (w->small.block_size != 0)
         rs_pool_fini(&w->small);
     w->small.block_size = 0;
+    if (w->tiny.block_size != 0)
+        rs_pool_fini(&w->tiny);
+    w->tiny.block_size = 0;
 }
 
 void rs_worker_mark_pending(struct rs_worker *w, struct rs_conn *c)

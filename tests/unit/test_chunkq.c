@@ -434,6 +434,58 @@ static void test_small_block_for_a_small_message(void)
     rs_pool_fini(&small);
 }
 
+/* With a tiny pool as well: a message that fits a tiny block takes one, one that fits only a
+ * small block a small one, a bigger one main blocks; each block goes back to its own pool. */
+static void test_tiny_block_before_small(void)
+{
+    struct rs_pool small, tiny;
+    struct rs_budget budget;
+    struct rs_budget_acct acct = { 0 };
+    struct rs_chunkq sq;
+    unsigned char out[64];
+
+    CU_ASSERT_EQUAL_FATAL(rs_pool_init(&small, 8, 4, 4), 0);
+    CU_ASSERT_EQUAL_FATAL(rs_pool_init(&tiny, 4, 4, 4), 0);
+    CU_ASSERT_EQUAL_FATAL(rs_budget_init(&budget, 4096, 1024), 0);
+    rs_chunkq_init(&sq, 1000, &pool);
+    rs_chunkq_set_budget(&sq, &budget, &acct);
+    rs_chunkq_set_small(&sq, &small);
+    rs_chunkq_set_tiny(&sq, &tiny);
+    /* fits a tiny block: one, charged 4 */
+    CU_ASSERT_EQUAL(rs_chunkq_append(&sq, pattern, 3), 0);
+    CU_ASSERT_EQUAL(tiny.nlive - tiny.ncached, 1);
+    CU_ASSERT_EQUAL(small.nlive, 0);
+    CU_ASSERT_EQUAL(acct.used, 4);
+    /* the queue is not empty: the next bytes fill the tiny block, then take main blocks */
+    CU_ASSERT_EQUAL(rs_chunkq_push(&sq, pattern + 3, 5), 5);
+    CU_ASSERT_EQUAL(tiny.nlive - tiny.ncached, 1);
+    CU_ASSERT_EQUAL(small.nlive, 0);
+    CU_ASSERT_EQUAL(blocks_in_use(), 1);
+    CU_ASSERT_EQUAL(acct.used, 4 + BS);
+    CU_ASSERT_EQUAL(gather(&sq, 0, 8, out), 8);
+    CU_ASSERT_EQUAL(memcmp(out, pattern, 8), 0);
+    rs_chunkq_consume(&sq, 8);
+    CU_ASSERT_EQUAL(tiny.nlive, tiny.ncached);
+    CU_ASSERT_EQUAL(blocks_in_use(), 0);
+    CU_ASSERT_EQUAL(acct.used, 0);
+    /* too big for a tiny block, fits a small one */
+    CU_ASSERT_EQUAL(rs_chunkq_push(&sq, pattern, 7), 7);
+    CU_ASSERT_EQUAL(tiny.nlive - tiny.ncached, 0);
+    CU_ASSERT_EQUAL(small.nlive - small.ncached, 1);
+    CU_ASSERT_EQUAL(acct.used, 8);
+    rs_chunkq_consume(&sq, 7);
+    CU_ASSERT_EQUAL(small.nlive, small.ncached);
+    /* too big for either: main blocks */
+    CU_ASSERT_EQUAL(rs_chunkq_append(&sq, pattern, 9), 0);
+    CU_ASSERT_EQUAL(tiny.nlive - tiny.ncached, 0);
+    CU_ASSERT_EQUAL(small.nlive - small.ncached, 0);
+    CU_ASSERT_EQUAL(acct.used, 1 * BS);
+    rs_chunkq_free(&sq);
+    CU_ASSERT_EQUAL(acct.used, 0);
+    rs_pool_fini(&tiny);
+    rs_pool_fini(&small);
+}
+
 static CU_TestInfo tests[] = {
     { "pool init rejects zero sizes", test_pool_init_rejects_zero },
     { "pool caps live blocks and resets reused ones", test_pool_cap_and_reset },
@@ -455,6 +507,7 @@ static CU_TestInfo tests[] = {
     { "free accepts an empty queue", test_free_on_empty_queue },
     { "free returns every block", test_free_returns_every_block },
     { "a small message takes a small block", test_small_block_for_a_small_message },
+    { "a tiny message takes a tiny block before a small one", test_tiny_block_before_small },
     CU_TEST_INFO_NULL,
 };
 

@@ -44,6 +44,7 @@ struct get_slot {
     size_t bcap;                  /* bytes of each pool block */
     bool pooled;                  /* from rs_call_buf_get(): sent by reference, no copy */
     struct iovec iov[GET_BLOCKS]; /* the read in flight, into the blocks (|pooled|) */
+    struct rs_store_fault fault;  /* fault point "get.read" of the read in flight */
     uint64_t pos;                 /* object offset of the chunk */
     size_t want;                  /* bytes of the chunk */
     size_t filled;                /* of them, bytes read so far */
@@ -133,31 +134,41 @@ static void get_release(struct rs_call *call, struct get *g)
         slot_free(call, g, &g->slot[i]);
 }
 
-/* Reads what is left of the chunk in |s|, or of its block the next byte goes to. */
+/* Issues the read of what is left of the chunk in |s|: one pread, or one preadv over the pool
+ * blocks from the one the next byte goes to; half of it under a "short" fault, so the
+ * completion sees a short count. */
+static int get_issue_read(struct rs_call *call, void *arg)
+{
+    struct get_slot *s = arg;
+    size_t at = s->filled, left = s->want - s->filled, n;
+    unsigned k = 0;
+
+    if (s->fault.short_io && left > 1)
+        left /= 2;
+    if (!s->pooled)
+        return rs_call_pread(call, s->g->fd, s->buf + s->filled, left, s->pos + s->filled,
+                             get_on_read, s);
+    while (left > 0) {
+        size_t off = at % s->bcap;
+
+        n = left < s->bcap - off ? left : s->bcap - off;
+        s->iov[k].iov_base = (uint8_t *)s->blk[at / s->bcap] + off;
+        s->iov[k].iov_len = n;
+        k++;
+        at += n;
+        left -= n;
+    }
+    if (k == 1)
+        return rs_call_pread(call, s->g->fd, s->iov[0].iov_base, s->iov[0].iov_len,
+                             s->pos + s->filled, get_on_read, s);
+    return rs_call_preadv(call, s->g->fd, s->iov, k, s->pos + s->filled, get_on_read, s);
+}
+
+/* Reads what is left of the chunk in |s|. */
 static bool get_read(struct rs_call *call, struct get *g, struct get_slot *s)
 {
-    size_t at = s->filled, n;
-    unsigned k = 0;
-    int ret;
+    int ret = rs_store_fault_run(call, &s->fault, "get.read", get_issue_read, get_on_read, s);
 
-    if (s->pooled) {
-        /* From the block the next byte goes to, up to the end of the chunk. */
-        while (at < s->want) {
-            size_t off = at % s->bcap;
-
-            n = s->want - at < s->bcap - off ? s->want - at : s->bcap - off;
-            s->iov[k].iov_base = (uint8_t *)s->blk[at / s->bcap] + off;
-            s->iov[k].iov_len = n;
-            k++;
-            at += n;
-        }
-        ret = k == 1 ? rs_call_pread(call, g->fd, s->iov[0].iov_base, s->iov[0].iov_len,
-                                     s->pos + s->filled, get_on_read, s)
-                     : rs_call_preadv(call, g->fd, s->iov, k, s->pos + s->filled, get_on_read, s);
-    } else {
-        ret = rs_call_pread(call, g->fd, s->buf + s->filled, s->want - s->filled,
-                            s->pos + s->filled, get_on_read, s);
-    }
     if (ret < 0) {
         rs_bulk_fail(call, &g->finished, RS_GRPC_RESOURCE_EXHAUSTED,
                      "no free I/O slot on this worker");

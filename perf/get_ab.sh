@@ -6,6 +6,7 @@
 # binaries, alternating which goes first. Prints every run, then medians and the median of the
 # per-round new/old ratios (pairs run seconds apart, so noise from a busy machine hits both).
 #   perf/get_ab.sh OLD_BINARY NEW_BINARY [ROUNDS] [SCENARIOS]   (defaults: 8, get-64k,get-1m)
+# RS_PIN=1: the servers on CPU 0, h2load on CPU 1 (taskset), as perf/get_crc.sh does.
 # Needs the request bodies perf/compare/run writes: ${RS_CACHE_DIR:-build}/compare/bodies-1073741824.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,10 +27,12 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 hz=$(getconf CLK_TCK)
+pin_srv=() pin_load=()
+if [ "${RS_PIN:-0}" = 1 ]; then pin_srv=(taskset -c 0) pin_load=(taskset -c 1); fi
 for i in 0 1; do
     p=$(port)
     mkdir -p "$work/d$i"
-    "${bins[$i]}" --listen "127.0.0.1:$p" --data-dir "$work/d$i" 2>"$work/log$i" &
+    "${pin_srv[@]}" "${bins[$i]}" --listen "127.0.0.1:$p" --data-dir "$work/d$i" 2>"$work/log$i" &
     pids+=($!)
     ports+=("$p")
     for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.1; done
@@ -45,7 +48,7 @@ for r in $(seq "$rounds"); do
             find "$work/d$i" -type f -size +1M -exec cat {} + >/dev/null
             cat "$bodies/$sc.bin" >/dev/null
             c0=$(ticks "${pids[$i]}")
-            timeout 120 h2load -n 1 -c 1 -m 1 -d "$bodies/$sc.bin" "${hdr[@]}" \
+            timeout 120 "${pin_load[@]}" h2load -n 1 -c 1 -m 1 -d "$bodies/$sc.bin" "${hdr[@]}" \
                 "http://127.0.0.1:${ports[$i]}/ringstream.v1.Bulk/Get" >"$work/out" 2>&1 || true
             c1=$(ticks "${pids[$i]}")
             grep -q '^requests: 1 total, 1 started, 1 done, 1 succeeded' "$work/out" ||

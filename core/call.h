@@ -170,6 +170,13 @@ void rs_call_buf_put(struct rs_call *call, void *buf);
  * caller keeps it. Returns as rs_call_send(); never compresses. */
 int rs_call_send_buf(struct rs_call *call, const struct iovec *hdr, int hdrcnt, void *buf,
                      size_t len);
+/* The same for a message whose data spans |nbufs| buffers from rs_call_buf_get(), in order:
+ * every one but the last filled to its capacity, the last with the rest of the |len| bytes.
+ * Takes ownership of all of them when it returns 0; otherwise the caller keeps them. -EINVAL
+ * when |len| does not split that way. The send queue takes it when it has room for all the
+ * buffers (an empty queue takes any message up to the max). */
+int rs_call_send_bufs(struct rs_call *call, const struct iovec *hdr, int hdrcnt, void *const *bufs,
+                      size_t nbufs, size_t len);
 /* Memory a handler keeps for a call beyond its messages (staging buffers, queued requests) is
  * charged to the call's connection and worker (the per-worker budget, each connection capped
  * at its share), so one peer cannot make the server hold more than its share.
@@ -232,6 +239,9 @@ bool rs_call_is_done(const struct rs_call *call);
 typedef void (*rs_call_io_cb)(struct rs_call *call, void *arg, int res);
 int rs_call_pread(struct rs_call *call, int fd, void *buf, size_t len, uint64_t off,
                   rs_call_io_cb cb, void *arg);
+/* One read into several buffers (preadv); |iov| is borrowed until |cb|, as the buffers are. */
+int rs_call_preadv(struct rs_call *call, int fd, const struct iovec *iov, unsigned iovcnt,
+                   uint64_t off, rs_call_io_cb cb, void *arg);
 int rs_call_pwrite(struct rs_call *call, int fd, const void *buf, size_t len, uint64_t off,
                    rs_call_io_cb cb, void *arg);
 int rs_call_fsync(struct rs_call *call, int fd, rs_call_io_cb cb, void *arg);

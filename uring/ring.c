@@ -270,6 +270,18 @@ int rs_ring_read(struct rs_ring *r, int fd, void *buf, size_t len, uint64_t off,
     return 0;
 }
 
+int rs_ring_readv(struct rs_ring *r, int fd, const struct iovec *iov, unsigned iovcnt, uint64_t off,
+                  uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_readv(sqe, fd, iov, iovcnt, off);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
 int rs_ring_write(struct rs_ring *r, int fd, const void *buf, size_t len, uint64_t off, uint64_t ud)
 {
     struct io_uring_sqe *sqe = get_sqe(r);

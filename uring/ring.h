@@ -90,6 +90,9 @@ int rs_ring_sendmsg_zc(struct rs_ring *r, int fd, const struct msghdr *msg, uint
 /* 1 when this kernel has IORING_OP_SENDMSG_ZC, 0 when not, -errno when the probe failed. */
 int rs_ring_has_sendmsg_zc(void);
 int rs_ring_read(struct rs_ring *r, int fd, void *buf, size_t len, uint64_t off, uint64_t ud);
+/* preadv: |iov| (|iovcnt| entries) is borrowed until the completion. */
+int rs_ring_readv(struct rs_ring *r, int fd, const struct iovec *iov, unsigned iovcnt, uint64_t off,
+                  uint64_t ud);
 int rs_ring_write(struct rs_ring *r, int fd, const void *buf, size_t len, uint64_t off,
                   uint64_t ud);
 int rs_ring_fsync(struct rs_ring *r, int fd, uint64_t ud);

@@ -1016,38 +1016,46 @@ void rs_call_buf_put(struct rs_call *call, void *buf)
 int rs_call_send_buf(struct rs_call *call, const struct iovec *hdr, int hdrcnt, void *buf,
                      size_t len)
 {
-    struct rs_block *b = buf_block(buf);
-    size_t bs = call->conn->w->pool.block_size, total = len, hlen;
+    return rs_call_send_bufs(call, hdr, hdrcnt, &buf, 1, len);
+}
+
+int rs_call_send_bufs(struct rs_call *call, const struct iovec *hdr, int hdrcnt, void *const *bufs,
+                      size_t nbufs, size_t len)
+{
+    struct rs_block *b = nbufs > 0 ? buf_block(bufs[0]) : NULL;
+    size_t bs = call->conn->w->pool.block_size, cap = bs - RS_BUF_HEADROOM, total = len, hlen;
+    size_t i, rest;
     uint8_t *p;
-    int i, ret;
+    int j, ret;
 
     if (finished(call))
         return -ECANCELED;
-    if (len > bs - RS_BUF_HEADROOM)
+    /* Every block but the last is full, the last holds the rest (at least one byte). */
+    if (nbufs == 0 || len > nbufs * cap || (nbufs > 1 && len <= (nbufs - 1) * cap))
         return -EINVAL;
-    for (i = 0; i < hdrcnt; i++)
-        total += hdr[i].iov_len;
+    for (j = 0; j < hdrcnt; j++)
+        total += hdr[j].iov_len;
     hlen = RS_GRPC_PREFIX_LEN + total - len;
     if (total > call->conn->w->srv->cfg.max_msg)
         return -EMSGSIZE;
     if (hlen <= RS_BUF_HEADROOM) {
-        /* The common case: prefix and headers go into the headroom, one block per message. */
+        /* The common case: prefix and headers go into the headroom of the first block. */
         if (rs_chunkq_used(&call->txq) > 0 &&
-            rs_chunkq_footprint_after(&call->txq, 0) + bs > call->txq.cap) {
+            rs_chunkq_footprint_after(&call->txq, 0) + nbufs * bs > call->txq.cap) {
             call->flags |= RS_CALL_F_WANT_WRITABLE;
             return -EAGAIN;
         }
         p = b->data + RS_BUF_HEADROOM - hlen;
         rs_grpc_prefix_write(p, false, (uint32_t)total);
         p += RS_GRPC_PREFIX_LEN;
-        for (i = 0; i < hdrcnt; i++) {
-            memcpy(p, hdr[i].iov_base, hdr[i].iov_len);
-            p += hdr[i].iov_len;
+        for (j = 0; j < hdrcnt; j++) {
+            memcpy(p, hdr[j].iov_base, hdr[j].iov_len);
+            p += hdr[j].iov_len;
         }
         b->head = RS_BUF_HEADROOM - hlen;
     } else {
         if (rs_chunkq_used(&call->txq) > 0 &&
-            rs_chunkq_footprint_after(&call->txq, hlen) + bs > call->txq.cap) {
+            rs_chunkq_footprint_after(&call->txq, hlen) + nbufs * bs > call->txq.cap) {
             call->flags |= RS_CALL_F_WANT_WRITABLE;
             return -EAGAIN;
         }
@@ -1058,11 +1066,16 @@ int rs_call_send_buf(struct rs_call *call, const struct iovec *hdr, int hdrcnt, 
             return ret;
         b->head = RS_BUF_HEADROOM;
     }
-    b->tail = RS_BUF_HEADROOM + len;
-    /* The block's charge moves from the handler to the queue: the same bytes, never over. */
-    buf_uncharge(call);
-    ret = rs_chunkq_append_block(&call->txq, b);
-    assert(ret == 0);
+    /* Each block's charge moves from the handler to the queue: the same bytes, never over. */
+    for (i = 0, rest = len; i < nbufs; i++, rest -= cap) {
+        b = buf_block(bufs[i]);
+        if (i > 0)
+            b->head = RS_BUF_HEADROOM;
+        b->tail = RS_BUF_HEADROOM + (rest < cap ? rest : cap);
+        buf_uncharge(call);
+        ret = rs_chunkq_append_block(&call->txq, b);
+        assert(ret == 0);
+    }
     return queued(call);
 }
 

@@ -237,7 +237,8 @@ enum {
     RS_IO_UNLINKAT,
     RS_IO_FGETXATTR,
     RS_IO_FSETXATTR,
-    RS_IO_CLOSE
+    RS_IO_CLOSE,
+    RS_IO_READV /* buf: the iovec array, len: its count */
 };
 
 struct rs_txref {

@@ -749,6 +749,9 @@ static int queue_op(struct rs_worker *w, struct rs_call *call, int kind, const s
     case RS_IO_READ:
         ret = rs_ring_read(&w->ring, a->fd, a->buf, a->len, a->off, ud);
         break;
+    case RS_IO_READV:
+        ret = rs_ring_readv(&w->ring, a->fd, a->buf, (unsigned)a->len, a->off, ud);
+        break;
     case RS_IO_WRITE:
         ret = rs_ring_write(&w->ring, a->fd, a->buf, a->len, a->off, ud);
         break;
@@ -1151,6 +1154,13 @@ int rs_call_pread(struct rs_call *call, int fd, void *buf, size_t len, uint64_t 
                   rs_call_io_cb cb, void *arg)
 {
     return rs_worker_queue_io(call->conn->w, call, RS_IO_READ, fd, buf, len, off, cb, arg);
+}
+
+int rs_call_preadv(struct rs_call *call, int fd, const struct iovec *iov, unsigned iovcnt,
+                   uint64_t off, rs_call_io_cb cb, void *arg)
+{
+    return rs_worker_queue_io(call->conn->w, call, RS_IO_READV, fd, (void *)iov, iovcnt, off, cb,
+                              arg);
 }
 
 int rs_call_pwrite(struct rs_call *call, int fd, const void *buf, size_t len, uint64_t off,

@@ -398,6 +398,49 @@ def _(srv):
         finish(s)
 
 
+@run.case("Get with short reads (every read moves half), 64 KiB, 1 MiB and odd chunks: every "
+          "chunk whole, its crc32c right", group="codes")
+def _(srv):
+    import crcmod.predefined
+    crc32c = crcmod.predefined.mkCrcFun("crc-32c")
+    s = fault_server(srv, "get.read=short")
+    try:
+        with channel(s) as ch:
+            b = Bulk(ch)
+            data = os.urandom(3 * MiB + 12345)
+            b.put("short", data)
+            for cs, off in ((0, 0), (MiB, 0), (MiB, 4097), (65537, 3), (200000, 0)):
+                chunks = b.get_chunks("short", offset=off, chunk_size=cs)
+                want = cs or 64 * KiB
+                check_eq(b"".join(c.data for c in chunks), data[off:], "data, chunk %d" % cs)
+                for i, c in enumerate(chunks):
+                    check_eq(c.offset, off + i * want, "chunk %d offset (chunk %d)" % (i, cs))
+                    check(len(c.data) == want or i == len(chunks) - 1,
+                          "chunk %d has %d bytes (chunk %d)" % (i, len(c.data), cs))
+                    check_eq(c.crc32c, crc32c(c.data), "chunk %d crc32c (chunk %d)" % (i, cs))
+    finally:
+        finish(s)
+
+
+@run.case("Get with EIO on a read mid-object (64 KiB and 1 MiB chunks): UNAVAILABLE, and the "
+          "next Get is whole", group="codes")
+def _(srv):
+    for cs in (0, MiB):
+        s = fault_server(srv, "get.read=eio@2x1")
+        try:
+            with channel(s) as ch:
+                b = Bulk(ch)
+                data = os.urandom(5 * MiB + 7)
+                b.put("victim", data)
+                e = expect_status(grpc.StatusCode.UNAVAILABLE, b.get, "victim", chunk_size=cs)
+                print("      chunk %d: %r" % (cs, e.details()))
+                check_eq(sha256(b.get("victim", chunk_size=cs)), sha256(data),
+                         "sha256 of the next Get")
+                bystander(s, "get")
+        finally:
+            finish(s)
+
+
 DELETE_CODES = [
     ("delete.rename=erofsx1", grpc.StatusCode.FAILED_PRECONDITION, "EROFS on rename"),
     ("delete.rename=eaccesx1", grpc.StatusCode.FAILED_PRECONDITION, "EACCES on rename"),

@@ -198,6 +198,12 @@ int rs_ring_read(struct rs_ring *r, int fd, void *buf, size_t len, uint64_t off,
     return simple(r, RS_FAKE_READ, fd, ud);
 }
 
+int rs_ring_readv(struct rs_ring *r, int fd, const struct iovec *iov, unsigned iovcnt, uint64_t off,
+                  uint64_t ud)
+{
+    return simple(r, RS_FAKE_READ, fd, ud);
+}
+
 int rs_ring_write(struct rs_ring *r, int fd, const void *buf, size_t len, uint64_t off, uint64_t ud)
 {
     return simple(r, RS_FAKE_WRITE, fd, ud);

@@ -399,16 +399,17 @@ int rs_bulk_send_chunk(struct rs_call *call, const uint8_t *data, size_t len, ui
     return rs_call_send(call, iov, len > 0 ? 2 : 1);
 }
 
-/* A Chunk whose data lives in a buffer from rs_call_buf_get(): the head goes by copy, the data
- * last and by reference. Takes ownership of |buf| when it returns 0. */
-int rs_bulk_send_chunk_buf(struct rs_call *call, void *buf, size_t len, uint64_t offset,
-                           uint32_t crc32c)
+/* A Chunk whose data lives in |nbufs| buffers from rs_call_buf_get() (rs_call_send_bufs()):
+ * the head goes by copy, the data last and by reference. Takes ownership of the buffers when
+ * it returns 0. */
+int rs_bulk_send_chunk_bufs(struct rs_call *call, void *const *bufs, size_t nbufs, size_t len,
+                            uint64_t offset, uint32_t crc32c)
 {
     uint8_t head[RS_BULK_CHUNK_HEAD_MAX];
     struct iovec iov = { .iov_base = head,
                          .iov_len = rs_bulk_chunk_head(head, len, offset, crc32c) };
 
-    return rs_call_send_buf(call, &iov, 1, buf, len);
+    return rs_call_send_bufs(call, &iov, 1, bufs, nbufs, len);
 }
 
 size_t rs_bulk_encode_info(uint8_t *buf, size_t cap, const struct rs_store_meta *m)

@@ -141,10 +141,10 @@ size_t rs_bulk_chunk_head(uint8_t head[RS_BULK_CHUNK_HEAD_MAX], size_t len, uint
  * rs_call_send() returns. */
 int rs_bulk_send_chunk(struct rs_call *call, const uint8_t *data, size_t len, uint64_t offset,
                        uint32_t crc32c);
-/* A Chunk whose data lives in a buffer from rs_call_buf_get(). Takes ownership of |buf| when
- * it returns 0. Returns what rs_call_send_buf() returns. */
-int rs_bulk_send_chunk_buf(struct rs_call *call, void *buf, size_t len, uint64_t offset,
-                           uint32_t crc32c);
+/* A Chunk whose data lives in |nbufs| buffers from rs_call_buf_get(), each full but the last.
+ * Takes ownership of them when it returns 0. Returns what rs_call_send_bufs() returns. */
+int rs_bulk_send_chunk_bufs(struct rs_call *call, void *const *bufs, size_t nbufs, size_t len,
+                            uint64_t offset, uint32_t crc32c);
 /* Encodes |m| as an ObjectInfo into |buf|. Returns its length, or 0 (a bug, logged). */
 size_t rs_bulk_encode_info(uint8_t *buf, size_t cap, const struct rs_store_meta *m);
 

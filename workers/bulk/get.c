@@ -30,17 +30,26 @@
 #define CHUNK_OVERHEAD RS_BULK_CHUNK_HEAD_MAX /* Chunk fields beside the data */
 #define GET_READS      4
 #define GET_AHEAD      1 /* chunks read beyond what the peer's window takes now */
+/* A chunk is read into as many pool blocks as it spans (64 KiB each: a 1 MiB chunk takes 16),
+ * with one preadv, and queued by reference, block after block, so no chunk size costs a copy
+ * of its data in our own code. */
+#define GET_BLOCKS 16
 
 struct get;
 struct get_slot {
     struct get *g;
-    uint8_t *buf;  /* owned; |chunk| bytes: a pool buffer (|pooled|) or malloc'd */
-    bool pooled;   /* from rs_call_buf_get(): sent by reference, no copy */
-    uint64_t pos;  /* object offset of the chunk */
-    size_t want;   /* bytes of the chunk */
-    size_t filled; /* of them, bytes read so far */
-    uint32_t crc;  /* CRC32C of the |filled| bytes, updated as each read completes */
-    bool reading;  /* a pread is in flight */
+    uint8_t *buf;                 /* owned, malloc'd, |chunk| bytes, when there are no blocks */
+    void *blk[GET_BLOCKS];        /* owned: the pool blocks of the chunk, |nblk| of them */
+    unsigned nblk;                /* when > 0 (|pooled|), |blk| holds the chunk, not |buf| */
+    size_t bcap;                  /* bytes of each pool block */
+    bool pooled;                  /* from rs_call_buf_get(): sent by reference, no copy */
+    struct iovec iov[GET_BLOCKS]; /* the read in flight, into the blocks (|pooled|) */
+    struct rs_store_fault fault;  /* fault point "get.read" of the read in flight */
+    uint64_t pos;                 /* object offset of the chunk */
+    size_t want;                  /* bytes of the chunk */
+    size_t filled;                /* of them, bytes read so far */
+    uint32_t crc;                 /* CRC32C of the |filled| bytes, updated as each read completes */
+    bool reading;                 /* a pread is in flight */
 };
 
 struct get {
@@ -66,18 +75,49 @@ struct get {
 
 static void get_on_read(struct rs_call *call, void *arg, int res);
 
-/* Gives a slot's buffer back: a pool block to the pool, a malloc'd one with its charge. */
+/* Gives a slot's memory back: pool blocks to the pool, a malloc'd buffer with its charge. */
 static void slot_free(struct rs_call *call, struct get *g, struct get_slot *s)
 {
-    if (s->buf == NULL)
-        return;
-    if (s->pooled) {
-        rs_call_buf_put(call, s->buf);
-    } else {
+    while (s->nblk > 0)
+        rs_call_buf_put(call, s->blk[--s->nblk]);
+    if (s->buf != NULL) {
         free(s->buf);
         rs_call_uncharge(call, g->chunk);
+        s->buf = NULL;
     }
-    s->buf = NULL;
+    s->pooled = false;
+}
+
+/* Memory for a |want|-byte chunk in |s| (emptied by slot_free()): the pool blocks it spans,
+ * or, when the pool or the budget has no block left for all of them, a buffer of its own
+ * charged to the connection like the blocks (sent by copy). False when neither is to be had. */
+static bool slot_alloc(struct rs_call *call, struct get *g, struct get_slot *s, size_t want)
+{
+    size_t cap = 0, n;
+    void *b = rs_call_buf_get(call, &cap);
+
+    if (b != NULL && cap > 0 && (want + cap - 1) / cap <= GET_BLOCKS) {
+        n = (want + cap - 1) / cap;
+        s->blk[s->nblk++] = b;
+        s->bcap = cap;
+        while (s->nblk < n && (b = rs_call_buf_get(call, &cap)) != NULL)
+            s->blk[s->nblk++] = b;
+        if (s->nblk == n) {
+            s->pooled = true;
+            return true;
+        }
+        b = NULL;
+    }
+    rs_call_buf_put(call, b);
+    while (s->nblk > 0)
+        rs_call_buf_put(call, s->blk[--s->nblk]);
+    if (rs_call_charge(call, g->chunk) == 0) {
+        s->buf = malloc(g->chunk);
+        if (s->buf == NULL)
+            rs_call_uncharge(call, g->chunk);
+    }
+    s->pooled = false;
+    return s->buf != NULL;
 }
 
 /* Runs once the call is done and the last completion has arrived, which gave back the slot the
@@ -94,11 +134,40 @@ static void get_release(struct rs_call *call, struct get *g)
         slot_free(call, g, &g->slot[i]);
 }
 
+/* Issues the read of what is left of the chunk in |s|: one pread, or one preadv over the pool
+ * blocks from the one the next byte goes to; half of it under a "short" fault, so the
+ * completion sees a short count. */
+static int get_issue_read(struct rs_call *call, void *arg)
+{
+    struct get_slot *s = arg;
+    size_t at = s->filled, left = s->want - s->filled, n;
+    unsigned k = 0;
+
+    if (s->fault.short_io && left > 1)
+        left /= 2;
+    if (!s->pooled)
+        return rs_call_pread(call, s->g->fd, s->buf + s->filled, left, s->pos + s->filled,
+                             get_on_read, s);
+    while (left > 0) {
+        size_t off = at % s->bcap;
+
+        n = left < s->bcap - off ? left : s->bcap - off;
+        s->iov[k].iov_base = (uint8_t *)s->blk[at / s->bcap] + off;
+        s->iov[k].iov_len = n;
+        k++;
+        at += n;
+        left -= n;
+    }
+    if (k == 1)
+        return rs_call_pread(call, s->g->fd, s->iov[0].iov_base, s->iov[0].iov_len,
+                             s->pos + s->filled, get_on_read, s);
+    return rs_call_preadv(call, s->g->fd, s->iov, k, s->pos + s->filled, get_on_read, s);
+}
+
 /* Reads what is left of the chunk in |s|. */
 static bool get_read(struct rs_call *call, struct get *g, struct get_slot *s)
 {
-    int ret = rs_call_pread(call, g->fd, s->buf + s->filled, s->want - s->filled,
-                            s->pos + s->filled, get_on_read, s);
+    int ret = rs_store_fault_run(call, &s->fault, "get.read", get_issue_read, get_on_read, s);
 
     if (ret < 0) {
         rs_bulk_fail(call, &g->finished, RS_GRPC_RESOURCE_EXHAUSTED,
@@ -136,8 +205,9 @@ static void get_pump(struct rs_call *call, struct get *g)
     /* A slot not reading holds a whole chunk: its short reads were completed first. */
     while (g->nused > 0 && !g->slot[g->head].reading) {
         struct get_slot *s = &g->slot[g->head];
-        int ret = s->pooled ? rs_bulk_send_chunk_buf(call, s->buf, s->want, s->pos, s->crc)
-                            : rs_bulk_send_chunk(call, s->buf, s->want, s->pos, s->crc);
+        int ret = s->pooled
+                          ? rs_bulk_send_chunk_bufs(call, s->blk, s->nblk, s->want, s->pos, s->crc)
+                          : rs_bulk_send_chunk(call, s->buf, s->want, s->pos, s->crc);
 
         if (ret == -EAGAIN) {
             g->holding = true; /* on_writable resumes */
@@ -150,10 +220,12 @@ static void get_pump(struct rs_call *call, struct get *g)
         }
         /* The queue has the bytes (a pool buffer went by reference): a stalled client then
          * costs its queue and no buffer. */
-        if (s->pooled)
-            s->buf = NULL; /* the queue owns the block now */
-        else
+        if (s->pooled) {
+            s->nblk = 0; /* the queue owns the blocks now */
+            s->pooled = false;
+        } else {
             slot_free(call, g, s);
+        }
         g->head = (g->head + 1) % GET_READS;
         g->nused--;
     }
@@ -167,34 +239,21 @@ static void get_pump(struct rs_call *call, struct get *g)
     }
     while (g->next < g->end && g->nused < get_window(call, g)) {
         struct get_slot *s = &g->slot[(g->head + g->nused) % GET_READS];
+        size_t want = g->end - g->next < g->chunk ? (size_t)(g->end - g->next) : g->chunk;
 
-        if (s->buf == NULL) {
-            size_t cap = 0;
-
-            s->buf = rs_call_buf_get(call, &cap);
-            s->pooled = s->buf != NULL && cap >= g->chunk;
-            if (s->buf != NULL && !s->pooled) {
-                rs_call_buf_put(call, s->buf); /* chunks above a pool block go by copy */
-                s->buf = NULL;
-            }
-            /* A chunk larger than a pool block (or no block left) is read into memory of its
-             * own, charged to the connection like the pool blocks. */
-            if (s->buf == NULL && rs_call_charge(call, g->chunk) == 0) {
-                s->buf = malloc(g->chunk);
-                if (s->buf == NULL)
-                    rs_call_uncharge(call, g->chunk);
-            }
-            if (s->buf == NULL && g->nused > 0)
+        /* Each chunk sent gave its memory to the queue (blocks) or back (a buffer); a read
+         * that could not start left it here, sized for that chunk: give it back. */
+        slot_free(call, g, s);
+        if (!slot_alloc(call, g, s, want)) {
+            if (g->nused > 0)
                 return; /* go on with the buffers we have */
-            if (s->buf == NULL) {
-                rs_bulk_fail(call, &g->finished, RS_GRPC_RESOURCE_EXHAUSTED,
-                             "no memory for a %zu-byte chunk", g->chunk);
-                return;
-            }
+            rs_bulk_fail(call, &g->finished, RS_GRPC_RESOURCE_EXHAUSTED,
+                         "no memory for a %zu-byte chunk", g->chunk);
+            return;
         }
         s->g = g;
         s->pos = g->next;
-        s->want = g->end - g->next < g->chunk ? (size_t)(g->end - g->next) : g->chunk;
+        s->want = want;
         s->filled = 0;
         s->crc = 0;
         if (!get_read(call, g, s))
@@ -228,7 +287,16 @@ static void get_on_read(struct rs_call *call, void *arg, int res)
     }
     /* The CRC of what this read brought, while it is still in cache: the kernel has just
      * copied it (for a 1 MiB chunk, a later pass would read it back from memory). */
-    s->crc = rs_bulk_crc32c(call, s->crc, s->buf + s->filled, (size_t)res);
+    if (s->pooled) {
+        size_t left = (size_t)res, n;
+
+        for (unsigned k = 0; left > 0; k++, left -= n) {
+            n = left < s->iov[k].iov_len ? left : s->iov[k].iov_len;
+            s->crc = rs_bulk_crc32c(call, s->crc, s->iov[k].iov_base, n);
+        }
+    } else {
+        s->crc = rs_bulk_crc32c(call, s->crc, s->buf + s->filled, (size_t)res);
+    }
     s->filled += (size_t)res;
     rs_call_stat_add(call, RS_BULK_STAT_READ_BYTES, (uint64_t)res);
     if (s->filled < s->want)

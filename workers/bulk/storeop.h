@@ -34,8 +34,8 @@
  * Fault points (core/fault.h; compiled in only with RS_FAULT_INJECTION, configured with
  * RS_FAULTS="point=action..."). Each sits in front of one ring op: "delay:MS" waits on a ring
  * timer before issuing it (never a blocking sleep), an errno replaces the op's result (the op
- * is not issued, so nothing changes), "short" makes a write transfer half (the handler must
- * write the rest):
+ * is not issued, so nothing changes), "short" makes a read or write transfer half (the
+ * handler must move the rest):
  *   put.write        Put and Upload: a pwrite of staged data (delay, short, errno)
  *   put.fsync        Put: the fsync of the unnamed file before it is published (delay, errno)
  *   put.link         Put: the linkat that publishes a new name (delay, errno)
@@ -44,6 +44,7 @@
  *   store.create     Put: the openat(O_TMPFILE) of the unnamed file (delay, errno)
  *   store.setxattr   Put: the fsetxattr of the metadata (delay, errno)
  *   store.open       Stat, Get, Delete, List: the openat of an object (delay, errno)
+ *   get.read         Get: a pread or preadv of a chunk of the object (delay, short, errno)
  *   store.getxattr   Stat, Delete, List: the fgetxattr of the metadata (delay, errno)
  *   delete.rename    Delete: the rename aside that removes the name (delay, errno)
  *   delete.unlink    Delete: the unlink of the renamed-aside file (delay, errno)

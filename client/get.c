@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include "core/crc32c.h"
 #include "proto/grpc.h"
@@ -37,7 +38,7 @@ struct get {
 
 struct pget;
 struct prange;
-static int pget_written(struct pget *p, struct prange *r, size_t len);
+static void pget_written(struct pget *p, struct prange *r, size_t len);
 static void sync_parent(const char *path);
 
 #define GET_STOPPED (-2) /* get_range(): cancelled because another range failed, not printed */
@@ -90,12 +91,12 @@ static int on_chunk(void *arg, const uint8_t *m, size_t len)
         }
     } else {
         ret = rsc_pwrite_full(g->fd, data.p, data.len, ch.offset);
-        if (ret == 0 && g->pg != NULL)
-            ret = pget_written(g->pg, g->pr, data.len);
         if (ret < 0) {
             g->io_err = ret;
             return -1;
         }
+        if (g->pg != NULL)
+            pget_written(g->pg, g->pr, data.len);
     }
     if (g->h != NULL && rs_sha256_update(g->h, data.p, data.len) < 0) {
         g->io_err = -EIO;
@@ -200,9 +201,10 @@ out:
  * size, SHA-256), N and the ranges still to fetch, each with how many of its bytes are durable:
  * a checkpoint snapshots what every range has written, fdatasyncs FILE.part, and only then
  * records the snapshot, so the state never claims bytes that were not synced. Checkpoints come
- * every PGET_SYNC_BYTES per stream written or PGET_SYNC_S seconds, and when the download stops for
- * any reason but an integrity failure. The state ends with the CRC32C of its text: a torn, edited
- * or foreign state, or a .part of another size, restarts from byte 0. */
+ * from their own thread (pget_syncer()) every PGET_SYNC_BYTES per stream written or PGET_SYNC_S
+ * seconds, and when the download stops for any reason but an integrity failure. The state
+ * ends with the CRC32C of its text: a torn, edited or foreign state, or a .part of another
+ * size, restarts from byte 0. */
 
 #define PGET_MAX_RANGES (2 * RSC_MAX_STREAMS)
 #define PGET_SYNC_BYTES (64ull << 20) /* per stream */
@@ -221,13 +223,15 @@ struct pget {
     int fd;
     unsigned streams, nranges;
     struct prange r[PGET_MAX_RANGES];
-    atomic_uint next;           /* the next range a worker takes */
-    atomic_bool stop;           /* a worker failed: the others stop at their next chunk */
-    atomic_bool changed;        /* FAILED_PRECONDITION: the object changed */
-    _Atomic uint64_t unsynced;  /* bytes written since the last checkpoint began */
-    _Atomic uint64_t last_ckpt; /* when it ended, in ms of rsc_now_s() */
-    pthread_mutex_t ckpt;
-    int ckpt_err; /* -errno of the first failed checkpoint (under ckpt) */
+    atomic_uint next;          /* the next range a worker takes */
+    atomic_bool stop;          /* a worker failed: the others stop at their next chunk */
+    atomic_bool changed;       /* FAILED_PRECONDITION: the object changed */
+    _Atomic uint64_t unsynced; /* bytes written since the last checkpoint began */
+    pthread_mutex_t ckpt;      /* one checkpoint at a time */
+    int ckpt_err;              /* -errno of the first failed checkpoint (under ckpt) */
+    pthread_mutex_t mu;        /* for |wake|, |kick|, |done| */
+    pthread_cond_t wake;       /* the checkpoint thread's: time for one, or the end */
+    bool kick, done;
 };
 
 static void pget_header(const struct pget *p, char *out, size_t len)
@@ -375,24 +379,16 @@ static void pget_resplit(struct pget *p)
     }
 }
 
-static uint64_t now_ms(void)
-{
-    return (uint64_t)(rsc_now_s() * 1000);
-}
-
-/* Records every range's durable bytes: snapshot, fdatasync, then the state. |force|: wait
- * for a checkpoint in progress, else leave it to that one. Returns 0 or -errno. */
-static int pget_checkpoint(struct pget *p, bool force)
+/* Records every range's durable bytes: snapshot, fdatasync, then the state. Returns 0 or
+ * -errno (that of the first failure from then on). */
+static int pget_checkpoint(struct pget *p)
 {
     uint64_t snap[PGET_MAX_RANGES];
     char text[PGET_STATE_MAX];
     bool moved = false;
     int ret = 0;
 
-    if (force)
-        pthread_mutex_lock(&p->ckpt);
-    else if (pthread_mutex_trylock(&p->ckpt) != 0)
-        return 0;
+    pthread_mutex_lock(&p->ckpt);
     if (p->ckpt_err != 0) {
         ret = p->ckpt_err;
         goto out;
@@ -417,19 +413,49 @@ static int pget_checkpoint(struct pget *p, bool force)
     }
     p->ckpt_err = ret;
 out:
-    atomic_store(&p->last_ckpt, now_ms());
     pthread_mutex_unlock(&p->ckpt);
     return ret;
 }
 
-/* on_chunk() after each chunk of a range is written. Returns 0 or -errno. */
-static int pget_written(struct pget *p, struct prange *r, size_t len)
+/* The checkpoint thread: one every PGET_SYNC_S seconds, or sooner when pget_written() kicks
+ * it, so no worker waits for an fdatasync. A failed checkpoint stops the download. */
+static void *pget_syncer(void *arg)
 {
+    struct pget *p = arg;
+    struct timespec ts;
+
+    pthread_mutex_lock(&p->mu);
+    while (!p->done) {
+        if (!p->kick) {
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += (time_t)PGET_SYNC_S;
+            pthread_cond_timedwait(&p->wake, &p->mu, &ts);
+        }
+        p->kick = false;
+        if (p->done)
+            break;
+        pthread_mutex_unlock(&p->mu);
+        if (pget_checkpoint(p) < 0)
+            atomic_store(&p->stop, true);
+        pthread_mutex_lock(&p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* on_chunk() after each chunk of a range is written. */
+static void pget_written(struct pget *p, struct prange *r, size_t len)
+{
+    uint64_t limit = PGET_SYNC_BYTES * p->streams, before;
+
     atomic_fetch_add(&r->written, len);
-    if (atomic_fetch_add(&p->unsynced, len) + len >= PGET_SYNC_BYTES * p->streams ||
-        now_ms() - atomic_load(&p->last_ckpt) >= (uint64_t)(PGET_SYNC_S * 1000))
-        return pget_checkpoint(p, false);
-    return 0;
+    before = atomic_fetch_add(&p->unsynced, len);
+    if (before < limit && before + len >= limit) {
+        pthread_mutex_lock(&p->mu);
+        p->kick = true;
+        pthread_cond_signal(&p->wake);
+        pthread_mutex_unlock(&p->mu);
+    }
 }
 
 struct pworker {
@@ -474,12 +500,16 @@ static int pget_run(struct pget *p, uint64_t resumed)
 {
     struct pworker w[RSC_MAX_STREAMS];
     unsigned n = 0, want = p->streams < p->nranges ? p->streams : p->nranges;
+    pthread_t syncer;
     int code = 0, ret;
 
     atomic_store(&p->next, 0);
     atomic_store(&p->stop, false);
     atomic_store(&p->changed, false);
-    atomic_store(&p->last_ckpt, now_ms());
+    atomic_store(&p->unsynced, 0);
+    p->kick = p->done = false;
+    if (pthread_create(&syncer, NULL, pget_syncer, p) != 0)
+        return rsc_fail(RSC_EX_IO, p->what, -1, NULL, "cannot start a thread");
     rsc_progress_begin(p->oi->size, resumed);
     for (; n < want; n++) {
         w[n] = (struct pworker){ .p = p };
@@ -495,17 +525,23 @@ static int pget_run(struct pget *p, uint64_t resumed)
         if (code == 0 && w[i].code != GET_STOPPED)
             code = w[i].code;
     }
+    pthread_mutex_lock(&p->mu);
+    p->done = true;
+    pthread_cond_signal(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(syncer, NULL);
     if (code == 0 && atomic_load(&p->changed))
         return -1;
-    if (code == 0 && atomic_load(&p->stop))
-        code = RSC_EX_CONN;
     if (code == RSC_EX_INTEGRITY)
         return code; /* the caller drops FILE.part and the state */
-    /* Done, or stopped (connection lost, server error, local I/O): what arrived counts. */
-    ret = pget_checkpoint(p, true);
+    /* Done, or stopped (connection lost, server error, local I/O, a failed checkpoint): what
+     * arrived counts. */
+    ret = pget_checkpoint(p);
     if (ret < 0 && code == 0)
-        code = rsc_fail(RSC_EX_IO, p->what, -1, NULL, "saving the download state: %s",
+        return rsc_fail(RSC_EX_IO, p->what, -1, NULL, "saving the download state: %s",
                         strerror(-ret));
+    if (code == 0 && atomic_load(&p->stop))
+        code = RSC_EX_CONN;
     return code;
 }
 
@@ -553,6 +589,15 @@ static int get_parallel(const char *what, const char *name, int fd, const char *
         .what = what, .name = name, .spath = spath, .oi = oi, .fd = fd, .streams = rsc_cli.streams
     };
     pthread_mutex_init(&p->ckpt, NULL);
+    pthread_mutex_init(&p->mu, NULL);
+    {
+        pthread_condattr_t ca;
+
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&p->wake, &ca);
+        pthread_condattr_destroy(&ca);
+    }
     saved = 0;
     if (fstat(fd, &sb) == 0 && (uint64_t)sb.st_size == oi->size &&
         rsc_state_read(spath, text, PGET_STATE_MAX) == 0)
@@ -582,6 +627,8 @@ static int get_parallel(const char *what, const char *name, int fd, const char *
             code = pget_restart(p, part);
         *resumed = 0;
     }
+    pthread_cond_destroy(&p->wake);
+    pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->ckpt);
 out:
     free(text);

@@ -2,7 +2,8 @@
  * the SHA-256 of the whole file against the server's (Stat) before FILE.part is renamed to
  * FILE; a mismatch leaves no file. An interrupted download resumes from FILE.part (offset and
  * if_match_sha256; the SHA-256 recorded under $XDG_CACHE_HOME/ringstream/downloads/);
- * --streams N fetches N ranges on N connections into the .part file. */
+ * --streams N fetches N ranges on N connections into the .part file and resumes each range
+ * from its last durable checkpoint (get_parallel()). */
 #include "client/cli.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include "core/crc32c.h"
 #include "proto/grpc.h"
@@ -30,7 +32,14 @@ struct get {
     char bad[160];     /* why the call was cancelled for integrity */
     atomic_bool *stop; /* --streams: another range failed; NULL otherwise */
     bool stopped;      /* this call was cancelled because of |stop| */
+    struct pget *pg;   /* --streams: the download, for checkpoints; NULL otherwise */
+    struct prange *pr; /* --streams: the range this call fetches */
 };
+
+struct pget;
+struct prange;
+static void pget_written(struct pget *p, struct prange *r, size_t len);
+static void sync_parent(const char *path);
 
 #define GET_STOPPED (-2) /* get_range(): cancelled because another range failed, not printed */
 
@@ -86,6 +95,8 @@ static int on_chunk(void *arg, const uint8_t *m, size_t len)
             g->io_err = ret;
             return -1;
         }
+        if (g->pg != NULL)
+            pget_written(g->pg, g->pr, data.len);
     }
     if (g->h != NULL && rs_sha256_update(g->h, data.p, data.len) < 0) {
         g->io_err = -EIO;
@@ -173,7 +184,7 @@ static int get_to_stdout(const char *what, const char *name)
         } else {
             rsc_progress_end();
             if (rsc_cli.json)
-                rsc_json_info(stderr, "get", &oi, ",\"resumed_from\":0");
+                rsc_json_info(stderr, "get", &oi, ",\"resumed_from\":0,\"resumed_bytes\":0");
         }
     }
 out:
@@ -181,68 +192,448 @@ out:
     return code;
 }
 
-struct range_job {
-    const char *what, *name;
-    const uint8_t *sha;
-    uint64_t off, len;
-    int fd;
-    int code;
-    atomic_bool *stop; /* shared by the jobs of one get */
-    pthread_t tid;
+/* --streams N: ranged Gets on N connections written in place into FILE.part, resumable.
+ *
+ * The state (pget_format()) lives beside the single-stream one, under
+ * $XDG_CACHE_HOME/ringstream/downloads/ and keyed by FILE.part's path and the object's name,
+ * like put's upload state: the download directory stays clean, one file per download, written
+ * atomically (rsc_state_write: temp name, fsync, rename). It names the object (server, name,
+ * size, SHA-256), N and the ranges still to fetch, each with how many of its bytes are durable:
+ * a checkpoint snapshots what every range has written, fdatasyncs FILE.part, and only then
+ * records the snapshot, so the state never claims bytes that were not synced. Checkpoints come
+ * from their own thread (pget_syncer()) every PGET_SYNC_BYTES per stream written or PGET_SYNC_S
+ * seconds, and when the download stops for any reason but an integrity failure. The state
+ * ends with the CRC32C of its text: a torn, edited or foreign state, or a .part of another
+ * size, restarts from byte 0. */
+
+#define PGET_MAX_RANGES (2 * RSC_MAX_STREAMS)
+#define PGET_SYNC_BYTES (64ull << 20) /* per stream */
+#define PGET_SYNC_S     1.0
+#define PGET_STATE_MAX  16384
+
+struct prange {
+    uint64_t off, end;        /* [off, end) of the object still to fetch */
+    uint64_t durable;         /* bytes from off synced and recorded (under pget.ckpt) */
+    _Atomic uint64_t written; /* bytes from off written to FILE.part, contiguous */
 };
 
-static void *range_thread(void *arg)
-{
-    struct range_job *j = arg;
-    struct get g = { .fd = j->fd, .stop = j->stop };
-    struct rsc_status st;
-    struct rsc_conn *c = rsc_connect_or_fail(j->what, &j->code);
+struct pget {
+    const char *what, *name, *spath;
+    const ringstream_v1_ObjectInfo *oi;
+    int fd;
+    unsigned streams, nranges;
+    struct prange r[PGET_MAX_RANGES];
+    atomic_uint next;          /* the next range a worker takes */
+    atomic_bool stop;          /* a worker failed: the others stop at their next chunk */
+    atomic_bool changed;       /* FAILED_PRECONDITION: the object changed */
+    _Atomic uint64_t unsynced; /* bytes written since the last checkpoint began */
+    pthread_mutex_t ckpt;      /* one checkpoint at a time */
+    int ckpt_err;              /* -errno of the first failed checkpoint (under ckpt) */
+    pthread_mutex_t mu;        /* for |wake|, |kick|, |done| */
+    pthread_cond_t wake;       /* the checkpoint thread's: time for one, or the end */
+    bool kick, done;
+};
 
-    if (c != NULL) {
-        j->code = get_range(c, j->what, j->name, j->off, j->len, j->sha, &g, &st, false);
-        rsc_conn_close(c);
+static void pget_header(const struct pget *p, char *out, size_t len)
+{
+    char namehex[2 * RSC_SMALL_MSG + 1], shahex[2 * RS_SHA256_LEN + 1];
+    size_t nlen = strlen(p->name);
+
+    rsc_hex(namehex, (const uint8_t *)p->name, nlen < RSC_SMALL_MSG ? nlen : RSC_SMALL_MSG);
+    rsc_hex(shahex, p->oi->sha256, RS_SHA256_LEN);
+    snprintf(out, len,
+             "ringstream parallel get 1\nserver %s %s\nname %s\nsize %" PRIu64 "\nsha256 %s\n",
+             rsc_cli.conn.tls.on ? "tls" : "tcp", rsc_cli.conn.server, namehex, p->oi->size,
+             shahex);
+}
+
+/* The state text of |p| with durable counts |dur| (one per range). Returns its length, or 0
+ * when it does not fit. */
+static size_t pget_format(const struct pget *p, const uint64_t *dur, char *out, size_t len)
+{
+    size_t n;
+
+    pget_header(p, out, len);
+    n = strlen(out);
+    n += (size_t)snprintf(out + n, len - n, "streams %u\nranges %u\n", p->streams, p->nranges);
+    for (unsigned i = 0; i < p->nranges && n < len; i++)
+        n += (size_t)snprintf(out + n, len - n, "%" PRIu64 " %" PRIu64 " %" PRIu64 "\n",
+                              p->r[i].off, p->r[i].end, dur[i]);
+    if (n >= len)
+        return 0;
+    n += (size_t)snprintf(out + n, len - n, "check %08x\n", rs_crc32c(0, out, n));
+    return n < len ? n : 0;
+}
+
+static bool parse_u64(const char **s, char stop, uint64_t *v)
+{
+    char *end;
+
+    if (**s < '0' || **s > '9')
+        return false;
+    errno = 0;
+    *v = strtoull(*s, &end, 10);
+    if (errno != 0 || *end != stop)
+        return false;
+    *s = end + 1;
+    return true;
+}
+
+/* Loads the ranges of |text| into |p| (durable = written = the recorded counts). Returns
+ * the saved N, or 0 when |text| is not a valid state of this very download. */
+static unsigned pget_parse(struct pget *p, const char *text)
+{
+    char head[PGET_STATE_MAX];
+    const char *s = text, *check = strstr(text, "check ");
+    uint64_t streams, count, crc, prev_end = 0;
+
+    pget_header(p, head, sizeof(head));
+    if (check == NULL || strncmp(text, head, strlen(head)) != 0)
+        return 0;
+    s = check + 6;
+    if (strlen(s) != 9 || s[8] != '\n')
+        return 0;
+    crc = strtoull(s, NULL, 16);
+    if (crc != rs_crc32c(0, text, (size_t)(check - text)))
+        return 0;
+    s = text + strlen(head);
+    if (strncmp(s, "streams ", 8) != 0)
+        return 0;
+    s += 8;
+    if (!parse_u64(&s, '\n', &streams) || streams < 1 || streams > RSC_MAX_STREAMS ||
+        strncmp(s, "ranges ", 7) != 0)
+        return 0;
+    s += 7;
+    if (!parse_u64(&s, '\n', &count) || count > PGET_MAX_RANGES)
+        return 0;
+    for (unsigned i = 0; i < count; i++) {
+        struct prange *r = &p->r[i];
+
+        if (!parse_u64(&s, ' ', &r->off) || !parse_u64(&s, ' ', &r->end) ||
+            !parse_u64(&s, '\n', &r->durable) || r->off < prev_end || r->off >= r->end ||
+            r->end > p->oi->size || r->durable > r->end - r->off)
+            return 0;
+        atomic_store(&r->written, r->durable);
+        prev_end = r->end;
     }
-    if (j->code != 0)
-        atomic_store(j->stop, true); /* the others stop at their next chunk */
+    if (s != check)
+        return 0;
+    p->nranges = (unsigned)count;
+    return (unsigned)streams;
+}
+
+/* N ranges of the whole object, nothing fetched. */
+static void pget_fresh(struct pget *p)
+{
+    uint64_t size = p->oi->size, per = (size + p->streams - 1) / p->streams;
+
+    if (per < RSC_GET_CHUNK)
+        per = RSC_GET_CHUNK;
+    p->nranges = 0;
+    for (uint64_t off = 0; off < size && p->nranges < RSC_MAX_STREAMS; off += per) {
+        struct prange *r = &p->r[p->nranges++];
+
+        r->off = off;
+        r->end = size - off < per ? size : off + per;
+        r->durable = 0;
+        atomic_store(&r->written, 0);
+    }
+}
+
+/* A resume with another N: what is left (each range's undone tail) becomes the ranges, and
+ * the largest are halved (on chunk boundaries) until there are N. More than N left: the N
+ * workers take them in turn. */
+static void pget_resplit(struct pget *p)
+{
+    unsigned n = 0;
+
+    for (unsigned i = 0; i < p->nranges; i++) {
+        struct prange *r = &p->r[i];
+
+        if (r->durable == r->end - r->off)
+            continue;
+        p->r[n].off = r->off + r->durable;
+        p->r[n].end = r->end;
+        p->r[n].durable = 0;
+        atomic_store(&p->r[n].written, 0);
+        n++;
+    }
+    p->nranges = n;
+    while (p->nranges < p->streams && p->nranges < PGET_MAX_RANGES) {
+        unsigned big = 0;
+        uint64_t mid;
+
+        for (unsigned i = 1; i < p->nranges; i++)
+            if (p->r[i].end - p->r[i].off > p->r[big].end - p->r[big].off)
+                big = i;
+        if (p->nranges == 0 || p->r[big].end - p->r[big].off < 2 * RSC_GET_CHUNK)
+            break;
+        mid = p->r[big].off + (p->r[big].end - p->r[big].off) / 2 / RSC_GET_CHUNK * RSC_GET_CHUNK;
+        memmove(&p->r[big + 2], &p->r[big + 1], (p->nranges - big - 1) * sizeof(p->r[0]));
+        p->r[big + 1].off = mid;
+        p->r[big + 1].end = p->r[big].end;
+        p->r[big + 1].durable = 0;
+        atomic_store(&p->r[big + 1].written, 0);
+        p->r[big].end = mid;
+        p->nranges++;
+    }
+}
+
+/* Records every range's durable bytes: snapshot, fdatasync, then the state. Returns 0 or
+ * -errno (that of the first failure from then on). */
+static int pget_checkpoint(struct pget *p)
+{
+    uint64_t snap[PGET_MAX_RANGES];
+    char text[PGET_STATE_MAX];
+    bool moved = false;
+    int ret = 0;
+
+    pthread_mutex_lock(&p->ckpt);
+    if (p->ckpt_err != 0) {
+        ret = p->ckpt_err;
+        goto out;
+    }
+    atomic_store(&p->unsynced, 0);
+    for (unsigned i = 0; i < p->nranges; i++) {
+        snap[i] = atomic_load(&p->r[i].written);
+        moved |= snap[i] != p->r[i].durable;
+    }
+    if (!moved)
+        goto out;
+    /* Everything in |snap| was written before this sync began: it is durable after it. */
+    if (fdatasync(p->fd) < 0) {
+        ret = -errno;
+    } else if (pget_format(p, snap, text, sizeof(text)) == 0) {
+        ret = -ENAMETOOLONG;
+    } else {
+        ret = rsc_state_write(p->spath, text);
+        if (ret == 0)
+            for (unsigned i = 0; i < p->nranges; i++)
+                p->r[i].durable = snap[i];
+    }
+    p->ckpt_err = ret;
+out:
+    pthread_mutex_unlock(&p->ckpt);
+    return ret;
+}
+
+/* The checkpoint thread: one every PGET_SYNC_S seconds, or sooner when pget_written() kicks
+ * it, so no worker waits for an fdatasync. A failed checkpoint stops the download. */
+static void *pget_syncer(void *arg)
+{
+    struct pget *p = arg;
+    struct timespec ts;
+
+    pthread_mutex_lock(&p->mu);
+    while (!p->done) {
+        if (!p->kick) {
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += (time_t)PGET_SYNC_S;
+            pthread_cond_timedwait(&p->wake, &p->mu, &ts);
+        }
+        p->kick = false;
+        if (p->done)
+            break;
+        pthread_mutex_unlock(&p->mu);
+        if (pget_checkpoint(p) < 0)
+            atomic_store(&p->stop, true);
+        pthread_mutex_lock(&p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
-/* --streams N: N ranged Gets on N connections written in place, then one SHA-256 pass. */
-static int get_parallel(const char *what, const char *name, int fd,
-                        const ringstream_v1_ObjectInfo *oi)
+/* on_chunk() after each chunk of a range is written. */
+static void pget_written(struct pget *p, struct prange *r, size_t len)
 {
-    struct range_job jobs[RSC_MAX_STREAMS];
-    atomic_bool stop = false;
-    uint64_t per = (oi->size + rsc_cli.streams - 1) / rsc_cli.streams;
-    unsigned n = 0;
-    int code = 0;
+    uint64_t limit = PGET_SYNC_BYTES * p->streams, before;
 
-    if (ftruncate(fd, (off_t)oi->size) < 0)
-        return rsc_fail(RSC_EX_IO, what, -1, NULL, "%s", strerror(errno));
-    if (per < RSC_GET_CHUNK)
-        per = RSC_GET_CHUNK;
-    rsc_progress_begin(oi->size, 0);
-    for (uint64_t off = 0; off < oi->size && n < RSC_MAX_STREAMS; off += per, n++) {
-        jobs[n] = (struct range_job){ .what = what,
-                                      .name = name,
-                                      .sha = oi->sha256,
-                                      .off = off,
-                                      .len = oi->size - off < per ? oi->size - off : per,
-                                      .fd = fd,
-                                      .stop = &stop };
-        if (pthread_create(&jobs[n].tid, NULL, range_thread, &jobs[n]) != 0) {
-            atomic_store(&stop, true);
-            code = rsc_fail(RSC_EX_IO, what, -1, NULL, "cannot start a thread");
+    atomic_fetch_add(&r->written, len);
+    before = atomic_fetch_add(&p->unsynced, len);
+    if (before < limit && before + len >= limit) {
+        pthread_mutex_lock(&p->mu);
+        p->kick = true;
+        pthread_cond_signal(&p->wake);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+struct pworker {
+    struct pget *p;
+    int code;
+    pthread_t tid;
+};
+
+/* Takes ranges until none is left, on one connection opened at the first. */
+static void *pget_worker(void *arg)
+{
+    struct pworker *w = arg;
+    struct pget *p = w->p;
+    struct rsc_conn *c = NULL;
+    struct rsc_status st;
+    unsigned i;
+
+    while (w->code == 0 && !atomic_load(&p->stop) &&
+           (i = atomic_fetch_add(&p->next, 1)) < p->nranges) {
+        struct prange *r = &p->r[i];
+        uint64_t from = r->off + atomic_load(&r->written);
+        struct get g = { .fd = p->fd, .stop = &p->stop, .pg = p, .pr = r };
+
+        if (from >= r->end)
+            continue;
+        if (c == NULL && (c = rsc_connect_or_fail(p->what, &w->code)) == NULL)
+            break;
+        w->code = get_range(c, p->what, p->name, from, r->end - from, p->oi->sha256, &g, &st, true);
+        if (w->code == -1) { /* FAILED_PRECONDITION: the caller starts over */
+            atomic_store(&p->changed, true);
+            w->code = GET_STOPPED;
+        }
+    }
+    rsc_conn_close(c);
+    if (w->code != 0)
+        atomic_store(&p->stop, true); /* the others stop at their next chunk */
+    return NULL;
+}
+
+/* Runs the workers over p->r. Returns 0, -1 (the object changed) or the exit code. */
+static int pget_run(struct pget *p, uint64_t resumed)
+{
+    struct pworker w[RSC_MAX_STREAMS];
+    unsigned n = 0, want = p->streams < p->nranges ? p->streams : p->nranges;
+    pthread_t syncer;
+    int code = 0, ret;
+
+    atomic_store(&p->next, 0);
+    atomic_store(&p->stop, false);
+    atomic_store(&p->changed, false);
+    atomic_store(&p->unsynced, 0);
+    p->kick = p->done = false;
+    if (pthread_create(&syncer, NULL, pget_syncer, p) != 0)
+        return rsc_fail(RSC_EX_IO, p->what, -1, NULL, "cannot start a thread");
+    rsc_progress_begin(p->oi->size, resumed);
+    for (; n < want; n++) {
+        w[n] = (struct pworker){ .p = p };
+        if (pthread_create(&w[n].tid, NULL, pget_worker, &w[n]) != 0) {
+            atomic_store(&p->stop, true);
+            code = rsc_fail(RSC_EX_IO, p->what, -1, NULL, "cannot start a thread");
             break;
         }
     }
-    /* The first range that failed reported it; the others stopped quietly (GET_STOPPED). */
+    /* The first worker that failed reported it; the others stopped quietly (GET_STOPPED). */
     for (unsigned i = 0; i < n; i++) {
-        pthread_join(jobs[i].tid, NULL);
-        if (code == 0 && jobs[i].code != GET_STOPPED)
-            code = jobs[i].code;
+        pthread_join(w[i].tid, NULL);
+        if (code == 0 && w[i].code != GET_STOPPED)
+            code = w[i].code;
     }
-    return code != 0 || !atomic_load(&stop) ? code : RSC_EX_CONN;
+    pthread_mutex_lock(&p->mu);
+    p->done = true;
+    pthread_cond_signal(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(syncer, NULL);
+    if (code == 0 && atomic_load(&p->changed))
+        return -1;
+    if (code == RSC_EX_INTEGRITY)
+        return code; /* the caller drops FILE.part and the state */
+    /* Done, or stopped (connection lost, server error, local I/O, a failed checkpoint): what
+     * arrived counts. */
+    ret = pget_checkpoint(p);
+    if (ret < 0 && code == 0)
+        return rsc_fail(RSC_EX_IO, p->what, -1, NULL, "saving the download state: %s",
+                        strerror(-ret));
+    if (code == 0 && atomic_load(&p->stop))
+        code = RSC_EX_CONN;
+    return code;
+}
+
+/* Starts |p| over from byte 0: the fresh state is durable before FILE.part is emptied, so a
+ * crash in between never pairs an old state with new bytes. Returns 0 or the exit code. */
+static int pget_restart(struct pget *p, const char *part)
+{
+    uint64_t zero[PGET_MAX_RANGES] = { 0 };
+    char text[PGET_STATE_MAX];
+    int ret;
+
+    pget_fresh(p);
+    if (pget_format(p, zero, text, sizeof(text)) == 0)
+        return rsc_fail(RSC_EX_USAGE, p->what, -1, NULL, "name too long");
+    ret = rsc_state_write(p->spath, text);
+    if (ret < 0)
+        return rsc_fail(RSC_EX_IO, p->what, -1, NULL, "cannot save the download state: %s",
+                        strerror(-ret));
+    sync_parent(p->spath); /* the rename too, before the old bytes go */
+    if (ftruncate(p->fd, 0) < 0 || ftruncate(p->fd, (off_t)p->oi->size) < 0)
+        return rsc_fail(RSC_EX_IO, p->what, -1, NULL, "%s: %s", part, strerror(errno));
+    return 0;
+}
+
+/* The whole --streams download into |fd| (FILE.part), resuming from the state at |spath|.
+ * |c| does the Stat again when the object changed mid-way (|oi| is then updated).
+ * |*keep_part| is set once FILE.part is worth keeping; |*resumed| gets the bytes not
+ * fetched again. Returns 0 or the exit code (printed). */
+static int get_parallel(const char *what, const char *name, int fd, const char *part,
+                        const char *spath, struct rsc_conn *c, ringstream_v1_ObjectInfo *oi,
+                        bool *keep_part, uint64_t *resumed)
+{
+    struct pget *p = calloc(1, sizeof(*p));
+    char *text = malloc(PGET_STATE_MAX);
+    struct stat sb;
+    unsigned saved;
+    int code = 0;
+
+    *resumed = 0;
+    if (p == NULL || text == NULL) {
+        code = rsc_fail(RSC_EX_IO, what, -1, NULL, "out of memory");
+        goto out;
+    }
+    *p = (struct pget){
+        .what = what, .name = name, .spath = spath, .oi = oi, .fd = fd, .streams = rsc_cli.streams
+    };
+    pthread_mutex_init(&p->ckpt, NULL);
+    pthread_mutex_init(&p->mu, NULL);
+    {
+        pthread_condattr_t ca;
+
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&p->wake, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    saved = 0;
+    if (fstat(fd, &sb) == 0 && (uint64_t)sb.st_size == oi->size &&
+        rsc_state_read(spath, text, PGET_STATE_MAX) == 0)
+        saved = pget_parse(p, text);
+    if (saved != 0) {
+        if (saved != p->streams)
+            pget_resplit(p);
+        *resumed = oi->size;
+        for (unsigned i = 0; i < p->nranges; i++)
+            *resumed -= p->r[i].end - p->r[i].off - p->r[i].durable;
+    } else {
+        code = pget_restart(p, part);
+    }
+    for (int attempt = 0; code == 0; attempt++) {
+        *keep_part = true; /* from here an interruption leaves a resumable FILE.part */
+        code = pget_run(p, *resumed);
+        if (code != -1)
+            break;
+        if (attempt > 0) { /* changed twice while downloading: let the user retry */
+            code = rsc_fail(RSC_EX_GRPC, what, -1, "FAILED_PRECONDITION",
+                            "the object keeps changing");
+            break;
+        }
+        /* FAILED_PRECONDITION: the object changed since the download began; start over. */
+        code = rsc_do_stat(c, what, name, oi);
+        if (code == 0)
+            code = pget_restart(p, part);
+        *resumed = 0;
+    }
+    pthread_cond_destroy(&p->wake);
+    pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->ckpt);
+out:
+    free(text);
+    free(p);
+    return code;
 }
 
 /* Best effort: fsync the directory holding |path|, so a rename into it is durable. */
@@ -321,15 +712,13 @@ int rsc_cmd_get(int argc, char **argv)
     }
 
     if (rsc_cli.streams > 1) {
-        if (ftruncate(fd, 0) < 0) {
-            code = rsc_fail(RSC_EX_IO, what, -1, NULL, "%s: %s", part, strerror(errno));
-            goto out;
+        code = get_parallel(what, name, fd, part, spath, c, &oi, &keep_part, &resume);
+        if (code == 0) {
+            ret = rsc_hash_fd(fd, oi.size, &h, buf, RSC_DATA_CHUNK, "verifying ");
+            if (ret < 0)
+                code = rsc_fail(RSC_EX_IO, what, -1, NULL, "re-reading %s: %s", part,
+                                strerror(-ret));
         }
-        code = get_parallel(what, name, fd, &oi);
-        if (code == 0 && rsc_hash_fd(fd, oi.size, &h, buf, RSC_DATA_CHUNK, "verifying ") < 0)
-            code = rsc_fail(RSC_EX_IO, what, -1, NULL, "re-reading %s: %s", part, strerror(errno));
-        if (code == 0)
-            resume = 0;
         goto verify;
     }
 
@@ -414,10 +803,13 @@ verify:
     unlink(spath);
     rsc_progress_end();
     if (rsc_cli.json) {
-        char extra[96];
+        char extra[128];
 
-        snprintf(extra, sizeof(extra), ",\"resumed_from\":%" PRIu64 ",\"streams\":%u", resume,
-                 rsc_cli.streams > 1 ? rsc_cli.streams : 1);
+        /* resumed_from: the offset a single stream resumed from; with --streams, the bytes
+         * already there (the same number: bytes not fetched again), also as resumed_bytes. */
+        snprintf(extra, sizeof(extra),
+                 ",\"resumed_from\":%" PRIu64 ",\"resumed_bytes\":%" PRIu64 ",\"streams\":%u",
+                 resume, resume, rsc_cli.streams > 1 ? rsc_cli.streams : 1);
         rsc_json_info(stdout, "get", &oi, extra);
     }
 out:

@@ -146,9 +146,10 @@ endif()
 
 # The ringstream command-line client (client/) against a real server; RS_CLIENT names the
 # binary. Under RS_SANITIZE only the fast groups (core: round trips, ls/stat/rm, exit codes;
-# integrity: a fake server lying about crc32c/SHA-256).
+# integrity: a fake server lying about crc32c/SHA-256; pget: resumed get --streams, 64 MiB).
 if(RS_SANITIZE)
-  rs_e2e_test(client test_client.py 300 "e2e;asan;client" --group core --group integrity)
+  rs_e2e_test(client test_client.py 300 "e2e;asan;client" --group core --group integrity
+              --group pget)
 else()
   rs_e2e_test(client test_client.py 600 "e2e;client")
 endif()

@@ -7,7 +7,8 @@ lies about crc32c or SHA-256.
 
 The client binary comes from $RS_CLIENT (set by tests/e2e/e2e.cmake).
 Groups: "core" (fast; also under the sanitizer build), "large" (100 MiB objects, resumption),
-"tls", "integrity".
+"pget" (resumed get --streams: kill -9, rerun, changed object, corrupt state; also under the
+sanitizer build), "tls", "integrity".
 Usage: RS_CLIENT=build/ringstream test_client.py --server build/ringstreamd [--group core]
 """
 
@@ -434,6 +435,218 @@ def _(srv):
     check(not problems, "restarted server: %s" % problems)
 
 
+# --- resumed get --streams (group "pget": also under the sanitizer build) -------------------
+
+PGET_SIZE = 64 * MiB
+
+
+def pget_state_path(dst, name):
+    """Where the client keeps the download state of |dst| (cli.c rsc_state_path: the first
+    16 bytes of the SHA-256 of "abspath(FILE.part)\\nNAME", in hex)."""
+    key = ("%s.part\n%s" % (os.path.realpath(dst), name)).encode()
+    return os.path.join(CACHE, "ringstream", "downloads", sha256(key)[:16].hex())
+
+
+def pget_durable(state):
+    """Bytes a --streams state records as durable (0 when absent or unreadable): the object
+    size minus what its ranges still miss."""
+    try:
+        with open(state) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return 0
+    size = [int(ln.split()[1]) for ln in lines if ln.startswith("size ")]
+    left = 0
+    for ln in lines:
+        f = ln.split()
+        if len(f) == 3 and all(x.isdigit() for x in f):
+            left += int(f[1]) - int(f[0]) - int(f[2])
+    return size[0] - left if size else 0
+
+
+def bulk_read_bytes(srv):
+    """ringstream_bulk_read_bytes_total summed over workers (GET /metrics over h2c)."""
+    out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge",
+                          "http://%s/metrics" % srv.address], capture_output=True, timeout=30)
+    check(out.returncode == 0, "curl /metrics: %s" % out.stderr.decode())
+    total = 0
+    for ln in out.stdout.decode().splitlines():
+        if ln.startswith("ringstream_bulk_read_bytes_total{"):
+            total += int(float(ln.split()[-1]))
+    return total
+
+
+def killed_pget(srv, name, dst, streams=4, at_least=8 * MiB):
+    """Starts a rate-limited `get --streams N`, kills it (-9) once its state records
+    |at_least| durable bytes; returns those bytes."""
+    state = pget_state_path(dst, name)
+    p = subprocess.Popen([CLIENT, "--server", srv.address, "--limit-rate", "16M", "get",
+                          "--streams", str(streams), name, dst], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, env=env())
+    try:
+        wait_for(lambda: pget_durable(state) >= at_least or p.poll() is not None, 60,
+                 "%d durable bytes in the state" % at_least)
+    finally:
+        kill9(p)
+    err = p.stderr.read().decode(errors="replace")
+    p.stderr.close()
+    check(p.returncode == -signal.SIGKILL, "the download ended before the kill: exit %d %s"
+          % (p.returncode, err.strip()[-300:]))
+    check(os.path.exists(dst + ".part") and not os.path.exists(dst), ".part / final file")
+    return pget_durable(state)
+
+
+@run.case("resumed get --streams 4: kill -9 mid-way, rerun resumes and sends less again; "
+          "another N re-splits", group="pget")
+def _(srv):
+    data = pattern(PGET_SIZE, 600)
+    name = "pg/obj"
+    rs(srv.address, "put", write_file("pg", data), name, want=EXIT_OK)
+    dst = path("pg.out")
+    state = pget_state_path(dst, name)
+    durable = killed_pget(srv, name, dst)
+    time.sleep(0.3)  # the server notices the dead connection before the count is taken
+    before = bulk_read_bytes(srv)
+    res = rs_json(srv.address, "get", "--streams", "4", name, dst)[0]
+    sent = bulk_read_bytes(srv) - before
+    check_eq((res["sha256"], res["streams"]), (sha256(data).hex(), 4), "result")
+    check_eq(res["resumed_bytes"], res["resumed_from"], "resumed_bytes = resumed_from")
+    check(durable <= res["resumed_bytes"] < PGET_SIZE,
+          "resumed %d bytes, %d were durable" % (res["resumed_bytes"], durable))
+    check(sent < PGET_SIZE, "the server read %d bytes again, the whole object" % sent)
+    check(sent >= PGET_SIZE - res["resumed_bytes"],
+          "the server read %d bytes for the %d missing" % (sent, PGET_SIZE - res["resumed_bytes"]))
+    check(read_file(dst) == data, "resumed download differs")
+    check(not os.path.exists(dst + ".part") and not os.path.exists(state),
+          ".part or state left behind")
+
+    # Another N on the rerun: what is left is split again among 3 (then 6) streams.
+    for rerun in (3, 6):
+        os.unlink(dst)
+        durable = killed_pget(srv, name, dst)
+        res = rs_json(srv.address, "get", "--streams", str(rerun), name, dst)[0]
+        check(durable <= res["resumed_bytes"] < PGET_SIZE,
+              "N=%d: resumed %d bytes, %d were durable" % (rerun, res["resumed_bytes"], durable))
+        check(read_file(dst) == data, "N=%d: resumed download differs" % rerun)
+        check(not os.path.exists(state), "N=%d: state left behind" % rerun)
+
+    # A single-stream rerun of a --streams download: its state is not the single stream's;
+    # it starts over cleanly.
+    os.unlink(dst)
+    killed_pget(srv, name, dst)
+    res = rs_json(srv.address, "get", name, dst)[0]
+    check_eq(res["resumed_from"], 0, "single stream after --streams")
+    check(read_file(dst) == data, "single-stream rerun differs")
+
+
+@run.case("get --streams: server killed mid-way: exit 5, state kept; restarted: resumes",
+          group="pget")
+def _(srv):
+    data_dir = os.path.join(TMP, "pget-restart-data")
+    os.mkdir(data_dir)
+    data = pattern(PGET_SIZE, 604)
+    name = "pg/restart"
+    dst = path("pgs.out")
+    state = pget_state_path(dst, name)
+    s = Server(run.args.server, data_dir=data_dir)
+    try:
+        s.start()
+        rs(s.address, "put", write_file("pgs", data), name, want=EXIT_OK)
+        p = subprocess.Popen([CLIENT, "--server", s.address, "--limit-rate", "16M", "get",
+                              "--streams", "4", name, dst], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env())
+        try:
+            wait_for(lambda: pget_durable(state) >= 8 * MiB or p.poll() is not None, 60,
+                     "8 MiB durable")
+            s.kill9()
+            p.wait(timeout=60)
+        finally:
+            kill9(p)
+        check_eq(p.returncode, EXIT_CONN, "get --streams when the server died")
+        durable = pget_durable(state)  # the last checkpoint, on the way out
+        check(8 * MiB <= durable < PGET_SIZE, "durable %d after the failure" % durable)
+        check(not os.path.exists(dst), "a final file after a failed get")
+        port = s.port
+        s = Server(run.args.server, data_dir=data_dir)
+        free_port = harness.free_port
+        harness.free_port = lambda: port
+        try:
+            s.start()
+        finally:
+            harness.free_port = free_port
+        res = rs_json(s.address, "get", "--streams", "4", name, dst)[0]
+        check_eq(res["resumed_bytes"], durable, "resumed from the saved state")
+        check(read_file(dst) == data, "resumed get --streams differs")
+    finally:
+        problems = s.stop()
+    check(not problems, "restarted server: %s" % problems)
+
+
+@run.case("resumed get --streams: a replaced object restarts from 0 with the new content",
+          group="pget")
+def _(srv):
+    name = "pg/replaced"
+    rs(srv.address, "put", write_file("pgr", pattern(PGET_SIZE, 601)), name, want=EXIT_OK)
+    dst = path("pgr.out")
+    killed_pget(srv, name, dst)
+    new = pattern(PGET_SIZE - 3 * MiB - 17, 602)
+    rs(srv.address, "put", "--overwrite", write_file("pgr2", new), name, want=EXIT_OK)
+    res = rs_json(srv.address, "get", "--streams", "4", name, dst)[0]
+    check_eq((res["resumed_bytes"], res["size"], res["sha256"]), (0, len(new), sha256(new).hex()),
+             "restart")
+    check(read_file(dst) == new, "restarted download differs")
+
+
+@run.case("resumed get --streams: a corrupt, truncated or foreign state restarts from 0",
+          group="pget")
+def _(srv):
+    data = pattern(PGET_SIZE, 603)
+    name = "pg/corrupt"
+    rs(srv.address, "put", write_file("pgc", data), name, want=EXIT_OK)
+    dst = path("pgc.out")
+    state = pget_state_path(dst, name)
+
+    def edit_range(text):  # one range line claims more bytes done; the check line stays
+        lines = text.split("\n")
+        for i, ln in enumerate(lines):
+            f = ln.split()
+            if len(f) == 3 and all(x.isdigit() for x in f):
+                lines[i] = "%s %s %d" % (f[0], f[1], int(f[1]) - int(f[0]))
+                break
+        return "\n".join(lines)
+
+    def foreign(text):  # a well-formed state (check line right) of another object name
+        body = text[:text.index("check ")].replace("pg/corrupt".encode().hex(),
+                                                   "pg/other".encode().hex())
+        return body + "check %08x\n" % _crc32c_ref(body.encode())
+
+    for what, corrupt in (("a range edited", edit_range),
+                          ("torn", lambda t: t[:len(t) // 2]),
+                          ("garbage", lambda t: "\x00\xff junk\n" * 40),
+                          ("another object's", foreign)):
+        if os.path.exists(dst):
+            os.unlink(dst)
+        killed_pget(srv, name, dst)
+        with open(state, "r+", errors="surrogateescape") as f:
+            text = f.read()
+            f.seek(0)
+            f.truncate()
+            f.write(corrupt(text))
+        res = rs_json(srv.address, "get", "--streams", "4", name, dst)[0]
+        check_eq(res["resumed_bytes"], 0, "%s state: resumed" % what)
+        check(read_file(dst) == data, "%s state: download differs" % what)
+        check(not os.path.exists(state), "%s state: left behind" % what)
+
+    # The .part truncated behind the state's back: restart, never a bad file.
+    os.unlink(dst)
+    killed_pget(srv, name, dst)
+    with open(dst + ".part", "r+b") as f:
+        f.truncate(PGET_SIZE // 2)
+    res = rs_json(srv.address, "get", "--streams", "4", name, dst)[0]
+    check_eq(res["resumed_bytes"], 0, "truncated .part: resumed")
+    check(read_file(dst) == data, "truncated .part: download differs")
+
+
 # --- TLS -----------------------------------------------------------------------------------
 
 @run.case("TLS: put/get with --ca and a client certificate; no cert or wrong CA fails",
@@ -776,6 +989,18 @@ def _(srv):
         check(fake.changed, "the fake did not change the object")
         check_eq((res["resumed_from"], res["sha256"]), (0, sha256(fake.data).hex()), "restart")
         check(read_file(dst) == fake.data, "restarted get differs")
+    finally:
+        fake.stop()
+    # The same with --streams 4: every range stops, the download starts over from 0.
+    fake = FakeBulk("changed", data)
+    try:
+        dst = path("changed4")
+        res = rs_json("127.0.0.1:%d" % fake.port, "get", "--streams", "4", "obj", dst)[0]
+        check(fake.changed, "the fake did not change the object (--streams)")
+        check_eq((res["resumed_bytes"], res["sha256"]), (0, sha256(fake.data).hex()),
+                 "--streams restart")
+        check(read_file(dst) == fake.data, "restarted get --streams differs")
+        check(not os.path.exists(dst + ".part"), "--streams restart: .part left")
     finally:
         fake.stop()
     # An honest answer from the same fake server works (the checks are not the bug), also

@@ -99,6 +99,23 @@ def wait_for(pred, timeout, what):
 
 # --- core ----------------------------------------------------------------------------------
 
+def restart_on_port(old, data_dir):
+    """A new server on |old|'s port and |data_dir| (a client's resume state is kept per
+    server address), started; the caller stops it."""
+    port = old.port
+    s = Server(run.args.server, data_dir=data_dir)
+    free_port = harness.free_port
+    harness.free_port = lambda: port
+    try:
+        s.start()
+    except BaseException:
+        s.stop()
+        raise
+    finally:
+        harness.free_port = free_port
+    return s
+
+
 @run.case("put/get round trip: 0 B, 1 B, 5 MiB (files compared, sha256 = the server's)")
 def _(srv):
     for n in (0, 1, 5 * MiB):
@@ -413,14 +430,7 @@ def _(srv):
         check(not os.path.exists(dst), "a final file after a failed get")
 
         # The same address again (an upload's state is kept per server address).
-        port = s.port
-        s = Server(run.args.server, data_dir=data_dir)
-        free_port = harness.free_port
-        harness.free_port = lambda: port
-        try:
-            s.start()
-        finally:
-            harness.free_port = free_port
+        s = restart_on_port(s, data_dir)
         res = rs_json(s.address, "get", "nl/get", dst)[0]
         check(res["resumed_from"] > 0, "get did not resume: %r" % res)
         check(read_file(dst) == data, "resumed get differs")
@@ -566,14 +576,7 @@ def _(srv):
         durable = pget_durable(state)  # the last checkpoint, on the way out
         check(8 * MiB <= durable < PGET_SIZE, "durable %d after the failure" % durable)
         check(not os.path.exists(dst), "a final file after a failed get")
-        port = s.port
-        s = Server(run.args.server, data_dir=data_dir)
-        free_port = harness.free_port
-        harness.free_port = lambda: port
-        try:
-            s.start()
-        finally:
-            harness.free_port = free_port
+        s = restart_on_port(s, data_dir)
         res = rs_json(s.address, "get", "--streams", "4", name, dst)[0]
         check_eq(res["resumed_bytes"], durable, "resumed from the saved state")
         check(read_file(dst) == data, "resumed get --streams differs")

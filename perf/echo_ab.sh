@@ -18,28 +18,19 @@ bins=("$@")
 size=$(stat -c %s "$body")
 hdr=(-H 'content-type: application/grpc' -H 'te: trailers')
 clk=$(getconf CLK_TCK)
-work=$(mktemp -d /tmp/echo_ab.XXXXXX)
-spid=
-cleanup() {
-    if [ -n "$spid" ]; then
-        kill "$spid" 2>/dev/null || true
-        wait "$spid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# shellcheck source=perf/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+perf_init echo_ab
 for r in $(seq "$rounds"); do
     for i in "${!bins[@]}"; do
         b=${bins[i]}
-        port=$(free_port)
+        port=$(freeport)
         mkdir -p "$work/data"
         # shellcheck disable=SC2086
         "$b" --listen "127.0.0.1:$port" --data-dir "$work/data" --max-conns 1024 ${SRV_ARGS:-} \
             2>"$work/srv.log" &
         spid=$!
+        pids=("$spid")
         for _ in $(seq 100); do
             (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
             sleep 0.1
@@ -55,7 +46,7 @@ for r in $(seq "$rounds"); do
         c1=$(sed 's/.*) //' "/proc/$spid/stat" | awk '{ print $12 + $13 }')
         kill "$spid"
         wait "$spid" 2>/dev/null || true
-        spid=
+        pids=()
         rm -rf "$work/data"
         ok=$(grep -o '[0-9]* succeeded' "$work/out" | cut -d' ' -f1)
         secs=$(grep -oE 'finished in [0-9.]+(ms|s)' "$work/out" | awk '{ v = $3; if (v ~ /ms$/) { sub(/ms/, "", v); v /= 1000 } else sub(/s/, "", v); print v }')

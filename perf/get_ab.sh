@@ -15,22 +15,17 @@ rounds=${3:-8}
 scenarios=${4:-get-64k,get-1m}
 bodies=${RS_CACHE_DIR:-$repo/build}/compare/bodies-1073741824
 [ -f "$bodies/seed.bin" ] || { echo "get_ab.sh: no $bodies: run perf/compare/run once" >&2; exit 1; }
-work=$(mktemp -d "${TMPDIR:-/tmp}/get_ab.XXXXXX")
+# shellcheck source=perf/lib.sh
+. "$repo/perf/lib.sh"
+perf_init get_ab
 hdr=(-H 'content-type: application/grpc' -H 'te: trailers')
-pids=() ports=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ports=()
 ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 hz=$(getconf CLK_TCK)
 pin_srv=() pin_load=()
 if [ "${RS_PIN:-0}" = 1 ]; then pin_srv=(taskset -c 0) pin_load=(taskset -c 1); fi
 for i in 0 1; do
-    p=$(port)
+    p=$(freeport)
     mkdir -p "$work/d$i"
     "${pin_srv[@]}" "${bins[$i]}" --listen "127.0.0.1:$p" --data-dir "$work/d$i" 2>"$work/log$i" &
     pids+=($!)

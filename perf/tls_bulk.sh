@@ -18,21 +18,11 @@ size=${2:-1073741824}
 shift $(($# < 2 ? $# : 2))
 bins=("$@")
 [ ${#bins[@]} -gt 0 ] || bins=("$repo/build/ringstreamd")
-work=$(mktemp -d "${RS_PERF_DIR:-$repo}/.perf-tls.XXXXXX")
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do
-        kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=perf/lib.sh
+. "$repo/perf/lib.sh"
+perf_init tls "${RS_PERF_DIR:-$repo}"
 
 "$repo/scripts/gen-test-certs.sh" "$work/pki" >/dev/null
-freeport() {
-    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 declare -a tport cport
 for i in "${!bins[@]}"; do
     tport[i]=$(freeport)
@@ -56,7 +46,6 @@ secs() {
     awk '/^finished in/ { t = $3; gsub(",", "", t);
          if (t ~ /ms$/) { sub("ms", "", t); t /= 1000 } else sub("s", "", t); print t }'
 }
-cpu() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"; }
 # run I SCHEME METHOD BODY: one transfer; appends "seconds server-cpu client-cpu" to
 # $work/I.SCHEME.METHOD
 run() {

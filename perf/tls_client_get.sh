@@ -19,21 +19,11 @@ duration=${3:-6}
 shift $(($# < 3 ? $# : 3))
 pairs=("$@")
 [ ${#pairs[@]} -gt 0 ] || pairs=("$repo/build/ringstreamd:$repo/build/ringstream")
-work=$(mktemp -d "${RS_PERF_DIR:-$repo}/.perf-tlsget.XXXXXX")
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do
-        kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=perf/lib.sh
+. "$repo/perf/lib.sh"
+perf_init tlsget "${RS_PERF_DIR:-$repo}"
 
 "$repo/scripts/gen-test-certs.sh" "$work/pki" >/dev/null
-freeport() {
-    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 declare -a tport cport srv cli
 for i in "${!pairs[@]}"; do
     srv[i]=${pairs[i]%%:*}
@@ -50,7 +40,6 @@ for i in "${!pairs[@]}"; do
     done
 done
 
-cpu() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"; }
 # run I SCHEME: one bench; appends "bytes/s server-cpu/GiB client-cpu/GiB" to $work/I.SCHEME
 run() {
     local i=$1 scheme=$2 c0 c1 target

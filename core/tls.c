@@ -16,6 +16,20 @@
 #include <wolfssl/ssl.h>
 #include <wolfssl/wolfcrypt/chacha20_poly1305.h>
 
+/* Our own TLS 1.3 record sealing (see seal_records()) needs wolfSSL's internal structures and
+ * the streaming AES-GCM calls: both come with the Debian source build (scripts/wolfssl/build.sh
+ * installs internal.h, configured with --enable-aesgcm-stream). Debian's binary library has
+ * neither; records are then built by wolfSSL_write() alone. */
+#if defined(RS_WOLFSSL_FROM_SOURCE) && defined(WOLFSSL_AESGCM_STREAM) && defined(WOLFSSL_TLS13) && \
+        __has_include(<wolfssl/internal.h>)
+#define RS_TLS_SEAL 1
+#include <wolfssl/error-ssl.h>
+#include <wolfssl/internal.h>
+#include <wolfssl/wolfcrypt/aes.h>
+#else
+#define RS_TLS_SEAL 0
+#endif
+
 #define RS_TLS_RECORD  16384               /* largest TLS plaintext record */
 #define RS_TLS_OUT_MAX ((size_t)8 << 20)   /* bound of one output buffer */
 #define RS_TLS_OUT_MIN ((size_t)16 * 1024) /* first allocation of an output buffer */
@@ -76,6 +90,7 @@ struct rs_tls {
     bool overflow;  /* the send callback hit RS_TLS_OUT_MAX */
     bool ready;     /* handshake complete */
     bool shut;      /* close_notify queued */
+    bool seal;      /* TLS 1.3 with AES-GCM: rs_tls_write() seals records itself */
     char *peer;     /* owned: the verified client identity, see rs_tls_peer() */
     uint8_t *stage; /* owned, RS_TLS_RECORD bytes: small pieces gathered into one record */
     char err[96];
@@ -84,9 +99,50 @@ struct rs_tls {
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int init_ret;
 
+static bool seal_layout_ok; /* our view of struct WOLFSSL is the library's */
+
 static void lib_init(void)
 {
     init_ret = wolfSSL_Init();
+#if RS_TLS_SEAL
+    /* internal.h compiled with the installed options.h must describe the structures the
+     * library was built with; a size mismatch would mean another configuration. */
+    seal_layout_ok = wolfSSL_GetObjectSize() == (int)sizeof(WOLFSSL);
+#endif
+}
+
+bool rs_tls_seal_built(void)
+{
+    pthread_once(&init_once, lib_init);
+    return RS_TLS_SEAL && seal_layout_ok;
+}
+
+/* Room for |n| more bytes at the end of the filling output buffer, which grows by doubling up
+ * to RS_TLS_OUT_MAX (then, or out of memory, |overflow| is set and NULL returned). */
+static uint8_t *out_reserve(struct rs_tls *t, size_t n)
+{
+    struct outbuf *o = &t->out[t->fill];
+    size_t need = o->len + n;
+
+    if (need > o->cap) {
+        size_t cap = o->cap > 0 ? o->cap : RS_TLS_OUT_MIN;
+        uint8_t *p;
+
+        while (cap < need)
+            cap *= 2;
+        if (cap > RS_TLS_OUT_MAX) {
+            t->overflow = true;
+            return NULL;
+        }
+        p = realloc(o->p, cap);
+        if (p == NULL) {
+            t->overflow = true;
+            return NULL;
+        }
+        o->p = p;
+        o->cap = cap;
+    }
+    return o->p + o->len;
 }
 
 static int on_io_recv(WOLFSSL *ssl, char *buf, int sz, void *arg)
@@ -107,30 +163,13 @@ static int on_io_recv(WOLFSSL *ssl, char *buf, int sz, void *arg)
 static int on_io_send(WOLFSSL *ssl, char *buf, int sz, void *arg)
 {
     struct rs_tls *t = arg;
-    struct outbuf *o = &t->out[t->fill];
-    size_t need = o->len + (size_t)sz;
+    uint8_t *p = out_reserve(t, (size_t)sz);
 
     (void)ssl;
-    if (need > o->cap) {
-        size_t cap = o->cap > 0 ? o->cap : RS_TLS_OUT_MIN;
-        uint8_t *p;
-
-        while (cap < need)
-            cap *= 2;
-        if (cap > RS_TLS_OUT_MAX) {
-            t->overflow = true;
-            return WOLFSSL_CBIO_ERR_GENERAL;
-        }
-        p = realloc(o->p, cap);
-        if (p == NULL) {
-            t->overflow = true;
-            return WOLFSSL_CBIO_ERR_GENERAL;
-        }
-        o->p = p;
-        o->cap = cap;
-    }
-    memcpy(o->p + o->len, buf, (size_t)sz);
-    o->len += (size_t)sz;
+    if (p == NULL)
+        return WOLFSSL_CBIO_ERR_GENERAL;
+    memcpy(p, buf, (size_t)sz);
+    t->out[t->fill].len += (size_t)sz;
     return sz;
 }
 
@@ -538,6 +577,128 @@ out:
     wolfSSL_X509_free(x);
 }
 
+#if RS_TLS_SEAL
+/* TLS 1.3 AEAD limit for AES-GCM (RFC 8446 5.5: 2^24.5 records per key), as wolfSSL counts it
+ * (AEAD_AES_LIMIT): at this sequence number a KeyUpdate is sent before the next record. */
+#define RS_TLS_GCM_LIMIT ((uint64_t)0x016A09E6)
+
+/* The negotiated connection is one whose application records we can seal: TLS 1.3 over a
+ * stream, AES-GCM with a 16-byte tag, wolfSSL's cipher object keyed, and our view of wolfSSL's
+ * structures the library's own. */
+static bool seal_suite(const struct rs_tls *t)
+{
+    const WOLFSSL *ssl = t->ssl;
+
+    return rs_tls_seal_built() && ssl->options.tls1_3 && !ssl->options.dtls &&
+           ssl->specs.bulk_cipher_algorithm == wolfssl_aes_gcm &&
+           ssl->specs.aead_mac_size == AES_GCM_AUTH_SZ && ssl->encrypt.setup &&
+           ssl->encrypt.aes != NULL;
+}
+
+/* wolfSSL would write the next record itself now: refused after a decryption failure (as
+ * SendData() refuses), or with its own output still buffered (never, since on_io_send() takes
+ * all or fails, but then the order of records would be at stake). */
+static bool seal_now(const struct rs_tls *t)
+{
+    const WOLFSSL *ssl = t->ssl;
+
+    return t->seal && !t->shut && ssl->options.handShakeState == HANDSHAKE_DONE &&
+           ssl->buffers.outputBuffer.length == 0 && ssl->error != VERIFY_MAC_ERROR &&
+           ssl->error != DECRYPT_ERROR;
+}
+
+/* The next write nonce: wolfSSL's IV with its write sequence number XORed into the last 8
+ * bytes, and the number advanced, exactly as BuildTls13Nonce() does, so that the next record
+ * wolfSSL builds itself (an alert, a KeyUpdate, close_notify) carries the number after ours. */
+static void seal_nonce(WOLFSSL *ssl, uint8_t nonce[AESGCM_NONCE_SZ])
+{
+    uint64_t seq = (uint64_t)ssl->keys.sequence_number_hi << 32 | ssl->keys.sequence_number_lo;
+    int i;
+
+    memcpy(nonce, ssl->keys.aead_enc_imp_IV, AESGCM_NONCE_SZ);
+    for (i = 0; i < 8; i++)
+        nonce[AESGCM_NONCE_SZ - 1 - i] ^= (uint8_t)(seq >> (8 * i));
+    seq++;
+    ssl->keys.sequence_number_hi = (word32)(seq >> 32);
+    ssl->keys.sequence_number_lo = (word32)seq;
+}
+
+/* Seals the |total| bytes of |iov| as TLS 1.3 application_data records of up to 16 KiB of
+ * plaintext each, cut wherever 16 KiB ends (a record may hold the tail of one piece and the
+ * head of the next). Each record is encrypted straight from the pieces into the output buffer:
+ * no copy of the plaintext, no copy of the ciphertext. Records are as wolfSSL builds them
+ * (BuildTls13Message): header 23 3 3 length, plaintext, inner content type 23, tag; the header
+ * is the additional data; the nonce as seal_nonce(). */
+static int seal_records(struct rs_tls *t, const struct iovec *iov, int iovcnt, size_t total)
+{
+    static const uint8_t inner_type = application_data;
+    WOLFSSL *ssl = t->ssl;
+    int i = 0;
+    size_t off = 0;
+
+    while (total > 0) {
+        size_t n = total < RS_TLS_RECORD ? total : RS_TLS_RECORD;
+        size_t body = n + 1 + AES_GCM_AUTH_SZ, left = n;
+        uint8_t nonce[AESGCM_NONCE_SZ], *r, *dst;
+        Aes *aes;
+
+        if (ssl->keys.sequence_number_hi != 0 || ssl->keys.sequence_number_lo >= RS_TLS_GCM_LIMIT) {
+            /* wolfSSL sends the KeyUpdate (through on_io_send, after our records) and
+             * installs the next write key, IV and sequence number 0 */
+            if (wolfSSL_update_keys(ssl) != WOLFSSL_SUCCESS) {
+                snprintf(t->err, sizeof(t->err), "KeyUpdate at the AES-GCM record limit failed");
+                return t->overflow ? -ENOBUFS : -EPROTO;
+            }
+        }
+        r = out_reserve(t, RECORD_HEADER_SZ + body);
+        if (r == NULL)
+            return -ENOBUFS;
+        r[0] = application_data;
+        r[1] = SSLv3_MAJOR;
+        r[2] = TLSv1_2_MINOR;
+        r[3] = (uint8_t)(body >> 8);
+        r[4] = (uint8_t)body;
+        seal_nonce(ssl, nonce);
+        aes = ssl->encrypt.aes;
+        if (wc_AesGcmEncryptInit(aes, NULL, 0, nonce, sizeof(nonce)) != 0 ||
+            wc_AesGcmEncryptUpdate(aes, NULL, NULL, 0, r, RECORD_HEADER_SZ) != 0)
+            goto fail;
+        dst = r + RECORD_HEADER_SZ;
+        while (left > 0 && i < iovcnt) {
+            size_t m = iov[i].iov_len - off;
+
+            if (m > left)
+                m = left;
+            if (m > 0 && wc_AesGcmEncryptUpdate(aes, dst, (const byte *)iov[i].iov_base + off,
+                                                (word32)m, NULL, 0) != 0)
+                goto fail;
+            dst += m;
+            left -= m;
+            off += m;
+            if (off == iov[i].iov_len) {
+                i++;
+                off = 0;
+            }
+        }
+        if (wc_AesGcmEncryptUpdate(aes, dst, &inner_type, 1, NULL, 0) != 0 ||
+            wc_AesGcmEncryptFinal(aes, dst + 1, AES_GCM_AUTH_SZ) != 0)
+            goto fail;
+        t->out[t->fill].len += RECORD_HEADER_SZ + body;
+        total -= n;
+    }
+    return 0;
+fail:
+    snprintf(t->err, sizeof(t->err), "AES-GCM record sealing failed");
+    return -EPROTO;
+}
+#else
+static bool seal_suite(const struct rs_tls *t)
+{
+    (void)t;
+    return false;
+}
+#endif
+
 /* Classifies a failed wolfSSL call: 0 for "wants more input", else a negative errno. */
 static int failure(struct rs_tls *t, int ret)
 {
@@ -571,6 +732,7 @@ int rs_tls_recv(struct rs_tls *t, const uint8_t *in, size_t len, uint8_t *scratc
             goto out;
         }
         t->ready = true;
+        t->seal = seal_suite(t);
         if (t->ctx->mtls)
             keep_peer(t);
     }
@@ -627,6 +789,15 @@ int rs_tls_write(struct rs_tls *t, const struct iovec *iov, int iovcnt)
     size_t staged = 0;
     int i, ret;
 
+#if RS_TLS_SEAL
+    if (seal_now(t)) {
+        size_t total = 0;
+
+        for (i = 0; i < iovcnt; i++)
+            total += iov[i].iov_len;
+        return seal_records(t, iov, iovcnt, total);
+    }
+#endif
     for (i = 0; i < iovcnt; i++) {
         const uint8_t *p = iov[i].iov_base;
         size_t left = iov[i].iov_len;
@@ -751,6 +922,25 @@ const char *rs_tls_version(const struct rs_tls *t)
 const char *rs_tls_cipher(const struct rs_tls *t)
 {
     return wolfSSL_get_cipher_name(t->ssl);
+}
+
+bool rs_tls_sealing(const struct rs_tls *t)
+{
+    return t->seal;
+}
+
+int rs_tls_set_write_seq(struct rs_tls *t, uint64_t seq)
+{
+#if RS_TLS_SEAL
+    if (t->seal) {
+        t->ssl->keys.sequence_number_hi = (word32)(seq >> 32);
+        t->ssl->keys.sequence_number_lo = (word32)seq;
+        return 0;
+    }
+#endif
+    (void)t;
+    (void)seq;
+    return -ENOTSUP;
 }
 
 bool rs_tls_resumed(const struct rs_tls *t)

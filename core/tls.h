@@ -80,11 +80,14 @@ int rs_tls_recv(struct rs_tls *t, const uint8_t *in, size_t len, uint8_t *scratc
                 rs_tls_plain_cb cb, void *arg);
 /* The handshake is complete: plaintext may be written. */
 bool rs_tls_ready(const struct rs_tls *t);
-/* Encrypts the bytes of |iov| into the output buffer, in records of up to 16 KiB: a piece of
- * 4 KiB or more is encrypted straight from where it lies (no copy of its plaintext), smaller
- * pieces are gathered into one record, not sent as many tiny ones. |iov| is borrowed for the
- * call only: the caller may reuse or release the plaintext at once. Returns 0, -EPROTO,
- * -ENOBUFS (output bound: the connection is unusable) or -ENOMEM. */
+/* Encrypts the bytes of |iov| into the output buffer, in records of up to 16 KiB. TLS 1.3 with
+ * AES-GCM (rs_tls_sealing()): every record holds 16 KiB of the byte stream, cut wherever that
+ * ends, except the last, and is sealed straight from the pieces into the output buffer (no copy
+ * of plaintext or ciphertext). Otherwise (TLS 1.2, ChaCha20-Poly1305) wolfSSL builds them: a
+ * piece of 4 KiB or more is encrypted from where it lies, smaller pieces are gathered into one
+ * record, not sent as many tiny ones. |iov| is borrowed for the call only: the caller may reuse
+ * or release the plaintext at once. Returns 0, -EPROTO, -ENOBUFS (output bound: the connection
+ * is unusable) or -ENOMEM. */
 int rs_tls_write(struct rs_tls *t, const struct iovec *iov, int iovcnt);
 /* Queues close_notify (once). */
 void rs_tls_shutdown(struct rs_tls *t);
@@ -110,6 +113,15 @@ const char *rs_tls_error(const struct rs_tls *t);
 /* Negotiated protocol version and cipher suite, for logs; static strings. */
 const char *rs_tls_version(const struct rs_tls *t);
 const char *rs_tls_cipher(const struct rs_tls *t);
+/* ringstream seals this connection's application records itself (TLS 1.3, AES-GCM; see
+ * rs_tls_write()). False before the handshake is done. */
+bool rs_tls_sealing(const struct rs_tls *t);
+/* This build can seal records itself: wolfSSL from the Debian source build with its internal
+ * header and streaming AES-GCM, and the header's structures match the library's. */
+bool rs_tls_seal_built(void);
+/* Tests only: sets the write sequence number of a sealing connection (to reach the AES-GCM
+ * record limit without writing 2^24.5 records). Returns 0, or -ENOTSUP when not sealing. */
+int rs_tls_set_write_seq(struct rs_tls *t, uint64_t seq);
 /* The handshake resumed a session (a ticket was accepted). */
 bool rs_tls_resumed(const struct rs_tls *t);
 

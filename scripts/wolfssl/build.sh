@@ -57,7 +57,7 @@ configure_args=(
     --enable-tls13 --enable-tlsv12 --disable-oldtls
     --enable-alpn --enable-sni --enable-session-ticket --enable-supportedcurves
     --enable-altnames
-    --enable-aesgcm --enable-chacha --enable-poly1305 --enable-curve25519
+    --enable-aesgcm --enable-aesgcm-stream --enable-chacha --enable-poly1305 --enable-curve25519
     --disable-examples --disable-crypttests --disable-silent-rules
 )
 if [ -n "${RS_WOLFSSL_CONFIGURE_EXTRA:-}" ]; then
@@ -72,6 +72,12 @@ cflags=${RS_WOLFSSL_CFLAGS:--O2}
 # transfer does not malloc, grow and free (ShrinkInputBuffer/ShrinkOutputBuffer) a dynamic
 # buffer for every 16 KiB record (perf/RESULTS.md, TLS: -5 % CPU per GiB on each side).
 cppflags="-DKEEP_PEER_CERT -DLARGE_STATIC_BUFFERS"
+# --enable-aesgcm-stream and wolfssl/internal.h (installed next to the public headers, below):
+# core/tls.c seals TLS 1.3 AES-GCM records itself, straight from the caller's buffers into the
+# output (wc_AesGcmEncryptUpdate over the pieces of a record), with wolfSSL's own cipher object,
+# IV and sequence number, so wolfSSL's later records (alerts, KeyUpdate, close_notify) follow on.
+# The struct layout in internal.h depends on options.h alone, which is installed with it.
+extra_headers="wolfssl/internal.h"
 
 say() {
     echo "-- wolfssl: $*"
@@ -257,8 +263,9 @@ if [ -z "$version" ]; then
         "binary libwolfssl-dev instead."
 fi
 
-stamp_want=$(printf 'version=%s\ncflags=%s\ncppflags=%s\nconfigure=%s\ncc=%s\n' "$version" \
-    "$cflags" "$cppflags" "${configure_args[*]}" "$(${CC:-cc} --version 2>/dev/null | head -n 1)")
+stamp_want=$(printf 'version=%s\ncflags=%s\ncppflags=%s\nconfigure=%s\nheaders=%s\ncc=%s\n' \
+    "$version" "$cflags" "$cppflags" "${configure_args[*]}" "$extra_headers" \
+    "$(${CC:-cc} --version 2>/dev/null | head -n 1)")
 [ -n "$prefix" ] ||
     prefix=$cache/wolfssl-$version-$(printf '%s' "$stamp_want" | sha256sum | cut -c1-8)
 stamp=$prefix/.rs-wolfssl-stamp
@@ -336,6 +343,9 @@ say "make -j$jobs (log: $log)"
 make -C "$work" -j"$jobs" >>"$log" 2>&1 || build_failed "make"
 rm -rf "$prefix"
 make -C "$work" install >>"$log" 2>&1 || build_failed "make install"
+for h in $extra_headers; do
+    install -m 0644 "$work/$h" "$prefix/include/$h" || build_failed "install $h"
+done
 cp "$log" "$prefix/build.log"
 for opt in WOLFSSL_AESNI USE_INTEL_SPEEDUP WOLFSSL_SP_X86_64 HAVE_CURVE25519 HAVE_ALPN \
     KEEP_PEER_CERT WOLFSSL_ALT_NAMES; do

@@ -11,6 +11,10 @@
 #include <unistd.h>
 #include <wolfssl/options.h> /* first: the library's build configuration */
 #include <wolfssl/ssl.h>
+#if defined(RS_WOLFSSL_FROM_SOURCE) && defined(WOLFSSL_AESGCM_STREAM) && \
+        __has_include(<wolfssl/internal.h>)
+#include <wolfssl/internal.h> /* the client's sequence number, for the record limit test */
+#endif
 #include "core/tls.h"
 #include "tests/unit/runner.h"
 
@@ -159,7 +163,7 @@ static int client_to_server(struct rs_tls *t, size_t step)
 }
 
 /* Runs the handshake; returns the server's last rs_tls_recv() result. */
-static int handshake(struct rs_tls *t, WOLFSSL *c, size_t step)
+static int run_handshake(struct rs_tls *t, WOLFSSL *c, size_t step)
 {
     int i, ret = 0;
 
@@ -212,9 +216,13 @@ static void test_handshake_alpn_and_data_both_ways(void)
     uint8_t hdr[9] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 };
     struct iovec iov[6] = { { hdr, 9 }, { big, sizeof(big) }, { (void *)"tail!", 5 },
                             { hdr, 9 }, { mid, sizeof(mid) }, { big2, sizeof(big2) } };
-    /* large pieces from where they lie, in records of 16 KiB; the small ones between them
-     * gathered into one record each time */
+    /* wolfSSL's records: large pieces from where they lie, in records of 16 KiB; the small
+     * ones between them gathered into one record each time */
     static const size_t records[] = { 9, 16384, 16384, 7232, 5 + 9 + 100, 16384 };
+    /* ours (TLS 1.3, AES-GCM): the byte stream cut every 16 KiB */
+    static const size_t sealed[] = { 16384, 16384, 16384, 56507 - 3 * 16384 };
+    const size_t *expect;
+    int nexpect;
     size_t lens[16];
     const uint8_t *p;
     size_t i, n, off, before;
@@ -222,12 +230,16 @@ static void test_handshake_alpn_and_data_both_ways(void)
 
     reset();
     CU_ASSERT_PTR_NOT_NULL_FATAL(t);
-    CU_ASSERT_EQUAL(handshake(t, c, 0), 0);
+    CU_ASSERT_EQUAL(run_handshake(t, c, 0), 0);
     CU_ASSERT_TRUE(rs_tls_ready(t));
     CU_ASSERT_TRUE(wolfSSL_is_init_finished(c));
     CU_ASSERT_EQUAL(wolfSSL_ALPN_GetProtocol(c, &proto, &plen), WOLFSSL_SUCCESS);
     CU_ASSERT(plen == 2 && proto != NULL && memcmp(proto, "h2", 2) == 0);
     CU_ASSERT_PTR_NULL(rs_tls_peer(t)); /* no mTLS */
+    /* wolfSSL's client offers TLS 1.3 with AES-128-GCM first */
+    CU_ASSERT_EQUAL(rs_tls_sealing(t), rs_tls_seal_built());
+    expect = rs_tls_sealing(t) ? sealed : records;
+    nexpect = rs_tls_sealing(t) ? 4 : (int)(sizeof(records) / sizeof(records[0]));
 
     /* client -> server */
     CU_ASSERT_EQUAL(wolfSSL_write(c, "PRI * HTTP/2.0", 14), 14);
@@ -251,9 +263,9 @@ static void test_handshake_alpn_and_data_both_ways(void)
     memset(big, 0xee, sizeof(big)); /* the plaintext is free again at once */
     n = rs_tls_out_take(t, &p);
     k = plain_records(p, n, lens, 16);
-    CU_ASSERT_EQUAL_FATAL(k, (int)(sizeof(records) / sizeof(records[0])));
+    CU_ASSERT_EQUAL_FATAL(k, nexpect);
     for (i = 0; i < (size_t)k; i++)
-        CU_ASSERT_EQUAL(lens[i], records[i]);
+        CU_ASSERT_EQUAL(lens[i], expect[i]);
     CU_ASSERT_FATAL(to_client->len + n <= PIPE_CAP);
     memcpy(to_client->buf + to_client->len, p, n);
     to_client->len += n;
@@ -286,7 +298,7 @@ static void test_small_pieces_share_records(void)
 
     reset();
     CU_ASSERT_PTR_NOT_NULL_FATAL(t);
-    CU_ASSERT_EQUAL(handshake(t, c, 0), 0);
+    CU_ASSERT_EQUAL(run_handshake(t, c, 0), 0);
     server_to_client(t);
     for (i = 0; i < 64; i++) {
         memset(small[i], (int)i, sizeof(small[i]));
@@ -309,7 +321,7 @@ static void test_handshake_fed_one_byte_at_a_time(void)
     WOLFSSL *c = client("h2");
 
     reset();
-    CU_ASSERT_EQUAL(handshake(t, c, 1), 0);
+    CU_ASSERT_EQUAL(run_handshake(t, c, 1), 0);
     CU_ASSERT_TRUE(rs_tls_ready(t));
     wolfSSL_free(c);
     rs_tls_destroy(t);
@@ -321,7 +333,7 @@ static void test_alpn_without_h2_gets_an_alert(void)
     WOLFSSL *c = client("http/1.1");
 
     reset();
-    CU_ASSERT_EQUAL(handshake(t, c, 0), -EPROTO);
+    CU_ASSERT_EQUAL(run_handshake(t, c, 0), -EPROTO);
     CU_ASSERT_FALSE(rs_tls_ready(t));
     /* the alert went to the client: no_application_protocol (120) */
     CU_ASSERT(to_client->len >= 7 && to_client->buf[0] == 21 && to_client->buf[6] == 120);
@@ -336,7 +348,7 @@ static void test_garbage_after_handshake_fails_the_connection(void)
     uint8_t junk[100];
 
     reset();
-    CU_ASSERT_EQUAL(handshake(t, c, 0), 0);
+    CU_ASSERT_EQUAL(run_handshake(t, c, 0), 0);
     memset(junk, 0x17, sizeof(junk)); /* application data records of nonsense */
     CU_ASSERT_EQUAL(rs_tls_recv(t, junk, sizeof(junk), scratch, sizeof(scratch), collect, NULL),
                     -EPROTO);
@@ -363,13 +375,167 @@ static void test_close_notify_is_reported(void)
     WOLFSSL *c = client("h2");
 
     reset();
-    CU_ASSERT_EQUAL(handshake(t, c, 0), 0);
+    CU_ASSERT_EQUAL(run_handshake(t, c, 0), 0);
     wolfSSL_shutdown(c);
     CU_ASSERT_EQUAL(client_to_server(t, 0), -ECONNRESET);
     rs_tls_shutdown(t);
     CU_ASSERT(rs_tls_out_pending(t) > 0); /* our close_notify */
     wolfSSL_free(c);
     rs_tls_destroy(t);
+}
+
+/* Reads what the client has until |want| bytes came or nothing more decrypts; returns the
+ * count (wolfSSL handles KeyUpdate and close_notify records on the way). */
+static size_t client_read(WOLFSSL *c, uint8_t *buf, size_t want)
+{
+    size_t total = 0;
+    int i, r;
+
+    for (i = 0; i < 10000 && total < want; i++) {
+        r = wolfSSL_read(c, buf + total, (int)(want - total));
+        if (r <= 0)
+            break;
+        total += (size_t)r;
+    }
+    return total;
+}
+
+/* Writes |n| bytes of a pattern from |seed| in pieces of |piece| bytes through rs_tls_write()
+ * and moves the output to the client. */
+static int server_write(struct rs_tls *t, uint8_t *src, size_t n, size_t piece, unsigned seed)
+{
+    struct iovec iov[64];
+    size_t i, off;
+    int k = 0, ret;
+
+    for (i = 0; i < n; i++)
+        src[i] = (uint8_t)(i * 31 + seed);
+    for (off = 0; off < n && k < 64; off += piece, k++) {
+        iov[k].iov_base = src + off;
+        iov[k].iov_len = n - off < piece ? n - off : piece;
+    }
+    ret = rs_tls_write(t, iov, k);
+    server_to_client(t);
+    return ret;
+}
+
+/* Our records and wolfSSL's share one sequence: a KeyUpdate the client requests is answered by
+ * wolfSSL between our records, which then use the new key; close_notify after them opens. */
+static void test_sealed_records_share_wolfssl_sequence(void)
+{
+    struct rs_tls *t = rs_tls_new(sctx);
+    WOLFSSL *c = client("h2");
+    static uint8_t src[3][100000], back[100000];
+    int r;
+
+    reset();
+    CU_ASSERT_EQUAL_FATAL(run_handshake(t, c, 0), 0);
+    CU_ASSERT_EQUAL(rs_tls_sealing(t), rs_tls_seal_built());
+    server_to_client(t);
+    CU_ASSERT_EQUAL(server_write(t, src[0], sizeof(src[0]), 9000, 1), 0);
+    CU_ASSERT_EQUAL(client_read(c, back, sizeof(back)), sizeof(back));
+    CU_ASSERT(memcmp(back, src[0], sizeof(back)) == 0);
+
+    /* the client asks for a KeyUpdate; the server answers with its own and rekeys */
+    CU_ASSERT_EQUAL(wolfSSL_update_keys(c), WOLFSSL_SUCCESS);
+    CU_ASSERT_EQUAL(client_to_server(t, 0), 0);
+    CU_ASSERT(rs_tls_out_pending(t) > 0); /* the server's KeyUpdate */
+    CU_ASSERT_EQUAL(server_write(t, src[1], sizeof(src[1]), 16393, 2), 0);
+    CU_ASSERT_EQUAL(client_read(c, back, sizeof(back)), sizeof(back));
+    CU_ASSERT(memcmp(back, src[1], sizeof(back)) == 0);
+
+    /* client data still reaches the server after both rekeyed */
+    CU_ASSERT_EQUAL(wolfSSL_write(c, "after", 5), 5);
+    gotlen = 0;
+    CU_ASSERT_EQUAL(client_to_server(t, 0), 0);
+    CU_ASSERT(gotlen == 5 && memcmp(got, "after", 5) == 0);
+
+    /* wolfSSL's close_notify follows our records */
+    CU_ASSERT_EQUAL(server_write(t, src[2], 5000, 5000, 3), 0);
+    rs_tls_shutdown(t);
+    server_to_client(t);
+    CU_ASSERT_EQUAL(client_read(c, back, 5000), 5000);
+    CU_ASSERT(memcmp(back, src[2], 5000) == 0);
+    r = wolfSSL_read(c, back, 1);
+    CU_ASSERT_EQUAL(r, 0);
+    CU_ASSERT_EQUAL(wolfSSL_get_error(c, r), WOLFSSL_ERROR_ZERO_RETURN);
+    wolfSSL_free(c);
+    rs_tls_destroy(t);
+}
+
+/* At 2^24.5 records (RFC 8446 5.5, as wolfSSL counts) the server sends a KeyUpdate before its
+ * next record, without being asked, and goes on with the new key. */
+static void test_key_update_at_the_aes_gcm_record_limit(void)
+{
+    struct rs_tls *t = rs_tls_new(sctx);
+    WOLFSSL *c = client("h2");
+    static uint8_t src[50000], back[50000];
+    const uint64_t limit = 0x016A09E6;
+
+    reset();
+    CU_ASSERT_EQUAL_FATAL(run_handshake(t, c, 0), 0);
+    server_to_client(t);
+    CU_ASSERT_EQUAL(client_read(c, back, 1), 0); /* the client takes the tickets */
+    if (!rs_tls_sealing(t)) {
+        CU_ASSERT_EQUAL(rs_tls_set_write_seq(t, limit), -ENOTSUP);
+        goto out;
+    }
+#if defined(RS_WOLFSSL_FROM_SOURCE) && defined(WOLFSSL_AESGCM_STREAM) && \
+        __has_include(<wolfssl/internal.h>)
+    /* both ends jump to two records before the limit */
+    CU_ASSERT_EQUAL(rs_tls_set_write_seq(t, limit - 2), 0);
+    c->keys.peer_sequence_number_hi = 0;
+    c->keys.peer_sequence_number_lo = (word32)(limit - 2);
+    CU_ASSERT_EQUAL(server_write(t, src, sizeof(src), 16384, 4), 0); /* 4 records */
+    /* the KeyUpdate record (type 23 on the wire) sits between the second and third record */
+    CU_ASSERT(to_client->len > sizeof(src) + 5 * 22);
+    CU_ASSERT_EQUAL(client_read(c, back, sizeof(back)), sizeof(back));
+    CU_ASSERT(memcmp(back, src, sizeof(back)) == 0);
+    CU_ASSERT(c->keys.peer_sequence_number_lo == 2); /* two records under the new key */
+#endif
+out:
+    wolfSSL_free(c);
+    rs_tls_destroy(t);
+}
+
+/* TLS 1.2 and TLS 1.3 with ChaCha20-Poly1305 are left to wolfSSL's record layer. */
+static void test_other_suites_use_wolfssl_records(void)
+{
+    static const struct {
+        int tls12;
+        const char *suites;
+    } cases[] = { { 1, "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256" },
+                  { 0, "TLS13-CHACHA20-POLY1305-SHA256" },
+                  { 0, "TLS13-AES256-GCM-SHA384" } };
+    static uint8_t src[40000], back[40000];
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        WOLFSSL_CTX *x = wolfSSL_CTX_new(cases[i].tls12 ? wolfTLSv1_2_client_method()
+                                                        : wolfTLSv1_3_client_method());
+        struct rs_tls *t = rs_tls_new(sctx);
+        WOLFSSL *c;
+
+        CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+        CU_ASSERT_EQUAL(wolfSSL_CTX_load_verify_locations(x, path("ca.pem"), NULL), 1);
+        CU_ASSERT_EQUAL(wolfSSL_CTX_set_cipher_list(x, cases[i].suites), 1);
+        wolfSSL_CTX_SetIORecv(x, client_recv);
+        wolfSSL_CTX_SetIOSend(x, client_send);
+        c = wolfSSL_new(x);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+        wolfSSL_UseALPN(c, (char *)"h2", 2, WOLFSSL_ALPN_FAILED_ON_MISMATCH);
+        reset();
+        CU_ASSERT_EQUAL(run_handshake(t, c, 0), 0);
+        /* only the AES-256-GCM TLS 1.3 case is ours */
+        CU_ASSERT_EQUAL(rs_tls_sealing(t), i == 2 && rs_tls_seal_built());
+        server_to_client(t);
+        CU_ASSERT_EQUAL(server_write(t, src, sizeof(src), 7000, (unsigned)i), 0);
+        CU_ASSERT_EQUAL(client_read(c, back, sizeof(back)), sizeof(back));
+        CU_ASSERT(memcmp(back, src, sizeof(back)) == 0);
+        wolfSSL_free(c);
+        rs_tls_destroy(t);
+        wolfSSL_CTX_free(x);
+    }
 }
 
 static void test_ctx_errors_are_one_line(void)
@@ -464,7 +630,7 @@ static bool resumes(struct rs_tls_ctx *a, struct rs_tls_ctx *b, struct rs_tls_ke
     if (tls12)
         wolfSSL_UseSessionTicket(c1);
     reset();
-    CU_ASSERT_EQUAL(handshake(t1, c1, 0), 0);
+    CU_ASSERT_EQUAL(run_handshake(t1, c1, 0), 0);
     CU_ASSERT(!rs_tls_resumed(t1));
     CU_ASSERT(wolfSSL_read(c1, junk, sizeof(junk)) < 0); /* takes the NewSessionTicket */
     sess = wolfSSL_get1_session(c1);
@@ -478,7 +644,7 @@ static bool resumes(struct rs_tls_ctx *a, struct rs_tls_ctx *b, struct rs_tls_ke
         wolfSSL_UseSessionTicket(c2);
     CU_ASSERT_EQUAL(wolfSSL_set_session(c2, sess), WOLFSSL_SUCCESS);
     reset();
-    ret = handshake(t2, c2, 0);
+    ret = run_handshake(t2, c2, 0);
     server_resumed = rs_tls_ready(t2) && rs_tls_resumed(t2);
     client_resumed = wolfSSL_session_reused(c2) == 1;
     /* A refused ticket means a full handshake. Not with wolfSSL 5.5.4's own TLS 1.2 client,
@@ -536,6 +702,10 @@ static CU_TestInfo tests[] = {
       test_garbage_after_handshake_fails_the_connection },
     { "a plaintext HTTP/2 preface is refused", test_plaintext_http2_preface_is_refused },
     { "close_notify is reported and answered", test_close_notify_is_reported },
+    { "sealed records share wolfSSL's sequence: KeyUpdate, close_notify",
+      test_sealed_records_share_wolfssl_sequence },
+    { "KeyUpdate at the AES-GCM record limit", test_key_update_at_the_aes_gcm_record_limit },
+    { "TLS 1.2 and ChaCha20 use wolfSSL's records", test_other_suites_use_wolfssl_records },
     { "context errors are one line", test_ctx_errors_are_one_line },
     { "ticket keys: a ticket opens after one rotation, not after two",
       test_ticket_keys_survive_one_rotation_not_two },

@@ -26,6 +26,9 @@
 #include <wolfssl/error-ssl.h>
 #include <wolfssl/internal.h>
 #include <wolfssl/wolfcrypt/aes.h>
+#ifdef RS_HAVE_IPSEC_MB
+#include <intel-ipsec-mb.h>
+#endif
 #else
 #define RS_TLS_SEAL 0
 #endif
@@ -87,10 +90,17 @@ struct rs_tls {
     struct outbuf out[2];
     unsigned fill;
     bool taken;
-    bool overflow;  /* the send callback hit RS_TLS_OUT_MAX */
-    bool ready;     /* handshake complete */
-    bool shut;      /* close_notify queued */
-    bool seal;      /* TLS 1.3 with AES-GCM: rs_tls_write() seals records itself */
+    bool overflow; /* the send callback hit RS_TLS_OUT_MAX */
+    bool ready;    /* handshake complete */
+    bool shut;     /* close_notify queued */
+    bool seal;     /* TLS 1.3 with AES-GCM: rs_tls_write() seals records itself */
+#ifdef RS_HAVE_IPSEC_MB
+    /* owned, 64-byte aligned: the write key expanded for intel-ipsec-mb, and the raw key it
+     * was made from (to notice wolfSSL's KeyUpdate); NULL when wolfSSL's AES seals */
+    struct gcm_key_data *imb_key;
+    uint8_t imb_raw[AES_256_KEY_SIZE];
+    bool imb_keyed; /* imb_key holds the expansion of imb_raw */
+#endif
     char *peer;     /* owned: the verified client identity, see rs_tls_peer() */
     uint8_t *stage; /* owned, RS_TLS_RECORD bytes: small pieces gathered into one record */
     char err[96];
@@ -99,22 +109,74 @@ struct rs_tls {
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int init_ret;
 
-static bool seal_layout_ok; /* our view of struct WOLFSSL is the library's */
-
 static void lib_init(void)
 {
     init_ret = wolfSSL_Init();
+}
+
+/* Who seals TLS 1.3 AES-GCM records, decided once per process (seal_init()). */
+static pthread_once_t seal_once = PTHREAD_ONCE_INIT;
+static bool seal_on;                      /* rs_tls_write() seals them itself */
+static const char *seal_line = "wolfSSL"; /* for rs_tls_sealer() */
+#ifdef RS_HAVE_IPSEC_MB
+/* Process-wide, made once and only read after: the GCM entry points it holds keep their state
+ * in the caller's key and context structures, so every worker thread may call them at once.
+ * NULL: wolfSSL's AES-GCM seals. */
+static IMB_MGR *imb;
+#endif
+
+/* RS_TLS_SEAL (environment, for comparisons and tests): "off" leaves every record to wolfSSL,
+ * "wolfssl" seals with wolfSSL's AES-GCM, anything else (the default) with intel-ipsec-mb where
+ * the CPU has VAES and VPCLMULQDQ with AVX-512 (about twice wolfSSL's AVX2 code), else with
+ * wolfSSL's. */
+static void seal_init(void)
+{
 #if RS_TLS_SEAL
+    const char *env = getenv("RS_TLS_SEAL");
+
+    pthread_once(&init_once, lib_init);
     /* internal.h compiled with the installed options.h must describe the structures the
      * library was built with; a size mismatch would mean another configuration. */
-    seal_layout_ok = wolfSSL_GetObjectSize() == (int)sizeof(WOLFSSL);
+    if (wolfSSL_GetObjectSize() != (int)sizeof(WOLFSSL)) {
+        seal_line = "wolfSSL (internal.h does not match the library)";
+        return;
+    }
+    if (env != NULL && strcmp(env, "off") == 0) {
+        seal_line = "wolfSSL (RS_TLS_SEAL=off)";
+        return;
+    }
+    seal_on = true;
+    seal_line = "ringstream, AES-GCM by wolfSSL";
+#ifdef RS_HAVE_IPSEC_MB
+    if (env == NULL || strcmp(env, "wolfssl") != 0) {
+        const uint64_t want = IMB_FEATURE_VAES | IMB_FEATURE_VPCLMULQDQ;
+        IMB_MGR *m = alloc_mb_mgr(0);
+        IMB_ARCH arch = IMB_ARCH_NONE;
+
+        if (m != NULL)
+            init_mb_mgr_auto(m, &arch);
+        if (m != NULL && arch == IMB_ARCH_AVX512 && (m->features & want) == want &&
+            imb_get_errno(m) == 0) {
+            imb = m;
+            seal_line = "ringstream, AES-GCM by intel-ipsec-mb " IMB_VERSION_STR " (VAES, AVX-512)";
+        } else if (m != NULL) {
+            free_mb_mgr(m);
+        }
+    }
+#endif
 #endif
 }
 
 bool rs_tls_seal_built(void)
 {
-    pthread_once(&init_once, lib_init);
-    return RS_TLS_SEAL && seal_layout_ok;
+    pthread_once(&seal_once, seal_init);
+    return seal_on;
+}
+
+const char *rs_tls_sealer(void)
+{
+    pthread_once(&seal_once, seal_init);
+    return seal_line;
 }
 
 /* Room for |n| more bytes at the end of the filling output buffer, which grows by doubling up
@@ -414,6 +476,7 @@ struct rs_tls_ctx *rs_tls_ctx_new(const char *cert, const char *key, const char 
         snprintf(err, errlen, "wolfSSL_Init failed (%d)", init_ret);
         return NULL;
     }
+    (void)rs_tls_seal_built(); /* decided here, not on some worker's first connection */
     if (readable("certificate", cert, err, errlen) < 0 || readable("key", key, err, errlen) < 0 ||
         (client_ca != NULL && readable("client CA", client_ca, err, errlen) < 0))
         return NULL;
@@ -539,6 +602,12 @@ void rs_tls_destroy(struct rs_tls *t)
     if (t == NULL)
         return;
     wolfSSL_free(t->ssl);
+#ifdef RS_HAVE_IPSEC_MB
+    if (t->imb_key != NULL)
+        explicit_bzero(t->imb_key, sizeof(*t->imb_key));
+    free(t->imb_key);
+    explicit_bzero(t->imb_raw, sizeof(t->imb_raw));
+#endif
     rs_tls_ctx_unref(t->ctx);
     free(t->out[0].p);
     free(t->out[1].p);
@@ -623,6 +692,99 @@ static void seal_nonce(WOLFSSL *ssl, uint8_t nonce[AESGCM_NONCE_SZ])
     ssl->keys.sequence_number_lo = (word32)seq;
 }
 
+/* One record's AES-GCM: intel-ipsec-mb's with the connection's expanded key, or wolfSSL's
+ * streaming calls on wolfSSL's own cipher object. */
+struct gcm {
+    Aes *aes;
+#ifdef RS_HAVE_IPSEC_MB
+    const struct gcm_key_data *key; /* NULL: wolfSSL's */
+    bool aes256;
+    struct gcm_context_data ctx;
+#endif
+};
+
+static int gcm_begin(struct gcm *g, const uint8_t *nonce, const uint8_t *aad, size_t aadlen)
+{
+#ifdef RS_HAVE_IPSEC_MB
+    if (g->key != NULL) {
+        if (g->aes256)
+            IMB_AES256_GCM_INIT_VAR_IV(imb, g->key, &g->ctx, nonce, AESGCM_NONCE_SZ, aad, aadlen);
+        else
+            IMB_AES128_GCM_INIT_VAR_IV(imb, g->key, &g->ctx, nonce, AESGCM_NONCE_SZ, aad, aadlen);
+        return 0;
+    }
+#endif
+    if (wc_AesGcmEncryptInit(g->aes, NULL, 0, nonce, AESGCM_NONCE_SZ) != 0 ||
+        wc_AesGcmEncryptUpdate(g->aes, NULL, NULL, 0, aad, (word32)aadlen) != 0)
+        return -EPROTO;
+    return 0;
+}
+
+static int gcm_update(struct gcm *g, uint8_t *dst, const uint8_t *src, size_t len)
+{
+#ifdef RS_HAVE_IPSEC_MB
+    if (g->key != NULL) {
+        if (g->aes256)
+            IMB_AES256_GCM_ENC_UPDATE(imb, g->key, &g->ctx, dst, src, len);
+        else
+            IMB_AES128_GCM_ENC_UPDATE(imb, g->key, &g->ctx, dst, src, len);
+        return 0;
+    }
+#endif
+    return wc_AesGcmEncryptUpdate(g->aes, dst, src, (word32)len, NULL, 0) == 0 ? 0 : -EPROTO;
+}
+
+static int gcm_final(struct gcm *g, uint8_t tag[AES_GCM_AUTH_SZ])
+{
+#ifdef RS_HAVE_IPSEC_MB
+    if (g->key != NULL) {
+        if (g->aes256)
+            IMB_AES256_GCM_ENC_FINALIZE(imb, g->key, &g->ctx, tag, AES_GCM_AUTH_SZ);
+        else
+            IMB_AES128_GCM_ENC_FINALIZE(imb, g->key, &g->ctx, tag, AES_GCM_AUTH_SZ);
+        return 0;
+    }
+#endif
+    return wc_AesGcmEncryptFinal(g->aes, tag, AES_GCM_AUTH_SZ) == 0 ? 0 : -EPROTO;
+}
+
+/* Points |g| at the cipher for the current write key. With intel-ipsec-mb the key is expanded
+ * again whenever wolfSSL's write key changed (a KeyUpdate, ours or one the peer asked for):
+ * wolfSSL stores the server's write key in keys.server_write_key when it installs it. */
+static int gcm_setup(struct rs_tls *t, struct gcm *g)
+{
+    WOLFSSL *ssl = t->ssl;
+
+    g->aes = ssl->encrypt.aes;
+#ifdef RS_HAVE_IPSEC_MB
+    g->key = NULL;
+    if (imb != NULL) {
+        size_t klen = ssl->specs.key_size;
+
+        if (klen != AES_128_KEY_SIZE && klen != AES_256_KEY_SIZE)
+            return 0; /* wolfSSL's AES takes it */
+        if (t->imb_key == NULL) {
+            t->imb_key = aligned_alloc(64, (sizeof(*t->imb_key) + 63) & ~(size_t)63);
+            if (t->imb_key == NULL)
+                return -ENOMEM;
+            t->imb_keyed = false;
+        }
+        g->aes256 = klen == AES_256_KEY_SIZE;
+        if (!t->imb_keyed || memcmp(t->imb_raw, ssl->keys.server_write_key, klen) != 0) {
+            if (g->aes256)
+                IMB_AES256_GCM_PRE(imb, ssl->keys.server_write_key, t->imb_key);
+            else
+                IMB_AES128_GCM_PRE(imb, ssl->keys.server_write_key, t->imb_key);
+            memcpy(t->imb_raw, ssl->keys.server_write_key, klen);
+            t->imb_keyed = true;
+        }
+        g->key = t->imb_key;
+    }
+#endif
+    (void)t;
+    return 0;
+}
+
 /* Seals the |total| bytes of |iov| as TLS 1.3 application_data records of up to 16 KiB of
  * plaintext each, cut wherever 16 KiB ends (a record may hold the tail of one piece and the
  * head of the next). Each record is encrypted straight from the pieces into the output buffer:
@@ -633,14 +795,17 @@ static int seal_records(struct rs_tls *t, const struct iovec *iov, int iovcnt, s
 {
     static const uint8_t inner_type = application_data;
     WOLFSSL *ssl = t->ssl;
-    int i = 0;
+    struct gcm g;
+    int i = 0, ret;
     size_t off = 0;
 
+    ret = gcm_setup(t, &g);
+    if (ret < 0)
+        return ret;
     while (total > 0) {
         size_t n = total < RS_TLS_RECORD ? total : RS_TLS_RECORD;
         size_t body = n + 1 + AES_GCM_AUTH_SZ, left = n;
         uint8_t nonce[AESGCM_NONCE_SZ], *r, *dst;
-        Aes *aes;
 
         if (ssl->keys.sequence_number_hi != 0 || ssl->keys.sequence_number_lo >= RS_TLS_GCM_LIMIT) {
             /* wolfSSL sends the KeyUpdate (through on_io_send, after our records) and
@@ -649,6 +814,9 @@ static int seal_records(struct rs_tls *t, const struct iovec *iov, int iovcnt, s
                 snprintf(t->err, sizeof(t->err), "KeyUpdate at the AES-GCM record limit failed");
                 return t->overflow ? -ENOBUFS : -EPROTO;
             }
+            ret = gcm_setup(t, &g);
+            if (ret < 0)
+                return ret;
         }
         r = out_reserve(t, RECORD_HEADER_SZ + body);
         if (r == NULL)
@@ -659,9 +827,7 @@ static int seal_records(struct rs_tls *t, const struct iovec *iov, int iovcnt, s
         r[3] = (uint8_t)(body >> 8);
         r[4] = (uint8_t)body;
         seal_nonce(ssl, nonce);
-        aes = ssl->encrypt.aes;
-        if (wc_AesGcmEncryptInit(aes, NULL, 0, nonce, sizeof(nonce)) != 0 ||
-            wc_AesGcmEncryptUpdate(aes, NULL, NULL, 0, r, RECORD_HEADER_SZ) != 0)
+        if (gcm_begin(&g, nonce, r, RECORD_HEADER_SZ) < 0)
             goto fail;
         dst = r + RECORD_HEADER_SZ;
         while (left > 0 && i < iovcnt) {
@@ -669,8 +835,7 @@ static int seal_records(struct rs_tls *t, const struct iovec *iov, int iovcnt, s
 
             if (m > left)
                 m = left;
-            if (m > 0 && wc_AesGcmEncryptUpdate(aes, dst, (const byte *)iov[i].iov_base + off,
-                                                (word32)m, NULL, 0) != 0)
+            if (m > 0 && gcm_update(&g, dst, (const uint8_t *)iov[i].iov_base + off, m) < 0)
                 goto fail;
             dst += m;
             left -= m;
@@ -680,8 +845,7 @@ static int seal_records(struct rs_tls *t, const struct iovec *iov, int iovcnt, s
                 off = 0;
             }
         }
-        if (wc_AesGcmEncryptUpdate(aes, dst, &inner_type, 1, NULL, 0) != 0 ||
-            wc_AesGcmEncryptFinal(aes, dst + 1, AES_GCM_AUTH_SZ) != 0)
+        if (gcm_update(&g, dst, &inner_type, 1) < 0 || gcm_final(&g, dst + 1) < 0)
             goto fail;
         t->out[t->fill].len += RECORD_HEADER_SZ + body;
         total -= n;

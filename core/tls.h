@@ -116,9 +116,14 @@ const char *rs_tls_cipher(const struct rs_tls *t);
 /* ringstream seals this connection's application records itself (TLS 1.3, AES-GCM; see
  * rs_tls_write()). False before the handshake is done. */
 bool rs_tls_sealing(const struct rs_tls *t);
-/* This build can seal records itself: wolfSSL from the Debian source build with its internal
- * header and streaming AES-GCM, and the header's structures match the library's. */
+/* rs_tls_write() seals TLS 1.3 AES-GCM records itself in this process: wolfSSL is the Debian
+ * source build with its internal header and streaming AES-GCM, the header's structures match
+ * the library's, and RS_TLS_SEAL (environment) is not "off". */
 bool rs_tls_seal_built(void);
+/* Who seals TLS 1.3 AES-GCM records, for the startup log: "wolfSSL" (and why), "ringstream,
+ * AES-GCM by wolfSSL" or "ringstream, AES-GCM by intel-ipsec-mb 1.3.0 (VAES, AVX-512)" (a CPU
+ * with VAES and VPCLMULQDQ, unless RS_TLS_SEAL=wolfssl). Static string. */
+const char *rs_tls_sealer(void);
 /* Tests only: sets the write sequence number of a sealing connection (to reach the AES-GCM
  * record limit without writing 2^24.5 records). Returns 0, or -ENOTSUP when not sealing. */
 int rs_tls_set_write_seq(struct rs_tls *t, uint64_t seq);

@@ -24,6 +24,7 @@ SERVE_PACKAGES=(
     liblmdb-dev # the bulk store's sorted index of names (workers/bulk/index.c)
     libinih-dev # ringstreamd --config FILE (INI) parsing (workers/main.c)
     libisal-dev # CRC32C of ChecksummedData and Chunk.crc32c (core/crc32c.c, Intel ISA-L)
+    libipsec-mb-dev # AES-GCM with VAES/AVX-512 for the TLS 1.3 records we seal (core/tls.c)
     libmicrohttpd-dev # --metrics-listen: Prometheus' HTTP/1.1 scrape (workers/metrics_http.c)
     # wolfSSL built from Debian's source
     dpkg-dev build-essential autoconf automake libtool

@@ -616,8 +616,7 @@ static void print_version(void)
     printf("liburing %s (built against)\n", RS_LIBURING_VERSION);
     printf("nghttp2 %s\n", nghttp2_version(0)->version_str);
     printf("%s\n", rs_tls_describe());
-    printf("TLS 1.3 AES-GCM records sealed by %s\n",
-           rs_tls_seal_built() ? "ringstream" : "wolfSSL");
+    printf("TLS 1.3 AES-GCM records sealed by %s\n", rs_tls_sealer());
     printf("%s\n", OpenSSL_version(OPENSSL_VERSION));
     printf("zlib %s\n", zlibVersion());
 }
@@ -1059,8 +1058,9 @@ int main(int argc, char **argv)
         rs_log_info("metrics on http://%s/metrics", st.metrics_listen);
     }
     describe_addr(&cfg, addr, sizeof(addr));
-    rs_log_info("crypto: %s; TLS 1.3 AES-GCM records sealed by %s", rs_tls_describe(),
-                rs_tls_seal_built() ? "ringstream" : "wolfSSL");
+    rs_log_info("crypto: %s", rs_tls_describe());
+    if (cfg.tls_cert != NULL)
+        rs_log_info("TLS 1.3 AES-GCM records sealed by %s", rs_tls_sealer());
     rs_log_info("listening on %s%s, %u workers, data dir %s", addr,
                 cfg.listen_fd >= 0 ? " (socket passed by systemd)" : "", cfg.workers, data_dir);
     rs_sd_notifyf("READY=1\nSTATUS=serving on %s", addr); /* no-op outside systemd */

@@ -20,6 +20,7 @@
 #include <nghttp2/nghttp2.h>
 #include <wolfssl/options.h> /* first: the library's build configuration */
 #include <wolfssl/ssl.h>
+#include "core/tls.h"
 #include "proto/grpc.h"
 
 #define DEFAULT_PORT "50051"
@@ -72,6 +73,9 @@ struct rsc_conn {
     uint8_t in[IN_BUF];
     uint8_t *rx; /* owned, RX_BUF bytes (TLS only): ciphertext read, rx[rx_off..rx_len) unused */
     size_t rx_off, rx_len;
+    /* owned, or NULL: opens application records from rx straight into in (core/tls.h) */
+    struct rs_tls_opener *opener;
+    bool rx_short; /* rx[rx_off..rx_len) is part of a record: the socket must bring the rest */
     uint64_t rx_bytes;
     int64_t last_progress; /* monotonic ms of the last byte moved */
     struct call *calls;    /* open calls, owned; newest first */
@@ -223,6 +227,7 @@ static int on_tls_recv(WOLFSSL *ssl, char *buf, int sz, void *arg)
             return WOLFSSL_CBIO_ERR_CONN_CLOSE;
         c->rx_off = 0;
         c->rx_len = (size_t)got;
+        c->rx_short = false;
     }
     n = c->rx_len - c->rx_off;
     if (n > (size_t)sz)
@@ -327,6 +332,7 @@ static int tls_setup(struct rsc_conn *c, const struct rsc_tls_opts *t, const cha
         seterr(err, errlen, "TLS: %s did not agree to HTTP/2 (ALPN h2)", host);
         return -1;
     }
+    c->opener = rs_tls_opener_new(); /* NULL: wolfSSL_read() takes every record */
     return 0;
 }
 
@@ -605,6 +611,47 @@ static bool conn_flush(struct rsc_conn *c)
     return false;
 }
 
+/* Opens the next application record in c->rx into c->in ourselves (rs_tls_open), reading
+ * more ciphertext behind a partial record when c->rx holds no whole one. Returns the
+ * plaintext length (> 0), 0 when the socket has nothing more now, -EAGAIN when wolfSSL must
+ * read the next record (from c->rx, through on_tls_recv), or -1 after conn_fail(). */
+static ssize_t open_next(struct rsc_conn *c)
+{
+    for (;;) {
+        size_t used, have;
+        ssize_t n = rs_tls_open(c->opener, c->tls, c->rx + c->rx_off, c->rx_len - c->rx_off, c->in,
+                                sizeof(c->in), &used);
+
+        if (n == -EAGAIN)
+            return -EAGAIN;
+        c->rx_off += used;
+        if (n > 0)
+            return n;
+        if (used > 0)
+            continue;                 /* a record of padding only */
+        have = c->rx_len - c->rx_off; /* part of a record, or nothing */
+        if (have > 0 && c->rx_off > 0)
+            memmove(c->rx, c->rx + c->rx_off, have);
+        c->rx_off = 0;
+        c->rx_len = have;
+        n = recv(c->fd, c->rx + have, RX_BUF - have, 0);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                c->rx_short = have > 0;
+                return 0;
+            }
+            conn_fail(c, "recv: %s", strerror(errno));
+            return -1;
+        }
+        if (n == 0) {
+            conn_fail(c, "%s", "the server closed the connection");
+            return -1;
+        }
+        c->rx_len += (size_t)n;
+        c->rx_short = false;
+    }
+}
+
 /* Reads until the socket is empty. Returns bytes read (0 with nothing), or -1 when dead. */
 static ssize_t conn_read(struct rsc_conn *c)
 {
@@ -613,7 +660,14 @@ static ssize_t conn_read(struct rsc_conn *c)
     while (!c->dead) {
         ssize_t n;
 
-        if (c->tls != NULL) {
+        n = c->opener != NULL && c->tls != NULL ? open_next(c) : -EAGAIN;
+        if (n == 0)
+            return total;
+        if (n == -1)
+            return -1;
+        if (n > 0) {
+            /* opened by us */
+        } else if (c->tls != NULL) {
             int r = wolfSSL_read(c->tls, c->in, (int)sizeof(c->in));
 
             if (r <= 0) {
@@ -731,6 +785,7 @@ void rsc_conn_close(struct rsc_conn *c)
             wolfSSL_shutdown(c->tls);
         wolfSSL_free(c->tls);
     }
+    rs_tls_opener_free(c->opener);
     wolfSSL_CTX_free(c->tls_ctx);
     if (c->fd >= 0)
         close(c->fd);
@@ -819,7 +874,8 @@ int rsc_conn_poll(struct rsc_conn *c, int timeout_ms)
         p = (struct pollfd){ .fd = c->fd, .events = POLLIN | (pending ? POLLOUT : 0) };
         if (c->dead) {
             /* the flush failed: fall through to failing the calls */
-        } else if (c->tls != NULL && (wolfSSL_pending(c->tls) > 0 || c->rx_off < c->rx_len)) {
+        } else if (c->tls != NULL &&
+                   (wolfSSL_pending(c->tls) > 0 || (c->rx_off < c->rx_len && !c->rx_short))) {
             /* wolfSSL holds decrypted bytes, or c->rx ciphertext, the socket no longer shows */
             conn_read(c);
             c->last_progress = now_ms();

@@ -127,6 +127,26 @@ const char *rs_tls_sealer(void);
 /* Tests only: sets the write sequence number of a sealing connection (to reach the AES-GCM
  * record limit without writing 2^24.5 records). Returns 0, or -ENOTSUP when not sealing. */
 int rs_tls_set_write_seq(struct rs_tls *t, uint64_t seq);
+/* Opening TLS 1.3 AES-GCM application records without wolfSSL's copies, for a wolfSSL
+ * connection of either side that reads its ciphertext from a buffer of its own (the command
+ * line client): rs_tls_open() decrypts a whole record straight from that buffer into the
+ * caller's, with wolfSSL's read key, IV and sequence number (advanced as wolfSSL would), with
+ * intel-ipsec-mb where rs_tls_write() seals with it. Everything else (handshake messages such
+ * as KeyUpdate and NewSessionTicket, alerts, a record that does not verify, a connection that
+ * is not TLS 1.3 with AES-GCM, wolfSSL holding part of a record) is left to wolfSSL_read(). */
+struct rs_tls_opener;
+struct WOLFSSL;
+/* Returns an owned opener (rs_tls_opener_free), or NULL when this build cannot open records
+ * itself (see rs_tls_seal_built()) or out of memory: then wolfSSL_read() does it all. */
+struct rs_tls_opener *rs_tls_opener_new(void);
+/* Accepts NULL. Wipes the expanded key. */
+void rs_tls_opener_free(struct rs_tls_opener *o);
+/* Opens the record at the head of the |len| bytes of ciphertext at |in| into |out| (|cap|
+ * bytes; 16 KiB + 256 always suffice). Returns the plaintext length with *used = the record's
+ * size (0 and *used > 0: a record of padding only); 0 with *used = 0 when |in| holds no whole
+ * record yet; -EAGAIN when wolfSSL_read() must take the next record (it is still at |in|). */
+ssize_t rs_tls_open(struct rs_tls_opener *o, struct WOLFSSL *ssl, const uint8_t *in, size_t len,
+                    uint8_t *out, size_t cap, size_t *used);
 /* The handshake resumed a session (a ticket was accepted). */
 bool rs_tls_resumed(const struct rs_tls *t);
 

@@ -672,6 +672,14 @@ def _(srv):
         check(read_file(path("tls.out")) == data, "TLS round trip differs")
         names = [o["name"] for o in rs_json(addr, "ls", tls=tls)]
         check_eq(names, ["tls/a"], "TLS ls")
+        # Large enough for records to straddle every read of the client, which opens them
+        # itself (core/tls.h rs_tls_open), on one stream and on three.
+        big = pattern(48 * MiB + 4097, 201)
+        rs_json(addr, "put", write_file("tls-big", big), "tls/big", tls=tls)
+        for streams in ("1", "3"):
+            out = path("tls-big-%s.out" % streams)
+            rs(addr, "get", "--streams", streams, "tls/big", out, want=EXIT_OK, tls=tls)
+            check(read_file(out) == big, "TLS download with %s stream(s) differs" % streams)
         # The server asks for a client certificate: without one the handshake fails.
         code, _, err = rs(addr, "ls", tls=["--ca", p("ca.pem")])
         check_eq(code, EXIT_CONN, "no client certificate")

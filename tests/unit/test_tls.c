@@ -498,6 +498,92 @@ out:
     rs_tls_destroy(t);
 }
 
+/* Reads what the client has like the command line client does: rs_tls_open() on the bytes
+ * waiting, wolfSSL_read() for the records it leaves. Counts the records opened each way. */
+static size_t client_open(WOLFSSL *c, struct rs_tls_opener *o, uint8_t *buf, size_t want, int *ours,
+                          int *wolfs)
+{
+    static uint8_t rec[16384 + 256];
+    size_t total = 0, used;
+    ssize_t n;
+    int i, r;
+
+    for (i = 0; i < 10000 && total < want; i++) {
+        n = rs_tls_open(o, c, to_client->buf + to_client->off, to_client->len - to_client->off, rec,
+                        sizeof(rec), &used);
+        if (n >= 0 && used > 0) {
+            CU_ASSERT_FATAL(total + (size_t)n <= want);
+            memcpy(buf + total, rec, (size_t)n);
+            total += (size_t)n;
+            to_client->off += used;
+            (*ours)++;
+            continue;
+        }
+        if (n == 0)
+            break; /* no whole record left */
+        r = wolfSSL_read(c, buf + total, (int)(want - total));
+        if (r <= 0)
+            break;
+        total += (size_t)r;
+        (*wolfs)++;
+    }
+    return total;
+}
+
+/* The client's side of our records: rs_tls_open() decrypts application records, leaves the
+ * NewSessionTicket and KeyUpdate to wolfSSL (which then has the right sequence number and
+ * key), and a record that does not verify to wolfSSL, which fails the connection. */
+static void test_client_opens_application_records(void)
+{
+    struct rs_tls *t = rs_tls_new(sctx);
+    WOLFSSL *c = client("h2");
+    struct rs_tls_opener *o = rs_tls_opener_new();
+    static uint8_t src[100000], back[100000];
+    const uint8_t *p;
+    uint8_t *q;
+    size_t n;
+    int ours = 0, wolfs = 0, r;
+
+    reset();
+    CU_ASSERT_EQUAL(o != NULL, rs_tls_seal_built());
+    CU_ASSERT_EQUAL_FATAL(run_handshake(t, c, 0), 0);
+    server_to_client(t); /* the tickets */
+    CU_ASSERT_EQUAL(server_write(t, src, sizeof(src), 16393, 5), 0);
+    CU_ASSERT_EQUAL(client_open(c, o, back, sizeof(back), &ours, &wolfs), sizeof(back));
+    CU_ASSERT(memcmp(back, src, sizeof(back)) == 0);
+    /* 7 records: wolfSSL_read() takes the ticket (then the KeyUpdate) and the record after */
+    CU_ASSERT_EQUAL(ours, o != NULL ? 6 : 0);
+    CU_ASSERT(o != NULL ? wolfs == 1 : wolfs > 0);
+
+    /* the client asks for a KeyUpdate: the server's answer is a handshake record, wolfSSL's */
+    CU_ASSERT_EQUAL(wolfSSL_update_keys(c), WOLFSSL_SUCCESS);
+    CU_ASSERT_EQUAL(client_to_server(t, 0), 0);
+    CU_ASSERT_EQUAL(server_write(t, src, sizeof(src), 9000, 6), 0);
+    ours = wolfs = 0;
+    CU_ASSERT_EQUAL(client_open(c, o, back, sizeof(back), &ours, &wolfs), sizeof(back));
+    CU_ASSERT(memcmp(back, src, sizeof(back)) == 0);
+    /* 7 records: wolfSSL_read() takes the ticket (then the KeyUpdate) and the record after */
+    CU_ASSERT_EQUAL(ours, o != NULL ? 6 : 0);
+    CU_ASSERT(o != NULL ? wolfs == 1 : wolfs > 0);
+
+    /* one flipped bit in a record: not opened, and wolfSSL fails the connection */
+    CU_ASSERT_EQUAL(server_write(t, src, 1000, 1000, 7), 0);
+    q = to_client->buf + to_client->len - 20;
+    *q ^= 1;
+    ours = wolfs = 0;
+    CU_ASSERT_EQUAL(client_open(c, o, back, 1000, &ours, &wolfs), 0);
+    CU_ASSERT_EQUAL(ours, 0);
+    r = wolfSSL_read(c, back, 1);
+    CU_ASSERT(r < 0);
+    n = rs_tls_out_take(t, &p); /* nothing waits on the server's side */
+    (void)p;
+    CU_ASSERT_EQUAL(n, 0);
+    rs_tls_out_done(t);
+    rs_tls_opener_free(o);
+    wolfSSL_free(c);
+    rs_tls_destroy(t);
+}
+
 /* TLS 1.2 and TLS 1.3 with ChaCha20-Poly1305 are left to wolfSSL's record layer. */
 static void test_other_suites_use_wolfssl_records(void)
 {
@@ -530,6 +616,20 @@ static void test_other_suites_use_wolfssl_records(void)
         CU_ASSERT_EQUAL(rs_tls_sealing(t), i == 2 && rs_tls_seal_built());
         server_to_client(t);
         CU_ASSERT_EQUAL(server_write(t, src, sizeof(src), 7000, (unsigned)i), 0);
+        if (i < 2) { /* not AES-GCM TLS 1.3: the client's opener leaves the records alone */
+            struct rs_tls_opener *o = rs_tls_opener_new();
+            uint8_t rec[64];
+            size_t used = 1;
+
+            if (o != NULL) {
+                CU_ASSERT_EQUAL(rs_tls_open(o, c, to_client->buf + to_client->off,
+                                            to_client->len - to_client->off, rec, sizeof(rec),
+                                            &used),
+                                -EAGAIN);
+            }
+            CU_ASSERT_EQUAL(used, o != NULL ? 0 : 1);
+            rs_tls_opener_free(o);
+        }
         CU_ASSERT_EQUAL(client_read(c, back, sizeof(back)), sizeof(back));
         CU_ASSERT(memcmp(back, src, sizeof(back)) == 0);
         wolfSSL_free(c);
@@ -706,6 +806,8 @@ static CU_TestInfo tests[] = {
       test_sealed_records_share_wolfssl_sequence },
     { "KeyUpdate at the AES-GCM record limit", test_key_update_at_the_aes_gcm_record_limit },
     { "TLS 1.2 and ChaCha20 use wolfSSL's records", test_other_suites_use_wolfssl_records },
+    { "the client opens application records itself, wolfSSL the rest",
+      test_client_opens_application_records },
     { "context errors are one line", test_ctx_errors_are_one_line },
     { "ticket keys: a ticket opens after one rotation, not after two",
       test_ticket_keys_survive_one_rotation_not_two },
